@@ -1,0 +1,53 @@
+# make run   - install into .venv if needed, then run the whole DAG on config/config.yaml
+# make test  - install if needed, then run the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.meddap-installed
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test install lint dag clean help check-results regenerate-shard
+
+help:
+	@echo "make run    run the whole workflow (snakemake --cores all) on config/config.yaml"
+	@echo "make test   run the tests"
+	@echo "make lint   snakemake --lint and snakefmt --check"
+	@echo "make dag    redraw docs/rulegraph.svg"
+	@echo "make check-results       check the default run's quality floors"
+	@echo "make regenerate-shard SHARD=results/synthetic/<class>/<adjective>/shard<NNN>"
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+check-results: $(STAMP)
+	$(BIN)/python -m meddap.check
+
+# Regenerate one shard, e.g. make regenerate-shard SHARD=results/synthetic/benign/bright/shard000;
+# a later `make run` reruns only what depends on it.
+regenerate-shard: $(STAMP)
+	@test -n "$(SHARD)" || { echo "usage: make regenerate-shard SHARD=results/synthetic/<class>/<adjective>/shard<NNN>"; exit 2; }
+	$(BIN)/snakemake --cores $(CORES) --forcerun $(SHARD) --until $(SHARD)
+
+dag: $(STAMP)
+	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+clean:
+	rm -rf results/* resources/phantom .snakemake

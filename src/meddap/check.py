@@ -1,0 +1,53 @@
+"""``python -m meddap.check``: do the embedded default's results mean something?
+
+Reads results/report and fails (exit 1) unless the `original` classifier reaches the macro-F1
+floor on the training device's test split and every class's synthetic images are assigned to
+their intended class at least as often as the fidelity floor. Prints what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[str]:
+    summary = pd.read_csv(report_dir / "summary.csv")
+    fidelity = pd.read_csv(report_dir / "fidelity.csv")
+    failures = []
+    original = summary[(summary["variant"] == "original") & (summary["test_set"] == "test") & (summary["metric"] == "macro_f1")]
+    if original.empty:
+        return ["no macro_f1 of the original variant on the test split in summary.csv"]
+    for _, row in original.iterrows():
+        verdict = "ok" if row["mean"] >= min_macro_f1 else "FAIL"
+        print(f"{verdict}: original {row['arch']} macro-F1 on the test split = {row['mean']:.3f} ± {row['std']:.3f} (floor {min_macro_f1})")
+        if verdict == "FAIL":
+            failures.append(f"original {row['arch']} macro-F1 {row['mean']:.3f} < {min_macro_f1}")
+    overall = fidelity[fidelity["adjective"] == "all"]
+    for _, row in overall.iterrows():
+        verdict = "ok" if row["fidelity_mean"] >= min_fidelity else "FAIL"
+        print(f"{verdict}: class fidelity {row['arch']} {row['class']} = {row['fidelity_mean']:.3f} ± {row['fidelity_std']:.3f} over {row['n_images']} images (floor {min_fidelity})")
+        if verdict == "FAIL":
+            failures.append(f"fidelity of {row['class']} {row['fidelity_mean']:.3f} < {min_fidelity}")
+    for _, row in summary[(summary["metric"] == "macro_f1")].sort_values(["test_set", "variant"]).iterrows():
+        print(f"  macro-F1 {row['test_set']:>10} {row['variant']:>12}: {row['mean']:.3f} ± {row['std']:.3f}  Δ {row['delta_vs_original']:+.3f}")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--report", default="results/report")
+    parser.add_argument("--min-macro-f1", type=float, default=0.8)
+    parser.add_argument("--min-fidelity", type=float, default=0.6)
+    args = parser.parse_args(argv)
+    failures = check(Path(args.report), args.min_macro_f1, args.min_fidelity)
+    for failure in failures:
+        print(f"check failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

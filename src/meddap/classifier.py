@@ -1,0 +1,279 @@
+"""Torchvision classifiers: build any by name, train on a variant's fold, save, load, predict.
+
+A trained classifier is a folder: ``model.safetensors`` (weights), ``model.json`` (architecture,
+classes, input size, normalisation) and ``history.csv`` (one row per epoch). The epoch with the
+best validation macro-F1 is the one saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from meddap.atomic import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS_NAME = "model.safetensors"
+
+
+class ClassifierError(ValueError):
+    """A classifier cannot be built or loaded; the message says what to do."""
+
+
+def available_architectures() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _replace_head(model: nn.Module, n_classes: int) -> None:
+    """Swap the last 1000-way layer of an ImageNet model for an ``n_classes`` one."""
+    last_name, last = None, None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == 1000:
+            last_name, last = name, module
+        elif isinstance(module, nn.Conv2d) and module.out_channels == 1000:
+            last_name, last = name, module
+    if last is None:
+        raise ClassifierError("cannot find the 1000-class output layer to resize")
+    if isinstance(last, nn.Linear):
+        new = nn.Linear(last.in_features, n_classes)
+    else:
+        new = nn.Conv2d(last.in_channels, n_classes, last.kernel_size, last.stride, last.padding)
+    parent = model
+    *path, leaf = last_name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, leaf, new)
+
+
+def build_classifier(arch: str, n_classes: int, pretrained: bool = False) -> nn.Module:
+    """A torchvision classification model by name with an ``n_classes`` head.
+
+    ``pretrained`` loads torchvision's ImageNet weights from the local torch cache (offline);
+    a missing cache is an error that says where the file is expected.
+    """
+    import torchvision
+
+    names = available_architectures()
+    if arch not in names:
+        raise ClassifierError(f"unknown architecture {arch!r}; choose a torchvision classifier such as densenet121, resnet34, squeezenet1_1 (all: {', '.join(names)})")
+    if arch.startswith("inception") or arch.startswith("googlenet"):
+        # their auxiliary heads change the training API; keep the loop one simple shape
+        raise ClassifierError(f"architecture {arch!r} (auxiliary outputs) is not supported; use another torchvision classifier")
+    if not pretrained:
+        model = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
+    else:
+        try:
+            model = torchvision.models.get_model(arch, weights="DEFAULT")
+        except Exception as error:  # noqa: BLE001 - torchvision raises URLError/RuntimeError offline
+            raise ClassifierError(
+                f"ImageNet weights for {arch} are not in the local torch cache ({torch.hub.get_dir()}/checkpoints) "
+                f"and cannot be downloaded here ({error}). Set classifier.pretrained: false or place the file there."
+            ) from error
+        _replace_head(model, n_classes)
+    if arch.startswith("squeezenet"):
+        # SqueezeNet's head ends in ReLU + average pool: start it from zero logits, not dead ReLUs.
+        model.classifier[1].bias.data.fill_(0.1)
+    return model
+
+
+def load_image_tensor(paths: list[str], size: int) -> torch.Tensor:
+    """uint8 tensor (N, 3, size, size) of the images (read once, kept in memory)."""
+    from tqdm import tqdm
+
+    from meddap.images import load_array
+
+    arrays = np.stack([load_array(path, size) for path in tqdm(paths, desc="load images", mininterval=5)])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+
+
+def normalise(batch: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    batch = batch.float() / 255.0
+    return (batch - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def random_blur(batch: torch.Tensor, generator: torch.Generator, probability: float = 0.5, max_sigma: float = 1.5) -> torch.Tensor:
+    """Gaussian blur of a random strength on a random half of the batch.
+
+    Scanners differ in point-spread function (resolution), and synthetic images are smoother than
+    speckled originals: blur makes the classifier rely on shape rather than on speckle texture.
+    """
+    out = batch.float().clone()
+    chosen = torch.rand(len(batch), generator=generator) < probability
+    sigmas = torch.rand(len(batch), generator=generator) * max_sigma
+    for i in torch.nonzero(chosen).flatten().tolist():
+        sigma = max(0.3, float(sigmas[i]))
+        radius = max(1, int(round(2.5 * sigma)))
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        image = out[i : i + 1]
+        image = nn.functional.conv2d(nn.functional.pad(image, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        image = nn.functional.conv2d(nn.functional.pad(image, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+        out[i] = image[0]
+    return out
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, blur: bool = True) -> torch.Tensor:
+    """Horizontal flip, a small random translation (reflect-padded crop) and optional blur."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+    if blur:
+        batch = random_blur(batch, generator)
+    size = batch.shape[-1]
+    pad = max(1, size // 16)
+    padded = nn.functional.pad(batch.float(), (pad, pad, pad, pad), mode="reflect")
+    out = torch.empty_like(batch, dtype=torch.float32)
+    offsets = torch.randint(0, 2 * pad + 1, (len(batch), 2), generator=generator)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        out[i] = padded[i, :, dy : dy + size, dx : dx + size]
+    return out
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        logits = model(normalise(images[start : start + batch_size], mean, std).to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def train_classifier(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    classes: list[str],
+    arch: str,
+    out_dir: str | Path,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    pretrained: bool = False,
+    weight_decay: float = 1e-4,
+    class_weighting: bool = True,
+    device: str = "auto",
+    provenance: dict | None = None,
+    lr_schedule: str = "onecycle",
+    blur_augmentation: bool = True,
+) -> pd.DataFrame:
+    """Train; keep the epoch with the best validation macro-F1; write the folder atomically."""
+    from safetensors.torch import save_file
+    from sklearn.metrics import f1_score
+    from tqdm import tqdm
+
+    from meddap.diffusion import pick_device
+    from meddap.seeding import seed_everything
+
+    seed_everything(seed)
+    torch_device = pick_device(device)
+    class_index = {name: i for i, name in enumerate(classes)}
+    x_train = load_image_tensor(list(train_rows["path"]), image_size)
+    y_train = torch.tensor([class_index[c] for c in train_rows["class"]])
+    x_val = load_image_tensor(list(val_rows["path"]), image_size)
+    y_val = np.array([class_index[c] for c in val_rows["class"]])
+
+    model = build_classifier(arch, len(classes), pretrained).to(torch_device)
+    model = model.to(memory_format=torch.channels_last) if torch_device.type == "cuda" else model
+    counts = torch.bincount(y_train, minlength=len(classes)).float()
+    weights = (counts.sum() / (len(classes) * counts.clamp(min=1))) if class_weighting else torch.ones(len(classes))
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(torch_device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # Cosine decay to 1% over the epochs: late epochs settle instead of jumping between minima.
+    steps_per_epoch = max(1, -(-len(x_train) // batch_size))
+    if lr_schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch + 1, pct_start=0.15, anneal_strategy="cos",
+            div_factor=10.0, final_div_factor=10.0,
+        )
+    else:  # constant, as the original MEDDAP scripts
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator().manual_seed(seed)
+
+    history, best_state, best_f1 = [], None, -1.0
+    for epoch in tqdm(range(1, epochs + 1), desc=f"train {arch}", mininterval=5):
+        started = time.time()
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total_loss = 0.0
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            if len(index) < 2 and len(order) > 1:
+                continue  # a lone sample breaks batch norm
+            batch = augment(x_train[index], generator, blur=blur_augmentation)
+            logits = model(normalise(batch).to(torch_device))
+            loss = loss_fn(logits, y_train[index].to(torch_device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(index)
+        probabilities = predict_proba(model, x_val)
+        predicted = probabilities.argmax(1)
+        val_f1 = float(f1_score(y_val, predicted, labels=range(len(classes)), average="macro", zero_division=0))
+        val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-8)), torch.from_numpy(y_val)))
+        history.append(
+            {"epoch": epoch, "train_loss": total_loss / len(order), "val_loss": val_loss, "val_macro_f1": val_f1,
+             "val_accuracy": float((predicted == y_val).mean()), "seconds": time.time() - started}
+        )
+        if val_f1 > best_f1:
+            best_f1, best_state = val_f1, copy.deepcopy(model.state_dict())
+    frame = pd.DataFrame(history)
+    frame["selected"] = frame["val_macro_f1"] == best_f1
+    frame.loc[frame["selected"].idxmax() + 1 :, "selected"] = False  # first best epoch only
+    best_epoch = int(frame.loc[frame["selected"], "epoch"].iloc[0])
+    meta = {
+        "arch": arch,
+        "classes": classes,
+        "input_size": image_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "best_epoch": best_epoch,
+        "best_val_macro_f1": best_f1,
+        "train_images": int(len(x_train)),
+        "train_synthetic_images": int((train_rows["source"] == "synthetic").sum()) if "source" in train_rows else 0,
+        "val_images": int(len(x_val)),
+        "pretrained": pretrained,
+        "seed": seed,
+        **(provenance or {}),
+    }
+    with atomic_path(out_dir) as temporary:
+        temporary.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, temporary / WEIGHTS_NAME)
+        write_json(temporary / "model.json", meta)
+        frame.to_csv(temporary / "history.csv", index=False)
+    return frame
+
+
+def load_classifier(model_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Model and its metadata from a classifier folder (safetensors; no pickles)."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.is_file() or not (model_dir / WEIGHTS_NAME).is_file():
+        raise ClassifierError(f"{model_dir} is not a meddap classifier folder (needs model.json and {WEIGHTS_NAME}).")
+    meta = json.loads(meta_path.read_text())
+    model = build_classifier(meta["arch"], len(meta["classes"]), pretrained=False)
+    model.load_state_dict(load_file(model_dir / WEIGHTS_NAME))
+    return model.to(device).eval(), meta
+
+
+def predict_paths(model: nn.Module, meta: dict, paths: list[str], batch_size: int = 64) -> np.ndarray:
+    images = load_image_tensor(paths, meta["input_size"])
+    return predict_proba(model, images, batch_size, meta["mean"], meta["std"])

@@ -1,0 +1,135 @@
+"""Index a folder of class subfolders and split it: held-out test + stratified folds."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from meddap.images import IMAGE_EXTENSIONS
+from meddap.seeding import derive_seed
+
+MANIFEST_COLUMNS = ["path", "class", "split", "fold"]
+
+
+class DatasetError(ValueError):
+    """The dataset on disk does not fit what the config says; the message says what to do."""
+
+
+def list_class_images(root: str | Path, classes: list[str] | None, exclude: list[str]) -> dict[str, list[str]]:
+    """Map class -> sorted image paths under ``root/<class>/`` (exclude patterns match file names).
+
+    ``classes`` None means every subfolder of ``root``. Errors name the path and the remedy.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset.root {str(root)!r} does not exist or is not a folder. Set dataset.root in "
+            "your config to a folder with one subfolder of images per class."
+        )
+    if classes is None:
+        classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        if not classes:
+            raise DatasetError(
+                f"dataset.root {str(root)!r} has no class subfolders. Put the images of each class "
+                "in a subfolder named after the class (e.g. benign/, malignant/, normal/)."
+            )
+    found: dict[str, list[str]] = {}
+    for name in classes:
+        folder = root / name
+        if not folder.is_dir():
+            raise DatasetError(
+                f"class folder {str(folder)!r} is missing. Create it or remove {name!r} from dataset.classes."
+            )
+        files = sorted(
+            str(path)
+            for path in folder.iterdir()
+            if path.is_file()
+            and path.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(fnmatch.fnmatch(path.name, pattern) for pattern in exclude)
+        )
+        if not files:
+            raise DatasetError(
+                f"class folder {str(folder)!r} holds no images ({'/'.join(IMAGE_EXTENSIONS)}, "
+                f"excluding {exclude}). Add images or remove {name!r} from dataset.classes."
+            )
+        found[name] = files
+    return found
+
+
+def split_counts(n_images: int, test_fraction: float) -> tuple[int, int]:
+    """(test, train) counts for a class of ``n_images``: the same formula the DAG plans with."""
+    n_test = int(round(n_images * test_fraction))
+    if test_fraction > 0:
+        n_test = max(1, n_test)
+    return n_test, n_images - n_test
+
+
+def make_split(
+    class_images: dict[str, list[str]], test_fraction: float, folds: int, seed: int
+) -> pd.DataFrame:
+    """Stratified, seeded split: per class a held-out test share, then ``folds`` folds.
+
+    Deterministic: depends only on the sorted file lists, the fractions and the seed.
+    """
+    rows = []
+    for name in sorted(class_images):
+        paths = sorted(class_images[name])
+        n_test, n_train = split_counts(len(paths), test_fraction)
+        if n_train < folds:
+            raise DatasetError(
+                f"class {name!r} has {len(paths)} images: {n_train} left for training after the "
+                f"test split is fewer than dataset.folds={folds}. Add images or lower dataset.folds."
+            )
+        order = np.random.default_rng(derive_seed(seed, "split", name)).permutation(len(paths))
+        for rank, index in enumerate(order):
+            if rank < n_test:
+                rows.append((paths[index], name, "test", -1))
+            else:
+                rows.append((paths[index], name, "train", (rank - n_test) % folds))
+    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    return frame.sort_values(["class", "split", "fold", "path"], kind="stable").reset_index(drop=True)
+
+
+def find_cross_class_duplicates(class_images: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Pairs of byte-identical files filed under two different classes."""
+    first_seen: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for name, paths in class_images.items():
+        for path in paths:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if digest in first_seen and first_seen[digest][0] != name:
+                clashes.append((first_seen[digest][1], path))
+            first_seen.setdefault(digest, (name, path))
+    return clashes
+
+
+def index_test_set(root: str | Path, known_classes: list[str], exclude: list[str]) -> pd.DataFrame:
+    """Index an unseen test set (class subfolders or a CSV of path,class); classes may be a subset."""
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        frame = pd.read_csv(root)
+        missing = {"path", "class"} - set(frame.columns)
+        if missing:
+            raise DatasetError(f"unseen test set {str(root)!r} lacks column(s) {sorted(missing)}; it needs path,class.")
+        frame["path"] = [str((root.parent / p) if not Path(p).is_absolute() else p) for p in frame["path"]]
+    else:
+        present = (
+            sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+            if root.is_dir()
+            else None
+        )
+        if present is None:
+            raise DatasetError(f"unseen test set {str(root)!r} does not exist. Fix its path in the config's unseen list.")
+        images = list_class_images(root, present, exclude)
+        frame = pd.DataFrame([(p, c) for c, paths in images.items() for p in paths], columns=["path", "class"])
+    unknown = sorted(set(frame["class"]) - set(known_classes))
+    if unknown:
+        raise DatasetError(
+            f"unseen test set {str(root)!r} has class(es) {unknown} that the classifiers were not "
+            f"trained on ({known_classes}). Remove or rename them."
+        )
+    return frame[["path", "class"]].sort_values(["class", "path"]).reset_index(drop=True)

@@ -1,0 +1,53 @@
+"""Classification metrics with scikit-learn; a test set may hold only some of the classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def classification_metrics(y_true: list[str], probabilities: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, macro AUROC and per-class sensitivity/specificity/precision.
+
+    Macro averages run over the classes *present* in ``y_true`` (an unseen set may lack some);
+    predictions may still be any trained class, and count as errors when absent from the set.
+    AUROC per class is one-vs-rest on that class's probability; the macro AUROC averages the
+    classes that have both positives and negatives here (NaN when none has).
+    """
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    index = {name: i for i, name in enumerate(classes)}
+    truth = np.array([index[c] for c in y_true])
+    predicted = probabilities.argmax(1)
+    present = sorted(set(truth.tolist()))
+    metrics: dict = {
+        "n_images": int(len(truth)),
+        "classes_present": [classes[i] for i in present],
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "balanced_accuracy": float(recall_score(truth, predicted, labels=present, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)),
+    }
+    aurocs = []
+    for i, name in enumerate(classes):
+        positive = truth == i
+        if i in present:
+            tp = int(np.sum(positive & (predicted == i)))
+            fn = int(np.sum(positive & (predicted != i)))
+            fp = int(np.sum(~positive & (predicted == i)))
+            tn = int(np.sum(~positive & (predicted != i)))
+            metrics[f"sensitivity_{name}"] = tp / (tp + fn) if tp + fn else float("nan")
+            metrics[f"specificity_{name}"] = tn / (tn + fp) if tn + fp else float("nan")
+            metrics[f"precision_{name}"] = float(precision_score(positive, predicted == i, zero_division=0))
+            if 0 < positive.sum() < len(truth):
+                auc = float(roc_auc_score(positive, probabilities[:, i]))
+                metrics[f"auroc_{name}"] = auc
+                aurocs.append(auc)
+    metrics["macro_auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
+    return metrics
+
+
+def predictions_frame(paths: list[str], y_true: list[str], probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({"path": paths, "class": y_true, "predicted": [classes[i] for i in probabilities.argmax(1)]})
+    for i, name in enumerate(classes):
+        frame[f"prob_{name}"] = probabilities[:, i]
+    return frame

@@ -1,0 +1,188 @@
+"""USLoRA: LoRA adapters on the UNet's attention projections, one per class.
+
+Follows the diffusers/peft idiom: ``LoraConfig`` + ``unet.add_adapter``; saved with
+``StableDiffusionPipeline.save_lora_weights`` (``pytorch_lora_weights.safetensors``), so
+``pipe.load_lora_weights(folder)`` reads it. VAE latents (both flips) and the prompt's text
+embedding are computed once and cached; LoRA parameters stay fp32 under mixed precision; a
+checkpoint every N steps lets a killed job resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from meddap.atomic import atomic_path, write_json
+from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+class LoraError(ValueError):
+    """A LoRA cannot be trained or applied; the message says why and what to do."""
+
+
+def add_lora(unet, rank: int, alpha: float, target_modules: list[str] | tuple[str, ...]) -> None:
+    """Add a LoRA adapter (gaussian init, as the diffusers examples) to ``unet`` in place."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(target_modules))
+    try:
+        unet.add_adapter(config)
+    except ValueError as error:
+        raise LoraError(
+            f"lora.target_modules {list(target_modules)} match no layer of this UNet ({error}). "
+            "Use attention projection names such as to_q, to_k, to_v, to_out.0."
+        ) from error
+
+
+def lora_share(unet) -> tuple[int, int, float]:
+    """(trainable LoRA parameters, UNet base parameters, share) with the adapter added."""
+    trainable = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    base = sum(p.numel() for name, p in unet.named_parameters() if "lora_" not in name)
+    return trainable, base, trainable / base
+
+
+def _config_digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_lora(unet, out_dir: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=state, safe_serialization=True)
+
+
+def train_lora(
+    base_model: str,
+    image_paths: list[str],
+    prompt: str,
+    out_dir: str | Path,
+    rank: int = 4,
+    alpha: float | None = None,
+    target_modules: list[str] | tuple[str, ...] = DEFAULT_TARGET_MODULES,
+    steps: int = 500,
+    batch_size: int = 8,
+    lr: float = 1e-4,
+    resolution: int = 64,
+    flip: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    checkpoint_every: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    allow_hub: bool = False,
+    provenance: dict | None = None,
+    condition_dropout: float = 0.0,
+    timestep_bias: float = 1.0,
+) -> dict:
+    """Train one LoRA on ``image_paths`` with ``prompt``; write it to ``out_dir`` atomically."""
+    from diffusers.training_utils import cast_training_params
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    from meddap.diffusion import pick_device, pick_dtype
+
+    if not image_paths:
+        raise LoraError(f"no training images for the LoRA prompt {prompt!r}")
+    torch_device = pick_device(device)
+    dtype = pick_dtype(torch_device, precision)
+    pipeline = load_pipeline(base_model, torch_device, dtype, allow_hub=allow_hub)
+    unet, vae = pipeline.unet, pipeline.vae
+    alpha = float(alpha if alpha is not None else rank)
+    add_lora(unet, rank, alpha, target_modules)
+    cast_training_params(unet, dtype=torch.float32)  # LoRA weights train in fp32
+    trainable, base, share = lora_share(unet)
+    log.info("LoRA rank %d on %s: %d trainable parameters = %.4f%% of the UNet's %d", rank, list(target_modules), trainable, 100 * share, base)
+
+    images = images_to_tensor(image_paths, resolution)
+    if flip:
+        images = torch.cat([images, images.flip(-1)])
+    means, stds = encode_latents(vae, images)
+    scaling = vae.config.scaling_factor
+    condition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [prompt], torch_device).float().cpu()
+    uncondition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [""], torch_device).float().cpu()
+    del pipeline.vae  # not needed once latents are cached
+
+    parameters = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
+    run_digest = _config_digest(
+        {"base": str(base_model), "images": sorted(image_paths), "prompt": prompt, "rank": rank, "alpha": alpha,
+         "targets": list(target_modules), "steps": steps, "batch": batch_size, "lr": lr, "res": resolution,
+         "flip": flip, "seed": seed, "dropout": condition_dropout, "bias": timestep_bias}
+    )
+    start_step = 0
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    if checkpoint_dir and (checkpoint_dir / "state.json").is_file():
+        state = json.loads((checkpoint_dir / "state.json").read_text())
+        if state.get("digest") == run_digest:
+            set_peft_model_state_dict(unet, load_file(checkpoint_dir / "lora.safetensors"))
+            optimizer.load_state_dict(torch.load(checkpoint_dir / "optimizer.pt", weights_only=True))
+            start_step = int(state["step"])
+            log.info("resuming LoRA training from checkpoint %s at step %d", checkpoint_dir, start_step)
+        else:
+            log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint_dir)
+
+    def on_step(step: int, opt) -> None:
+        if checkpoint_dir and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+            with atomic_path(checkpoint_dir) as temporary:
+                temporary.mkdir()
+                save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}, temporary / "lora.safetensors")
+                torch.save(opt.state_dict(), temporary / "optimizer.pt")
+                (temporary / "state.json").write_text(json.dumps({"step": step, "digest": run_digest}))
+
+    losses = train_denoiser(
+        unet, means * scaling, stds * scaling, condition, uncondition, steps, batch_size, lr, seed,
+        parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias, description=f"LoRA {prompt}", start_step=start_step, optimizer=optimizer, on_step=on_step,
+    )
+    info = {
+        "prompt": prompt,
+        "images": len(image_paths),
+        "rank": rank,
+        "alpha": alpha,
+        "target_modules": list(target_modules),
+        "trainable_parameters": trainable,
+        "unet_parameters": base,
+        "trainable_share": share,
+        "steps": steps,
+        "resumed_from_step": start_step,
+        "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))) if losses else None,
+        "device": str(torch_device),
+        "dtype": str(dtype),
+        **(provenance or {}),
+    }
+    with atomic_path(out_dir) as temporary:
+        temporary.mkdir()
+        save_lora(unet, temporary)
+        write_json(temporary / "lora_info.json", info)
+    if checkpoint_dir and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    return info
+
+
+def apply_lora(pipeline, lora_dir: str | Path, scale: float = 1.0) -> None:
+    """Load the LoRA at ``lora_dir`` into ``pipeline`` and fuse it into the UNet weights."""
+    lora_dir = Path(lora_dir)
+    if not (lora_dir / LORA_WEIGHT_NAME).is_file():
+        raise LoraError(f"{lora_dir} has no {LORA_WEIGHT_NAME}; train the LoRA first (rule train_lora).")
+    try:
+        pipeline.load_lora_weights(str(lora_dir), weight_name=LORA_WEIGHT_NAME, adapter_name="meddap")
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise LoraError(
+            f"LoRA {lora_dir / LORA_WEIGHT_NAME} does not fit this base model ({str(error).splitlines()[0][:300]}). "
+            "It was probably trained on another base model: retrain it (delete the folder and rerun)."
+        ) from error
+    pipeline.fuse_lora(lora_scale=scale, adapter_names=["meddap"])
+    pipeline.unload_lora_weights()  # fused weights stay; the adapter layers go

@@ -1,0 +1,89 @@
+"""What the DAG builds: dataset variants, shards per class, and which shards each variant uses.
+
+Shared by the Snakefile (to plan jobs at parse time) and by the merge step (to pick rows), so
+the two can never disagree. Ratios are nested: a variant at ratio r takes the *first*
+round(r x n_train) images of the shards, so 0.5/1/2 together cost 2x the class count, not 3.5x.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ORIGINAL = "original"
+MIXED = "mixed"
+
+
+def ratio_label(ratio: float) -> str:
+    """'x0.5', 'x1', 'x2': the ratio as it appears in variant names."""
+    return "x" + format(float(ratio), "g")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # original | adjective | mixed
+    adjective: str = ""
+    ratio: float = 0.0
+
+
+@dataclass
+class Plan:
+    classes: list[str]
+    train_counts: dict[str, int]
+    adjectives: list[str]
+    ratios: list[float]
+    shard_size: int
+    families: tuple[str, ...] = ("adjective", "mixed")
+
+    def synthetic_count(self, cls: str, ratio: float) -> int:
+        """Synthetic images of ``cls`` that a variant of ``ratio`` adds."""
+        return int(round(ratio * self.train_counts[cls]))
+
+    def images_per_adjective(self, cls: str) -> int:
+        """Images generated per (class, adjective): enough for the largest ratio."""
+        return self.synthetic_count(cls, max(self.ratios)) if self.ratios else 0
+
+    def shards(self, cls: str) -> int:
+        return max(1, math.ceil(self.images_per_adjective(cls) / self.shard_size))
+
+    def shard_sizes(self, cls: str) -> list[int]:
+        """Images in each shard of ``cls`` (the last one may be smaller)."""
+        total = self.images_per_adjective(cls)
+        return [min(self.shard_size, total - start) for start in range(0, total, self.shard_size)] or [0]
+
+    def all_shards(self) -> list[tuple[str, str, int]]:
+        return [(cls, adj, shard) for cls in self.classes for adj in self.adjectives for shard in range(self.shards(cls))]
+
+    def variants(self) -> list[Variant]:
+        out = [Variant(ORIGINAL, "original")]
+        if "adjective" in self.families:
+            out += [Variant(f"{adj}_{ratio_label(r)}", "adjective", adj, r) for adj in self.adjectives for r in self.ratios]
+        if "mixed" in self.families and len(self.adjectives) > 1:
+            out += [Variant(f"{MIXED}_{ratio_label(r)}", "mixed", "", r) for r in self.ratios]
+        return out
+
+    def variant(self, name: str) -> Variant:
+        for candidate in self.variants():
+            if candidate.name == name:
+                return candidate
+        raise KeyError(f"unknown dataset variant {name!r}; known: {[v.name for v in self.variants()]}")
+
+    def counts_per_adjective(self, variant: Variant, cls: str) -> dict[str, int]:
+        """How many of each adjective's images (taken from the start) ``variant`` adds for ``cls``."""
+        if variant.kind == "original":
+            return {}
+        total = self.synthetic_count(cls, variant.ratio)
+        if variant.kind == "adjective":
+            return {variant.adjective: total}
+        # Mixed: adjectives drawn evenly; the remainder goes to the first adjectives in order.
+        base, extra = divmod(total, len(self.adjectives))
+        return {adj: base + (1 if i < extra else 0) for i, adj in enumerate(self.adjectives)}
+
+    def shards_for(self, variant: Variant) -> list[tuple[str, str, int]]:
+        """The (class, adjective, shard) triples whose images ``variant`` uses."""
+        needed = []
+        for cls in self.classes:
+            for adj, count in self.counts_per_adjective(variant, cls).items():
+                needed += [(cls, adj, shard) for shard in range(math.ceil(count / self.shard_size))]
+        return needed

@@ -1,0 +1,73 @@
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from meddap.classifier import ClassifierError, build_classifier, load_classifier, predict_paths, random_blur, train_classifier
+from meddap.images import ImageReadError, load_array
+
+
+def test_image_modes_are_converted_not_rejected(tmp_path):
+    grey16 = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    Image.new("RGBA", (40, 40), (200, 100, 50, 128)).save(tmp_path / "rgba.png")
+    Image.new("P", (40, 40), 3).save(tmp_path / "p.png")
+    Image.new("CMYK", (40, 40), (0, 128, 255, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("L", (10, 12), 77).save(tmp_path / "small.bmp")
+    for name in ("g16.png", "rgba.png", "p.png", "cmyk.jpg", "small.bmp"):
+        array = load_array(tmp_path / name, size=32)
+        assert array.shape == (32, 32, 3) and array.dtype == np.uint8, name
+    g16 = load_array(tmp_path / "g16.png")
+    assert g16.min() == 0 and g16.max() == 255  # the 16-bit range is rescaled, not clipped
+
+
+def test_corrupt_images_name_the_file(tmp_path):
+    Image.new("L", (64, 64), 9).save(tmp_path / "ok.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    (tmp_path / "random.png").write_bytes(np.random.default_rng(0).bytes(500))
+    for name in ("truncated.png", "random.png"):
+        with pytest.raises(ImageReadError, match=name):
+            load_array(tmp_path / name)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "squeezenet1_1", "densenet121", "mobilenet_v3_small"])
+def test_any_torchvision_classifier_with_a_head_sized_to_the_classes(arch):
+    model = build_classifier(arch, 3).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(ClassifierError, match="unknown architecture 'resnet1000'"):
+        build_classifier("resnet1000", 3)
+
+
+def test_blur_keeps_shape_and_smooths():
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    out = random_blur(batch, generator, probability=1.0)
+    assert out.shape == batch.shape
+    assert out.float().std() < batch.float().std()
+
+
+def test_train_save_load_predict_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for cls, value in (("dark", 40), ("bright", 200)):
+        for i in range(6):
+            path = tmp_path / f"{cls}{i}.png"
+            Image.fromarray(np.clip(rng.normal(value, 10, (16, 16)), 0, 255).astype(np.uint8)).save(path)
+            rows.append((str(path), cls, "original", i % 2))
+    frame = pd.DataFrame(rows, columns=["path", "class", "source", "fold"])
+    history = train_classifier(frame[frame.fold == 0], frame[frame.fold == 1], ["bright", "dark"], "resnet18",
+                               tmp_path / "model", image_size=16, epochs=3, batch_size=4, lr=1e-3, seed=0)
+    assert len(history) == 3 and history["selected"].sum() == 1
+    best = history.loc[history["selected"], "val_macro_f1"].iloc[0]
+    assert best == history["val_macro_f1"].max()
+    model, meta = load_classifier(tmp_path / "model")
+    assert meta["arch"] == "resnet18" and meta["classes"] == ["bright", "dark"] and meta["input_size"] == 16
+    probabilities = predict_paths(model, meta, list(frame["path"]))
+    assert probabilities.shape == (12, 2) and np.allclose(probabilities.sum(1), 1, atol=1e-5)

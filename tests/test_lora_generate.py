@@ -1,0 +1,174 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from meddap.generate import generate_images, generate_shard, image_seed, read_shards
+from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora
+
+# The UNet config of Stable Diffusion v1.5 (runwayml/stable-diffusion-v1-5, unet/config.json).
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+)
+
+
+def test_rank4_lora_on_sd15_unet_is_under_a_tenth_of_a_percent():
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET)
+    add_lora(unet, rank=4, alpha=4, target_modules=DEFAULT_TARGET_MODULES)
+    trainable, base, share = lora_share(unet)
+    assert 850_000_000 < base < 870_000_000  # SD v1.5 UNet: 859.5M parameters
+    assert trainable == 797_184
+    assert share < 0.001
+
+
+def test_default_lora_on_the_small_model_is_under_one_percent(small_pipeline_dir):
+    import yaml
+    from diffusers import UNet2DConditionModel
+
+    from meddap.diffusion import SmallModelSpec, build_small_components
+
+    config = yaml.safe_load(open("config/config.yaml"))
+    _, _, _, unet = build_small_components(SmallModelSpec(image_size=config["base_model"]["pretrain"]["image_size"]), ["a"], seed=0)
+    add_lora(unet, config["lora"]["rank"], config["lora"]["alpha"], config["lora"]["target_modules"])
+    _, _, share = lora_share(unet)
+    assert 0 < share < 0.01
+
+
+@pytest.fixture(scope="module")
+def class_images(tmp_path_factory):
+    from meddap.phantom import DEFAULT_DEVICES, simulate_case
+
+    folder = tmp_path_factory.mktemp("imgs")
+    paths = []
+    for i in range(4):
+        path = folder / f"benign ({i}).png"
+        Image.fromarray(simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=i, image_size=64).image).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained_lora(small_pipeline_dir, class_images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora") / "benign"
+    info = train_lora(str(small_pipeline_dir), class_images, "an ultrasound photo of benign tumor in breast", out,
+                      rank=2, steps=3, batch_size=2, lr=1e-3, resolution=32, seed=0)
+    return out, info
+
+
+def test_lora_is_saved_in_the_diffusers_format_and_loads(small_pipeline_dir, trained_lora):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    out, info = trained_lora
+    assert (out / LORA_WEIGHT_NAME).is_file()
+    keys = list(load_file(out / LORA_WEIGHT_NAME))
+    assert keys and all(k.startswith("unet.") for k in keys)
+    assert info["trainable_parameters"] > 0 and info["trainable_share"] < 0.05
+    pipe = StableDiffusionPipeline.from_pretrained(small_pipeline_dir, safety_checker=None, requires_safety_checker=False)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "attn1.to_q.weight" in k}
+    pipe.load_lora_weights(str(out))  # the plain diffusers call reads it
+    pipe.fuse_lora()
+    after = {k: v for k, v in pipe.unet.state_dict().items() if k in before}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lora_from_another_base_model_is_a_clear_error(small_pipeline_dir, trained_lora, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file, save_file
+
+    out, _ = trained_lora
+    state = {k: torch.zeros(v.shape[0] + 3, *v.shape[1:]) for k, v in load_file(out / LORA_WEIGHT_NAME).items()}
+    (tmp_path / "bad").mkdir()
+    save_file(state, tmp_path / "bad" / LORA_WEIGHT_NAME)
+    pipe = StableDiffusionPipeline.from_pretrained(small_pipeline_dir, safety_checker=None, requires_safety_checker=False)
+    with pytest.raises(LoraError, match="does not fit this base model"):
+        apply_lora(pipe, tmp_path / "bad")
+
+
+def generate(small_pipeline_dir, trained_lora, out, **kwargs):
+    args = dict(cls="benign", adjective="bright", shard=2, prompt="a bright ultrasound photo of benign tumor in breast",
+                shard_size=4, seed=42, resolution=32, steps=3, guidance_scale=3.0, batch_size=4)
+    args.update(kwargs)
+    return generate_shard(str(small_pipeline_dir), trained_lora[0], out, **args)
+
+
+def test_same_shard_twice_gives_identical_png_bytes(small_pipeline_dir, trained_lora, tmp_path):
+    first = generate(small_pipeline_dir, trained_lora, tmp_path / "a")
+    second = generate(small_pipeline_dir, trained_lora, tmp_path / "b")
+    digest = lambda folder: [hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in sorted(p.name for p in folder.glob("*.png"))]
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert first.equals(second)
+    assert list(first.columns[:5]) == ["file", "class", "adjective", "prompt", "seed"]
+    assert first["seed"].tolist() == [image_seed(42, "benign", "bright", 2, i) for i in range(4)]
+    assert len(set(digest(tmp_path / "a"))) == 4  # the images differ from each other
+
+
+def test_images_do_not_depend_on_the_batch_size(small_pipeline_dir, trained_lora, tmp_path):
+    generate(small_pipeline_dir, trained_lora, tmp_path / "b1", batch_size=1)
+    generate(small_pipeline_dir, trained_lora, tmp_path / "b4", batch_size=4)
+    for name in sorted(p.name for p in (tmp_path / "b1").glob("*.png")):
+        a = np.asarray(Image.open(tmp_path / "b1" / name), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "b4" / name), dtype=int)
+        assert np.abs(a - b).max() <= 1
+
+
+def test_read_shards_gives_paths_in_order(small_pipeline_dir, trained_lora, tmp_path):
+    generate(small_pipeline_dir, trained_lora, tmp_path / "s", grayscale=True)
+    frame = read_shards([tmp_path / "s"])
+    assert frame["index"].tolist() == [0, 1, 2, 3]
+    image = np.asarray(Image.open(frame["path"][0]))
+    assert image.shape == (32, 32, 3) and (image[..., 0] == image[..., 2]).all()
+
+
+def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_path, caplog, monkeypatch):
+    import json
+    import logging
+
+    import meddap.lora as lora_module
+    from safetensors.torch import load_file
+
+    prompt = "an ultrasound photo of benign tumor in breast"
+    common = dict(rank=2, steps=6, batch_size=2, lr=1e-3, resolution=32, seed=5, checkpoint_every=2)
+    train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "straight", checkpoint_dir=tmp_path / "ckpt0", **common)
+    assert not (tmp_path / "ckpt0").exists()  # a finished run removes its checkpoint
+
+    class Killed(Exception):
+        pass
+
+    original = lora_module.train_denoiser
+
+    def dies_after_step_4(*args, **kwargs):
+        inner = kwargs["on_step"]
+
+        def on_step(step, optimizer):
+            inner(step, optimizer)
+            if step == 4:
+                raise Killed
+
+        return original(*args, **{**kwargs, "on_step": on_step})
+
+    monkeypatch.setattr(lora_module, "train_denoiser", dies_after_step_4)
+    with pytest.raises(Killed):
+        train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt", **common)
+    assert not (tmp_path / "resumed").exists()  # nothing that looks complete
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 4
+    monkeypatch.undo()
+
+    with caplog.at_level(logging.INFO, logger="meddap.lora"):
+        resumed = train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt", **common)
+    assert resumed["resumed_from_step"] == 4
+    assert "resuming LoRA training from checkpoint" in caplog.text
+    a = load_file(tmp_path / "straight" / LORA_WEIGHT_NAME)
+    b = load_file(tmp_path / "resumed" / LORA_WEIGHT_NAME)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

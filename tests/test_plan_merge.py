@@ -1,0 +1,87 @@
+import pandas as pd
+import pytest
+
+from meddap.merge import TRAIN_ONLY_FOLD, fold_rows, merge_variant
+from meddap.plan import Plan
+
+
+@pytest.fixture
+def plan():
+    return Plan(classes=["benign", "normal"], train_counts={"benign": 30, "normal": 13}, adjectives=["none", "bright", "dark"], ratios=[0.5, 1.0, 2.0], shard_size=8)
+
+
+def fake_inputs(plan):
+    manifest = []
+    for cls, n in plan.train_counts.items():
+        manifest += [(f"{cls}/{i}.png", cls, "train", i % 3) for i in range(n)]
+        manifest += [(f"{cls}/t{i}.png", cls, "test", -1) for i in range(5)]
+    manifest = pd.DataFrame(manifest, columns=["path", "class", "split", "fold"])
+    synthetic = []
+    for cls, adjective, shard in plan.all_shards():
+        for index in range(plan.shard_sizes(cls)[shard]):
+            synthetic.append((f"syn/{cls}/{adjective}/{shard}/{index}.png", cls, adjective, "p", 1000 * shard + index, shard, index))
+    synthetic = pd.DataFrame(synthetic, columns=["path", "class", "adjective", "prompt", "seed", "shard", "index"])
+    return manifest, synthetic
+
+
+def test_variant_names(plan):
+    names = [v.name for v in plan.variants()]
+    assert names[0] == "original"
+    assert "bright_x0.5" in names and "dark_x2" in names and "mixed_x1" in names
+    assert len(names) == 1 + 3 * 3 + 3
+
+
+def test_generation_covers_the_largest_ratio_once(plan):
+    # Nested ratios: 2x the class count is generated per adjective, not 0.5 + 1 + 2 = 3.5x.
+    for cls, n in plan.train_counts.items():
+        assert plan.images_per_adjective(cls) == 2 * n
+        assert sum(plan.shard_sizes(cls)) == 2 * n
+        assert all(size <= plan.shard_size for size in plan.shard_sizes(cls))
+
+
+def test_smaller_ratios_are_nested_subsets(plan):
+    manifest, synthetic = fake_inputs(plan)
+    for family in ("bright", "mixed"):
+        previous = set()
+        for ratio in ("x0.5", "x1", "x2"):
+            rows = merge_variant(manifest, synthetic, plan, plan.variant(f"{family}_{ratio}"))
+            current = set(rows.loc[rows["source"] == "synthetic", "path"])
+            assert previous <= current
+            previous = current
+        assert len(previous) == 2 * sum(plan.train_counts.values())
+
+
+def test_counts_and_mixed_draws_adjectives_evenly(plan):
+    manifest, synthetic = fake_inputs(plan)
+    rows = merge_variant(manifest, synthetic, plan, plan.variant("mixed_x1"))
+    benign = rows[(rows["source"] == "synthetic") & (rows["class"] == "benign")]
+    assert len(benign) == 30
+    assert benign["adjective"].value_counts().to_dict() == {"none": 10, "bright": 10, "dark": 10}
+    normal = rows[(rows["source"] == "synthetic") & (rows["class"] == "normal")]
+    assert sorted(normal["adjective"].value_counts().tolist()) == [4, 4, 5]
+
+
+def test_synthetic_rows_never_reach_validation_or_test(plan):
+    manifest, synthetic = fake_inputs(plan)
+    rows = merge_variant(manifest, synthetic, plan, plan.variant("dark_x2"))
+    assert not rows["path"].isin(manifest.loc[manifest["split"] == "test", "path"]).any()
+    assert (rows.loc[rows["source"] == "synthetic", "fold"] == TRAIN_ONLY_FOLD).all()
+    for fold in range(3):
+        train, validation = fold_rows(rows, fold)
+        assert (validation["source"] == "original").all()
+        assert (validation["fold"] == fold).all()
+        assert set(train["path"]).isdisjoint(validation["path"])
+        assert (train["source"] == "synthetic").sum() == 2 * 43
+
+
+def test_shards_for_lists_only_used_shards(plan):
+    assert plan.shards_for(plan.variant("original")) == []
+    used = plan.shards_for(plan.variant("bright_x0.5"))
+    assert used == [("benign", "bright", 0), ("benign", "bright", 1), ("normal", "bright", 0)]
+    assert set(plan.shards_for(plan.variant("bright_x2"))) == {s for s in plan.all_shards() if s[1] == "bright"}
+
+
+def test_not_enough_synthetic_images_is_a_clear_error(plan):
+    manifest, synthetic = fake_inputs(plan)
+    with pytest.raises(ValueError, match="needs 60 synthetic benign/dark"):
+        merge_variant(manifest, synthetic[synthetic["index"] < 2], plan, plan.variant("dark_x2"))

@@ -1,0 +1,22 @@
+rule train_classifier:
+    """Train one classifier on a variant's fold; validation is that fold's original images."""
+    input:
+        "results/datasets/{variant}.csv",
+    output:
+        directory("results/classifiers/{variant}/{arch}/fold{fold}"),
+    log:
+        f"{LOGS}/train_classifier/{{variant}}/{{arch}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/train_classifier/{{variant}}/{{arch}}/fold{{fold}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=1,
+    params:
+        classifier=config["classifier"],
+        classes=SETTINGS.classes,
+    script:
+        "../scripts/train_classifier.py"

@@ -1,0 +1,49 @@
+rule split:
+    """Index dataset.root and split it: held-out test split + stratified folds."""
+    input:
+        dataset_root_input,
+    output:
+        manifest=MANIFEST,
+        counts="results/splits/counts.csv",
+    log:
+        f"{LOGS}/split.log",
+    benchmark:
+        f"{BENCH}/split.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        classes=SETTINGS.classes,
+        exclude=config["dataset"]["exclude"],
+        test_fraction=config["dataset"]["test_fraction"],
+        folds=config["dataset"]["folds"],
+        seed=config["seed"],
+        expected_train_counts=SETTINGS.train_counts,
+    script:
+        "../scripts/split.py"
+
+
+rule index_test_set:
+    """A test set as a (path, class[, adjective]) table: internal test split, unseen set, or synthetic images."""
+    input:
+        test_set_inputs,
+    output:
+        "results/test_sets/{test_set}.csv",
+    log:
+        f"{LOGS}/index_test_set/{{test_set}}.log",
+    benchmark:
+        f"{BENCH}/index_test_set/{{test_set}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        classes=SETTINGS.classes,
+        exclude=config["dataset"]["exclude"],
+    script:
+        "../scripts/index_test_set.py"

@@ -1,0 +1,33 @@
+"""Shared start of every rule script: make meddap importable, send logging and stderr to the log."""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+try:
+    import meddap  # noqa: F401
+except ImportError:  # running in an environment without `pip install -e .` (e.g. --use-conda)
+    sys.path.insert(0, str(SRC))
+
+
+def start(snakemake) -> logging.Logger:
+    """Route this job's logging and stderr (tqdm bars, warnings) to its log file; set threads."""
+    # Thread count through the environment, read when torch/numpy load (rules without torch skip it).
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(max(1, int(snakemake.threads)))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    log_path = Path(snakemake.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(log_path, "w", buffering=1)
+    sys.stderr = stream
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(stream)],
+        force=True,
+    )
+    logger = logging.getLogger(f"meddap.rule.{snakemake.rule}")
+    logger.info("rule %s wildcards %s threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
+    return logger

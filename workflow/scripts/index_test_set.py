@@ -1,0 +1,22 @@
+"""Rule index_test_set: results/test_sets/<name>.csv for the internal test split, an unseen set, or the synthetic images."""
+
+from _meddap_script import start
+
+log = start(snakemake)  # noqa: F821
+
+import pandas as pd  # noqa: E402
+
+from meddap.atomic import write_csv  # noqa: E402
+from meddap.dataset import index_test_set  # noqa: E402
+from meddap.generate import read_shards  # noqa: E402
+
+name = snakemake.wildcards.test_set
+if name == "test":
+    manifest = pd.read_csv(snakemake.input[0])
+    frame = manifest.loc[manifest["split"] == "test", ["path", "class"]]
+elif name == "synthetic":
+    frame = read_shards(list(snakemake.input))[["path", "class", "adjective"]]
+else:
+    frame = index_test_set(snakemake.input[0], list(snakemake.params.classes), list(snakemake.params.exclude))
+write_csv(snakemake.output[0], frame.reset_index(drop=True))
+log.info("test set %s: %s", name, frame["class"].value_counts().to_dict())

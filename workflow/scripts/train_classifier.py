@@ -1,0 +1,28 @@
+"""Rule train_classifier: one (variant, architecture, fold) classifier folder."""
+
+from _meddap_script import start
+
+log = start(snakemake)  # noqa: F821
+
+import pandas as pd  # noqa: E402
+
+from meddap.classifier import train_classifier  # noqa: E402
+from meddap.merge import fold_rows  # noqa: E402
+from meddap.seeding import derive_seed  # noqa: E402
+from meddap.settings import provenance  # noqa: E402
+
+params, config, wc = snakemake.params, snakemake.config, snakemake.wildcards
+settings = params.classifier
+rows = pd.read_csv(snakemake.input[0])
+train_rows, val_rows = fold_rows(rows, int(wc.fold))
+seed = derive_seed(config["seed"], "classifier", wc.variant, wc.arch, wc.fold)
+log.info("%s fold %s: %d training rows (%d synthetic), %d validation rows", wc.variant, wc.fold, len(train_rows), int((train_rows.source == "synthetic").sum()), len(val_rows))
+history = train_classifier(
+    train_rows, val_rows, list(params.classes), wc.arch, snakemake.output[0],
+    image_size=settings["image_size"], epochs=settings["epochs"], batch_size=settings["batch_size"],
+    lr=settings["lr"], seed=seed, pretrained=settings["pretrained"], weight_decay=settings["weight_decay"],
+    class_weighting=settings["class_weighting"], device=config["device"], lr_schedule=settings["lr_schedule"],
+    blur_augmentation=settings["blur_augmentation"],
+    provenance={**provenance(config, seed), "variant": wc.variant, "fold": int(wc.fold)},
+)
+log.info("history:\n%s", history.to_string(index=False))
