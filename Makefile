@@ -8,11 +8,12 @@ STAMP := $(VENV)/.meddap-installed
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test install lint dag clean help check-results regenerate-shard
+.PHONY: run test test-slurm install lint dag clean help check-results regenerate-shard
 
 help:
 	@echo "make run    run the whole workflow (snakemake --cores all) on config/config.yaml"
 	@echo "make test   run the tests"
+	@echo "make test-slurm  the SLURM test (a one-node cluster it starts; root; slow)"
 	@echo "make lint   snakemake --lint and snakefmt --check"
 	@echo "make dag    redraw docs/rulegraph.svg"
 	@echo "make check-results       check the default run's quality floors"
@@ -32,6 +33,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The SLURM path on a one-node SLURM cluster the test starts (root; installs slurm-wlm and munge).
+test-slurm: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slurm tests/test_slurm.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BUSI = (REPO / ".." / "shared" / "data" / "busi").resolve()
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+DEFAULT = REPO / "config" / "config.yaml"
+
+
+def snakemake_command(workdir: Path, *args: str, configs=(DEFAULT, TINY)) -> list[str]:
+    return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, configs), *args]
+
+
+def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` (results land there) and return the finished process."""
+    command = snakemake_command(workdir, *args, configs=configs)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -55,3 +73,11 @@ def small_pipeline_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small_sd") / "pipeline"
     pipeline.save_pretrained(out, safe_serialization=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One complete run of the tiny config, shared by the tests that only read its outputs."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir, "--cores", "2")
+    return workdir

@@ -71,3 +71,22 @@ def test_train_save_load_predict_round_trip(tmp_path):
     assert meta["arch"] == "resnet18" and meta["classes"] == ["bright", "dark"] and meta["input_size"] == 16
     probabilities = predict_paths(model, meta, list(frame["path"]))
     assert probabilities.shape == (12, 2) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_atomic_path_leaves_nothing_on_failure_and_sweeps_stale_partials(tmp_path):
+    from meddap.atomic import atomic_path
+
+    target = tmp_path / "out"
+    stale = tmp_path / ".out.abc.partial"
+    stale.mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            temporary.mkdir()
+            (temporary / "half.txt").write_text("x")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert not list(tmp_path.iterdir())  # neither the failed temporary nor the stale one
+    with atomic_path(target) as temporary:
+        temporary.mkdir()
+        (temporary / "whole.txt").write_text("y")
+    assert (target / "whole.txt").read_text() == "y"

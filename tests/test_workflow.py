@@ -12,23 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import DEFAULT, REPO, SNAKEMAKE, snakemake
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-DEFAULT = REPO / "config" / "config.yaml"
 ALL_RULES = {
     "simulate_phantom", "split", "pretrain_base", "train_lora", "generate_shard", "merge_dataset",
     "train_classifier", "evaluate", "index_test_set", "report", "all",
 }
-
-
-def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = True) -> subprocess.CompletedProcess:
-    command = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, configs), *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -63,13 +52,6 @@ def test_missing_dataset_root_stops_at_once_naming_the_path(tmp_path):
     result = snakemake(tmp_path, "-n", configs=(DEFAULT, config), check=False)
     assert result.returncode != 0
     assert "no-such-folder" in result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir, "--cores", "2")
-    return workdir
 
 
 @pytest.mark.slow

@@ -107,6 +107,25 @@ def find_cross_class_duplicates(class_images: dict[str, list[str]]) -> list[tupl
     return clashes
 
 
+def check_images(paths: list[str], min_size: int | None = None, log=None) -> list[str]:
+    """Open every image once (fail early, naming the file); return warnings for small images.
+
+    Any PIL mode is fine (16-bit grey, RGBA, palette, CMYK are converted when loaded); a corrupt
+    or truncated file raises ImageReadError. Images smaller than ``min_size`` are upsampled
+    later, which is allowed but worth knowing.
+    """
+    from tqdm import tqdm
+
+    from meddap.images import load_rgb
+
+    warnings = []
+    for path in tqdm(paths, desc="check images", mininterval=5):
+        image = load_rgb(path)
+        if min_size and min(image.size) < min_size:
+            warnings.append(f"{path} is {image.size[0]}x{image.size[1]}, smaller than the model resolution {min_size}: it will be upsampled")
+    return warnings
+
+
 def index_test_set(root: str | Path, known_classes: list[str], exclude: list[str]) -> pd.DataFrame:
     """Index an unseen test set (class subfolders or a CSV of path,class); classes may be a subset."""
     root = Path(root)

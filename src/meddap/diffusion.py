@@ -420,7 +420,7 @@ def load_pipeline(path: str | Path, device: torch.device, dtype: torch.dtype = t
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
             str(path),
-            torch_dtype=dtype,
+            dtype=dtype,
             safety_checker=None,
             requires_safety_checker=False,
             local_files_only=local,

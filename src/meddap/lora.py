@@ -19,6 +19,7 @@ import torch
 
 from meddap.atomic import atomic_path, write_json
 from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser
+from meddap.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def train_lora(
     pipeline = load_pipeline(base_model, torch_device, dtype, allow_hub=allow_hub)
     unet, vae = pipeline.unet, pipeline.vae
     alpha = float(alpha if alpha is not None else rank)
+    torch.manual_seed(derive_seed(seed, "lora-init"))  # the adapter's gaussian init is seeded too
     add_lora(unet, rank, alpha, target_modules)
     cast_training_params(unet, dtype=torch.float32)  # LoRA weights train in fp32
     trainable, base, share = lora_share(unet)

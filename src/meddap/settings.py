@@ -52,6 +52,20 @@ class Settings:
 
 def resolve(config: dict, check_architectures: bool = True) -> Settings:
     dataset, phantom = config["dataset"], config["phantom"]
+    # The base model first: a wrong path should not wait for a dataset scan.
+    base = config["base_model"]
+    pretrain = bool(base["pretrain"]["enabled"])
+    if pretrain:
+        base_model = base["path"] or PRETRAINED_BASE_DIR
+    elif base["path"]:
+        base_model = base["path"]
+        if not config["allow_hub"]:
+            from meddap.diffusion import check_base_model_folder
+
+            check_base_model_folder(base_model)
+    else:
+        raise ConfigError("base_model.path is not set and base_model.pretrain.enabled is false: set one of them")
+
     if phantom["enabled"]:
         counts = dict(phantom["images_per_class"])
         classes = list(dataset["classes"] or sorted(counts))
@@ -99,19 +113,14 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         if entry["name"] in (INTERNAL_TEST, SYNTHETIC_TEST) or entry["name"] in unseen:
             raise ConfigError(f"unseen: the name {entry['name']!r} is reserved or repeated; give each unseen set its own name")
         unseen[entry["name"]] = entry["root"]
-
-    base = config["base_model"]
-    pretrain = bool(base["pretrain"]["enabled"])
-    if pretrain:
-        base_model = base["path"] or PRETRAINED_BASE_DIR
-    elif base["path"]:
-        base_model = base["path"]
-        if not config["allow_hub"]:
-            from meddap.diffusion import check_base_model_folder
-
-            check_base_model_folder(base_model)
-    else:
-        raise ConfigError("base_model.path is not set and base_model.pretrain.enabled is false: set one of them")
+        root = Path(entry["root"])
+        if root.is_dir():  # checkable now (a simulated set appears only when its rule runs)
+            extra = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in classes)
+            if extra:
+                raise ConfigError(
+                    f"unseen set {entry['name']!r} ({root}) has class folder(s) {extra} that are not training classes "
+                    f"{classes}; an unseen set may hold a subset of the classes only. Remove or rename them."
+                )
 
     architectures = list(config["classifier"]["architectures"])
     if check_architectures:

@@ -10,6 +10,7 @@ if SETTINGS.pretrain:
             f"{LOGS}/pretrain_base.log",
         benchmark:
             f"{BENCH}/pretrain_base.tsv"
+        priority: 3  # the critical path: start the diffusion chain first
         conda:
             ENV
         threads: config["resources"]["threads_pretrain"]
@@ -39,6 +40,7 @@ rule train_lora:
         f"{LOGS}/train_lora/{{cls}}.log",
     benchmark:
         f"{BENCH}/train_lora/{{cls}}.tsv"
+    priority: 2
     conda:
         ENV
     threads: THREADS

@@ -9,6 +9,7 @@ rule generate_shard:
         f"{LOGS}/generate_shard/{{cls}}/{{adjective}}/shard{{shard}}.log",
     benchmark:
         f"{BENCH}/generate_shard/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
+    priority: 1
     conda:
         ENV
     threads: THREADS

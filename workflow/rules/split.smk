@@ -22,6 +22,11 @@ rule split:
         folds=config["dataset"]["folds"],
         seed=config["seed"],
         expected_train_counts=SETTINGS.train_counts,
+        min_size=max(
+            config["lora"]["resolution"],
+            config["generation"]["resolution"],
+            config["classifier"]["image_size"],
+        ),
     script:
         "../scripts/split.py"
 

@@ -21,7 +21,17 @@ def start(snakemake) -> logging.Logger:
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stream = open(log_path, "w", buffering=1)
-    sys.stderr = stream
+    console = sys.stderr
+    sys.stderr = stream  # progress bars and warnings go to the job's log
+
+    def report_error(kind, error, trace):
+        # The full traceback goes to the log; the console gets the one line that says what to do.
+        import traceback
+
+        traceback.print_exception(kind, error, trace, file=stream)
+        console.write(f"meddap: rule {snakemake.rule} failed: {kind.__name__}: {error}\n(full traceback: {log_path})\n")
+
+    sys.excepthook = report_error
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -7,10 +7,12 @@ log = start(snakemake)  # noqa: F821
 import pandas as pd  # noqa: E402
 
 from meddap.atomic import write_csv  # noqa: E402
-from meddap.dataset import DatasetError, find_cross_class_duplicates, list_class_images, make_split  # noqa: E402
+from meddap.dataset import DatasetError, check_images, find_cross_class_duplicates, list_class_images, make_split  # noqa: E402
 
 params = snakemake.params
 images = list_class_images(snakemake.input[0], list(params.classes), list(params.exclude))
+for warning in check_images([p for paths in images.values() for p in paths], params.min_size):
+    log.warning(warning)
 clashes = find_cross_class_duplicates(images)
 if clashes:
     listing = "; ".join(f"{a} == {b}" for a, b in clashes[:5])

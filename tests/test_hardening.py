@@ -1,0 +1,228 @@
+"""Bad input, interruption, reproducibility, read-only inputs, no pickles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import DEFAULT, REPO, TINY, snakemake, snakemake_command
+from meddap.phantom import DEFAULT_DEVICES, simulate_case
+
+
+def write_dataset(root: Path, per_class: int = 8, size: int = 64) -> Path:
+    for cls in ("benign", "malignant", "normal"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            case = simulate_case(cls, DEFAULT_DEVICES["linear-L12"], seed=100 * len(cls) + i, image_size=size)
+            Image.fromarray(case.image).save(root / cls / f"{cls} ({i}).png")
+    return root
+
+
+def user_config(tmp_path: Path, dataset: Path, **extra) -> Path:
+    config = {"phantom": {"enabled": False}, "dataset": {"root": str(dataset), "classes": ["benign", "malignant", "normal"]}, "unseen": []}
+    config.update(extra)
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def corrupt(kind: str, root: Path) -> str:
+    """Apply one kind of bad (or unusual but valid) input; return the file it concerns."""
+    target = root / "benign" / "benign (0).png"
+    if kind == "truncated png":
+        target.write_bytes(target.read_bytes()[:100])
+    elif kind == "random bytes":
+        target = root / "benign" / "noise.png"
+        target.write_bytes(np.random.default_rng(0).bytes(2048))
+    elif kind == "same image in two classes":
+        target = root / "normal" / "copy of benign.png"
+        target.write_bytes((root / "benign" / "benign (1).png").read_bytes())
+    elif kind == "16-bit grey":
+        Image.fromarray((np.asarray(Image.open(target), dtype=np.uint16) * 257)).save(target)
+    elif kind == "rgba":
+        Image.open(target).convert("RGBA").save(target)
+    elif kind == "palette":
+        Image.open(target).convert("P").save(target)
+    elif kind == "cmyk jpeg":
+        target.unlink()
+        target = root / "benign" / "benign (0).jpg"
+        Image.fromarray(simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=1, image_size=64).image).convert("CMYK").save(target)
+    elif kind == "small image":
+        Image.open(target).resize((20, 20)).save(target)
+    elif kind == "mask and non-image files":
+        Image.open(target).save(root / "benign" / "benign (0)_mask.png")
+        (root / "benign" / "README.txt").write_text("notes")
+        (root / "benign" / "Thumbs.db").write_bytes(b"\0\1")
+    return target.name
+
+
+@pytest.mark.parametrize(
+    ("kind", "valid"),
+    [
+        ("truncated png", False),
+        ("random bytes", False),
+        ("same image in two classes", False),
+        ("16-bit grey", True),
+        ("rgba", True),
+        ("palette", True),
+        ("cmyk jpeg", True),
+        ("small image", True),
+        ("mask and non-image files", True),
+    ],
+)
+def test_dataset_inputs(tmp_path, kind, valid):
+    dataset = write_dataset(tmp_path / "data")
+    name = corrupt(kind, dataset)
+    config = user_config(tmp_path, dataset)
+    result = snakemake(tmp_path, "--cores", "1", "results/splits/manifest.csv", configs=(DEFAULT, TINY, config), check=False)
+    output = result.stdout + result.stderr
+    manifest = tmp_path / "results" / "splits" / "manifest.csv"
+    if valid:
+        assert result.returncode == 0, output[-3000:]
+        paths = pd.read_csv(manifest)["path"]
+        assert not paths.map(lambda p: Path(p).name).str.contains("_mask|README|Thumbs").any()
+        assert len(paths) == 24
+        if kind == "small image":
+            assert "smaller than the model resolution" in (tmp_path / "results" / "logs" / "split.log").read_text()
+    else:
+        assert result.returncode != 0
+        assert name in output, output[-3000:]
+        assert not manifest.exists()  # nothing that looks complete
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing class folder", "normal"),
+        ("empty class folder", "holds no images"),
+        ("base model not a diffusers folder", "model_index.json"),
+        ("unseen set with a foreign class", "cyst"),
+    ],
+)
+def test_parse_time_errors_name_the_path(tmp_path, setup, expected):
+    dataset = write_dataset(tmp_path / "data", per_class=4)
+    extra = {}
+    if setup == "missing class folder":
+        for f in (dataset / "normal").iterdir():
+            f.unlink()
+        (dataset / "normal").rmdir()
+    elif setup == "empty class folder":
+        for f in (dataset / "normal").iterdir():
+            f.unlink()
+    elif setup == "base model not a diffusers folder":
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "weights.ckpt").write_bytes(b"x")
+        extra["base_model"] = {"path": str(tmp_path / "model"), "pretrain": {"enabled": False}}
+    elif setup == "unseen set with a foreign class":
+        write_dataset(tmp_path / "other", per_class=1)
+        (tmp_path / "other" / "cyst").mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / "other" / "cyst" / "c.png")
+        extra["unseen"] = [{"name": "other", "root": str(tmp_path / "other")}]
+    config = user_config(tmp_path, dataset, **extra)
+    result = snakemake(tmp_path, "-n", configs=(DEFAULT, TINY, config), check=False)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert "Traceback (most recent call last)" not in result.stdout + result.stderr
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_read_only_dataset_is_left_unchanged(tmp_path):
+    dataset = write_dataset(tmp_path / "data")
+    before = digest_tree(dataset)
+    modes = {p: p.stat().st_mode for p in [dataset, *dataset.rglob("*")]}
+    for path in modes:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        snakemake(tmp_path, "--cores", "2", configs=(DEFAULT, TINY, user_config(tmp_path, dataset)))
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    assert digest_tree(dataset) == before
+    assert (tmp_path / "results" / "report" / "summary.csv").is_file()
+
+
+def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
+    """Start the workflow; SIGKILL its whole process group once a job of ``rule`` is running."""
+    log_dir = workdir / "results" / "logs" / rule
+    seen = {p for p in log_dir.rglob("*.log")} if log_dir.exists() else set()
+    snakemake(workdir, "--unlock")  # a killed Snakemake leaves its lock behind (documented recovery)
+    process = subprocess.Popen(snakemake_command(workdir, "--cores", "2", "--rerun-incomplete"), cwd=workdir,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline:
+        if log_dir.exists() and {p for p in log_dir.rglob("*.log")} - seen:
+            time.sleep(1.5)  # inside the job now
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.1)
+    process.wait()
+    return False
+
+
+def assert_nothing_looks_complete_but_is_not(results: Path) -> None:
+    """Every output folder a killed job may have left is either absent or whole."""
+    for lora in (results / "lora").glob("[!.]*"):
+        assert (lora / "pytorch_lora_weights.safetensors").is_file(), lora
+    for shard in (results / "synthetic").glob("*/*/shard[0-9][0-9][0-9]"):
+        metadata = pd.read_csv(shard / "metadata.csv")
+        assert all((shard / name).is_file() for name in metadata["file"]), shard
+    for model in (results / "classifiers").glob("*/*/fold*"):
+        assert (model / "model.json").is_file() and (model / "model.safetensors").is_file(), model
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_incomplete_equals_an_uninterrupted_run(tiny_run, tmp_path):
+    workdir = tmp_path / "interrupted"
+    workdir.mkdir()
+    for rule in ("train_lora", "generate_shard", "train_classifier"):
+        assert run_and_kill_during(workdir, rule), f"the run ended before {rule} started"
+        assert_nothing_looks_complete_but_is_not(workdir / "results")
+    unlock = snakemake(workdir, "--unlock", check=False)
+    assert unlock.returncode == 0
+    snakemake(workdir, "--cores", "2", "--rerun-incomplete")
+    # Reproducibility as well as recovery: identical split, identical PNG bytes, identical metrics.
+    for relative in ("results/splits/manifest.csv", "results/report/metrics.csv", "results/datasets/mixed_x1.csv"):
+        assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
+    synthetic = digest_tree(tiny_run / "results" / "synthetic")
+    assert synthetic and digest_tree(workdir / "results" / "synthetic") == synthetic
+    assert not list((workdir / "results").rglob("*.partial"))
+
+
+@pytest.mark.slow
+def test_seed_versions_and_config_are_written_next_to_models_and_shards(tiny_run):
+    import json
+
+    results = tiny_run / "results"
+    for path in [results / "lora" / "benign" / "lora_info.json",
+                 results / "synthetic" / "normal" / "none" / "shard000" / "provenance.json",
+                 results / "classifiers" / "original" / "squeezenet1_1" / "fold0" / "model.json",
+                 results / "base_model" / "meddap_pretrain.json"]:
+        record = json.loads(path.read_text())
+        assert isinstance(record["seed"], int), path
+        assert record["versions"]["torch"] and record["versions"]["diffusers"], path
+        assert record["config"]["generation"]["adjectives"] == ["none", "bright"], path
+
+
+def test_no_pickle_loading_in_the_package():
+    """Checkpoints are read with safetensors or torch.load(weights_only=True) only."""
+    for path in (REPO / "src" / "meddap").rglob("*.py"):
+        text = path.read_text()
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, f"{path}: {call}"
+        assert "pickle.load" not in text, path
