@@ -8,6 +8,9 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/phantom.smk"
 include: "workflow/rules/split.smk"
@@ -16,6 +19,8 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/robustness.smk"
+include: "workflow/rules/quality.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from meddap.evaluate import classification_metrics
 from meddap.plan import Plan
-from meddap.report import class_fidelity, collect_metrics, summarise
+from meddap.report import class_fidelity, collect_metrics
+from meddap.stats import summarise
 
 CLASSES = ["benign", "malignant", "normal"]
 
@@ -22,6 +23,10 @@ def test_metrics_match_hand_counts():
     assert m["precision_malignant"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert 0 <= m["macro_auroc"] <= 1
+    # malignant vs rest: scores 0.8, 0.6 for the two malignant images; the best threshold with
+    # specificity >= 0.9 (no false positive among 4 negatives, whose top is 0.7) keeps only 0.8.
+    assert m["malignant_sensitivity_at_90_specificity"] == pytest.approx(0.5)
+    assert 0 <= m["ece"] <= 1
 
 
 def test_subset_of_classes_is_evaluated_on_present_classes():
@@ -50,7 +55,7 @@ def test_summary_pairs_folds_against_original(tmp_path):
     assert summary.loc["none_x1", "delta_vs_original"] == pytest.approx(np.mean([0.05, 0.06, 0.03]))
     from scipy.stats import ttest_rel
 
-    assert summary.loc["none_x1", "p_value_paired_t"] == pytest.approx(ttest_rel([0.75, 0.78, 0.77], [0.70, 0.72, 0.74]).pvalue)
+    assert summary.loc["none_x1", "p_t_vs_original"] == pytest.approx(ttest_rel([0.75, 0.78, 0.77], [0.70, 0.72, 0.74]).pvalue)
     assert summary.loc["none_x1", "adjective"] == "none" and summary.loc["none_x1", "ratio"] == 1.0
 
 

@@ -16,7 +16,7 @@ from conftest import DEFAULT, REPO, SNAKEMAKE, snakemake
 
 ALL_RULES = {
     "simulate_phantom", "split", "pretrain_base", "train_lora", "generate_shard", "merge_dataset",
-    "train_classifier", "evaluate", "index_test_set", "report", "all",
+    "train_classifier", "evaluate", "index_test_set", "robustness", "synthetic_quality", "report", "all",
 }
 
 
@@ -36,6 +36,8 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     assert jobs["train_classifier"] == n_variants * n_arch * folds
     assert jobs["train_lora"] == len(config["dataset"]["classes"])
     assert jobs["simulate_phantom"] == 3
+    assert jobs["robustness"] == n_variants * n_arch * folds
+    assert jobs["synthetic_quality"] == n_arch
 
 
 def test_lint_is_clean_and_snakefmt_passes(tmp_path):
@@ -87,7 +89,7 @@ def test_end_to_end_outputs(tiny_run):
     assert list(long.columns) == ["variant", "adjective", "ratio", "arch", "fold", "test_set", "metric", "value"]
     assert set(long["test_set"]) == {"test", "linear-L7", "convex-C5"}
     summary = pd.read_csv(results / "report" / "summary.csv")
-    assert {"mean", "std", "delta_vs_original", "p_value_paired_t"} <= set(summary.columns)
+    assert {"mean", "std", "delta_vs_original", "p_t_vs_original"} <= set(summary.columns)
     fidelity = pd.read_csv(results / "report" / "fidelity.csv")
     assert set(fidelity["class"]) == {"benign", "malignant", "normal"}
     assert "Class fidelity" in (results / "report" / "summary.md").read_text()
@@ -137,6 +139,8 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
         "train_classifier": folds,
         "evaluate": folds * test_sets + folds,  # bright_x1 on every test set + original on the synthetic set
         "index_test_set": 1,
+        "robustness": folds,  # bright_x1's classifiers on the corrupted test split
+        "synthetic_quality": 1,  # quality of all synthetic images
         "report": 1,
         "all": 1,
     }

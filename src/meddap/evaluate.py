@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from meddap.stats import expected_calibration_error, sensitivity_at_specificity
 
-def classification_metrics(y_true: list[str], probabilities: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, macro AUROC and per-class sensitivity/specificity/precision.
+
+def classification_metrics(
+    y_true: list[str], probabilities: np.ndarray, classes: list[str], positive_class: str | None = "malignant", specificity: float = 0.9
+) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, macro AUROC, per-class sensitivity/specificity/precision, ECE.
+
+    Also the top-label expected calibration error (``ece``) and, when ``positive_class`` is one of
+    the classes and the set holds it and something else, its sensitivity at ``specificity``
+    (one-vs-rest on its probability): ``<positive>_sensitivity_at_<pct>_specificity``.
 
     Macro averages run over the classes *present* in ``y_true`` (an unseen set may lack some);
     predictions may still be any trained class, and count as errors when absent from the set.
@@ -43,6 +51,12 @@ def classification_metrics(y_true: list[str], probabilities: np.ndarray, classes
                 metrics[f"auroc_{name}"] = auc
                 aurocs.append(auc)
     metrics["macro_auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
+    metrics["ece"] = expected_calibration_error(truth, probabilities)
+    if positive_class in index:
+        positive = truth == index[positive_class]
+        if 0 < positive.sum() < len(truth):
+            name = f"{positive_class}_sensitivity_at_{round(specificity * 100)}_specificity"
+            metrics[name] = sensitivity_at_specificity(positive, probabilities[:, index[positive_class]], specificity)
     return metrics
 
 

@@ -38,39 +38,6 @@ def collect_metrics(records: list[dict], plan: Plan) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*KEY[:4], "fold", "test_set", "metric", "value"])
 
 
-def _paired(values: pd.Series, baseline: pd.Series) -> tuple[float, float, int]:
-    """Mean paired difference over shared folds and the paired t-test p-value."""
-    from scipy.stats import ttest_rel
-
-    joined = pd.concat([values.rename("v"), baseline.rename("b")], axis=1).dropna()
-    if joined.empty:
-        return math.nan, math.nan, 0
-    delta = float((joined["v"] - joined["b"]).mean())
-    if len(joined) < 2 or np.allclose(joined["v"] - joined["b"], (joined["v"] - joined["b"]).iloc[0]):
-        return delta, math.nan, len(joined)
-    return delta, float(ttest_rel(joined["v"], joined["b"]).pvalue), len(joined)
-
-
-def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean/std over folds, paired delta vs ``original`` (same arch, test set, fold) and its p-value."""
-    rows = []
-    indexed = metrics.set_index([*KEY, "metric", "fold"])["value"]
-    for key, group in metrics.groupby([*KEY, "metric"], sort=False, dropna=False):
-        variant, _, _, arch, test_set, metric = key
-        per_fold = group.set_index("fold")["value"]
-        row = dict(zip([*KEY, "metric"], key))
-        row.update(mean=per_fold.mean(), std=per_fold.std(ddof=1) if len(per_fold) > 1 else math.nan, n_folds=len(per_fold))
-        baseline = metrics[(metrics["variant"] == ORIGINAL) & (metrics["arch"] == arch) & (metrics["test_set"] == test_set) & (metrics["metric"] == metric)]
-        if variant != ORIGINAL and not baseline.empty:
-            delta, p_value, n_pairs = _paired(per_fold, baseline.set_index("fold")["value"])
-        else:
-            delta, p_value, n_pairs = (0.0 if variant == ORIGINAL else math.nan), math.nan, 0
-        row.update(delta_vs_original=delta, p_value_paired_t=p_value, n_paired_folds=n_pairs)
-        rows.append(row)
-    del indexed
-    return pd.DataFrame(rows)
-
-
 def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     """Share of each (class, adjective)'s synthetic images the ``original`` classifier assigns to that class.
 
@@ -98,24 +65,48 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def readable_summary(summary: pd.DataFrame, fidelity: pd.DataFrame, chance: float) -> str:
-    """A Markdown page: headline metrics per test set, then class fidelity."""
+def readable_summary(
+    summary: pd.DataFrame,
+    fidelity: pd.DataFrame,
+    chance: float,
+    bootstrap: pd.DataFrame | None = None,
+    robustness: pd.DataFrame | None = None,
+    quality: dict[str, pd.DataFrame] | None = None,
+) -> str:
+    """A Markdown page: headline metrics per test set, bootstrap CIs, robustness, class fidelity, quality."""
     lines = ["# MEDDAP results", ""]
     lines.append(
         "Mean ± standard deviation over cross-validation folds. Δ is the mean paired difference "
-        "to `original` (same architecture, test set and fold); p is a paired t-test across folds "
-        "(with few folds it has little power: read Δ with its spread)."
+        "to `original` (same architecture, test set and fold) with its 95% t-interval; p is a paired "
+        "t-test across folds (with few folds it has little power: read Δ with its spread). "
+        "Δ classic compares with the classic-augmentation variant of the same ratio where it was run."
     )
-    for metric in ("macro_f1", "balanced_accuracy", "macro_auroc"):
+    metrics = [m for m in ("macro_f1", "balanced_accuracy", "macro_auroc", "ece") if m in set(summary["metric"])]
+    metrics += sorted(m for m in set(summary["metric"]) if "_sensitivity_at_" in m)
+    for metric in metrics:
         part = summary[summary["metric"] == metric]
-        if part.empty:
-            continue
-        lines += ["", f"## {metric}", "", "| test set | arch | variant | mean ± std | Δ vs original | p |", "|---|---|---|---|---|---|"]
+        lines += ["", f"## {metric}", "", "| test set | arch | variant | mean ± std | Δ vs original [95% CI] | p | Δ vs classic | p |", "|---|---|---|---|---|---|---|---|"]
         for _, row in part.sort_values(["test_set", "arch", "variant"]).iterrows():
+            is_original = row.variant == ORIGINAL
+            delta = "—" if is_original else f"{_fmt(row.delta_vs_original)} [{_fmt(row.delta_ci_low_vs_original)}, {_fmt(row.delta_ci_high_vs_original)}]"
             lines.append(
-                f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | "
-                f"{_fmt(row.delta_vs_original, 3) if row.variant != ORIGINAL else '—'} | {_fmt(row.p_value_paired_t, 3)} |"
+                f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {delta} | "
+                f"{_fmt(row.p_t_vs_original)} | {_fmt(row.delta_vs_classic)} | {_fmt(row.p_t_vs_classic)} |"
             )
+    if bootstrap is not None and not bootstrap.empty:
+        lines += ["", "## Bootstrap over test images (macro-F1, fold mean)", ""]
+        lines.append("95% percentile intervals from resampling the test images (all folds' classifiers scored on the same resample).")
+        lines += ["", "| test set | arch | variant | macro-F1 [95% CI] | Δ vs original [95% CI] | p |", "|---|---|---|---|---|---|"]
+        for _, row in bootstrap.sort_values(["test_set", "arch", "variant"]).iterrows():
+            delta = "—" if row.variant == ORIGINAL else f"{_fmt(row.get('delta'))} [{_fmt(row.get('delta_low'))}, {_fmt(row.get('delta_high'))}]"
+            lines.append(f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}] | {delta} | {_fmt(row.get('p_bootstrap'))} |")
+    if robustness is not None and not robustness.empty:
+        lines += ["", "## Robustness (MedMNIST-C breast-ultrasound corruptions, internal test split)", ""]
+        lines.append("Mean over folds of the balanced error (BE) clean and averaged over corruptions and severities; nBE and rBE relative to `original` (1 = as robust as original; lower is better).")
+        lines += ["", "| arch | variant | BE clean | BE corrupted | nBE | rBE |", "|---|---|---|---|---|---|"]
+        means = robustness[robustness["corruption"] == "mean"].groupby(["arch", "variant"])[["be_clean", "be_mean", "nbe", "rbe"]].mean()
+        for (arch, variant), row in means.iterrows():
+            lines.append(f"| {arch} | {variant} | {_fmt(row.be_clean)} | {_fmt(row.be_mean)} | {_fmt(row.nbe)} | {_fmt(row.rbe)} |")
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
         f"Share of each class's synthetic images that the `original` classifier assigns to the intended "
@@ -124,4 +115,25 @@ def readable_summary(summary: pd.DataFrame, fidelity: pd.DataFrame, chance: floa
     lines += ["", "| arch | class | adjective | fidelity | images |", "|---|---|---|---|---|"]
     for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows():
         lines.append(f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)} | {row.n_images} |")
+    quality = quality or {}
+    table = quality.get("quality")
+    if table is not None and not table.empty:
+        lines += ["", "## Synthetic-image quality (feature space of the original classifiers)", ""]
+        lines += ["| arch | class | adjective | Fréchet distance | precision | recall |", "|---|---|---|---|---|---|"]
+        for _, row in table.iterrows():
+            lines.append(f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.frechet_distance_mean, 2)} | {_fmt(row.precision_mean)} | {_fmt(row.recall_mean)} |")
+    effect = quality.get("adjective_effect")
+    if effect is not None and not effect.empty:
+        targeted = effect[effect["expected"].fillna("") != ""]
+        lines += ["", "## Did the adjectives do what they say?", "", "| class | adjective | measure | expected | difference | verdict |", "|---|---|---|---|---|---|"]
+        for _, row in targeted.drop_duplicates(["class", "adjective", "measure"]).iterrows():
+            lines.append(f"| {row['class']} | {row.adjective} | {row.measure} | {row.expected} | {_fmt(row.difference)} | {row.verdict} |")
+        untested = sorted(set(effect.loc[effect["verdict"] == "not measured", "adjective"]))
+        if untested:
+            lines.append(f"\nNo pixel check exists for: {', '.join(untested)}.")
+    near = quality.get("near_copies")
+    if near is not None and not near.empty:
+        flagged = near[near["near_copy"].astype(bool)]
+        lines += ["", "## Near copies of training images", ""]
+        lines.append(f"{len(flagged.drop_duplicates('synthetic_id'))} synthetic images are closer to a training image than 99% of training images are to each other (see near_copies.csv for the closest pairs).")
     return "\n".join(lines) + "\n"

@@ -99,6 +99,22 @@ def report_outputs():
     return [
         "results/report/metrics.csv",
         "results/report/summary.csv",
+        "results/report/bootstrap.csv",
         "results/report/fidelity.csv",
+        "results/report/robustness.csv",
+        "results/report/quality.csv",
         "results/report/summary.md",
+        "results/report/index.html",
+    ]
+
+
+def robustness_targets():
+    """Every (variant, arch, fold) classifier on the corrupted internal test split (none when no corruption is configured)."""
+    if not config["evaluation"]["corruptions"]:
+        return []
+    return [
+        f"results/robustness/{variant.name}/{arch}/fold{fold}.csv"
+        for variant in PLAN.variants()
+        for arch in SETTINGS.architectures
+        for fold in range(config["dataset"]["folds"])
     ]

@@ -16,5 +16,8 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        positive_class=config["evaluation"]["positive_class"],
+        specificity=config["evaluation"]["specificity"],
     script:
         "../scripts/evaluate.py"

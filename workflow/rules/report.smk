@@ -1,12 +1,64 @@
 rule report:
-    """Long-form metrics, fold summaries with paired tests, class fidelity, and a readable summary."""
+    """Tables with paired tests and bootstrap CIs, robustness, synthetic-image quality, figures, HTML page."""
     input:
-        evaluation_targets(),
+        evaluations=evaluation_targets(),
+        robustness=robustness_targets(),
+        quality=expand(
+            "results/quality/{arch}/quality.csv", arch=SETTINGS.architectures
+        ),
+        adjective_effect=expand(
+            "results/quality/{arch}/adjective_effect.csv", arch=SETTINGS.architectures
+        ),
+        near_copies=expand(
+            "results/quality/{arch}/near_copies.csv", arch=SETTINGS.architectures
+        ),
+        manifest=MANIFEST,
+        shards=all_shard_dirs(),
     output:
         metrics="results/report/metrics.csv",
         summary="results/report/summary.csv",
+        bootstrap="results/report/bootstrap.csv",
         fidelity="results/report/fidelity.csv",
-        readable="results/report/summary.md",
+        robustness="results/report/robustness.csv",
+        quality="results/report/quality.csv",
+        adjective_effect="results/report/adjective_effect.csv",
+        near_copies="results/report/near_copies.csv",
+        runtimes="results/report/runtimes.csv",
+        readable=report(
+            "results/report/summary.md",
+            caption="../report/summary.rst",
+            category="1. Summary",
+        ),
+        html=report(
+            "results/report/index.html",
+            caption="../report/index.rst",
+            category="1. Summary",
+        ),
+        fig_grid=report(
+            "results/report/figures/image_grid.png",
+            caption="../report/image_grid.rst",
+            category="2. Synthetic images",
+        ),
+        fig_scores=report(
+            "results/report/figures/scores.png",
+            caption="../report/scores.rst",
+            category="3. Scores",
+        ),
+        fig_confusion=report(
+            "results/report/figures/confusion.png",
+            caption="../report/confusion.rst",
+            category="3. Scores",
+        ),
+        fig_robustness=report(
+            "results/report/figures/robustness.png",
+            caption="../report/robustness.rst",
+            category="4. Robustness",
+        ),
+        fig_runtimes=report(
+            "results/report/figures/runtimes.png",
+            caption="../report/runtimes.rst",
+            category="5. Run time",
+        ),
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -15,10 +67,11 @@ rule report:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=30,
     params:
-        settings=SETTINGS.to_dict(),
-        generation=config["generation"],
+        bootstrap=config["evaluation"]["bootstrap"],
+        seed=config["seed"],
+        benchmarks=BENCH,
     script:
         "../scripts/report.py"

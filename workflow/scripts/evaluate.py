@@ -16,7 +16,9 @@ probabilities = predict_paths(model, meta, list(test_set["path"]))
 predictions = predictions_frame(list(test_set["path"]), list(test_set["class"]), probabilities, meta["classes"])
 for extra in test_set.columns.difference(["path", "class"]):
     predictions[extra] = test_set[extra].values
-metrics = classification_metrics(list(test_set["class"]), probabilities, meta["classes"])
+metrics = classification_metrics(
+    list(test_set["class"]), probabilities, meta["classes"], snakemake.params.positive_class, snakemake.params.specificity
+)
 write_csv(snakemake.output.predictions, predictions)
 write_json(snakemake.output.metrics, metrics)
 log.info("metrics: %s", metrics)

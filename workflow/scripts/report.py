@@ -1,32 +1,87 @@
-"""Rule report: results/report/{metrics,summary,fidelity}.csv and summary.md."""
+"""Rule report: tables (metrics, summary with paired tests, bootstrap CIs, fidelity, robustness,
+quality), figures and a self-contained HTML page in results/report/."""
 
 from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
 
+import glob  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from meddap.atomic import write_csv, write_text  # noqa: E402
-from meddap.report import class_fidelity, collect_metrics, readable_summary, summarise  # noqa: E402
-from meddap.settings import resolve  # noqa: E402
+import pandas as pd  # noqa: E402
 
-plan = resolve(snakemake.config, check_architectures=False).plan
+from meddap import figures  # noqa: E402
+from meddap.atomic import write_csv, write_text  # noqa: E402
+from meddap.generate import read_shards  # noqa: E402
+from meddap.report import class_fidelity, collect_metrics, readable_summary  # noqa: E402
+from meddap.robustness import robustness_summary  # noqa: E402
+from meddap.settings import resolve  # noqa: E402
+from meddap.stats import bootstrap_table, summarise  # noqa: E402
+
+settings = resolve(snakemake.config, check_architectures=False)
+plan = settings.plan
+out = snakemake.output
 records, synthetic = [], []
-for metrics_path in snakemake.input:
+for metrics_path in snakemake.input.evaluations:
     # results/evaluation/<variant>/<arch>/fold<k>/<test_set>/metrics.json
     parts = Path(metrics_path).parts
     variant, arch, fold, test_set = parts[-5], parts[-4], int(parts[-3].removeprefix("fold")), parts[-2]
-    record = {"variant": variant, "arch": arch, "fold": fold, "test_set": test_set, "metrics": metrics_path}
-    if test_set == "synthetic":
-        synthetic.append({**record, "predictions": str(Path(metrics_path).with_name("predictions.csv"))})
-    else:
-        records.append(record)
+    record = {"variant": variant, "arch": arch, "fold": fold, "test_set": test_set, "metrics": metrics_path,
+              "predictions": str(Path(metrics_path).with_name("predictions.csv"))}
+    (synthetic if test_set == "synthetic" else records).append(record)
+
 metrics = collect_metrics(records, plan)
 summary = summarise(metrics)
+bootstrap = bootstrap_table(records, metric="macro_f1", n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed)
 fidelity = class_fidelity(synthetic)
-write_csv(snakemake.output.metrics, metrics)
-write_csv(snakemake.output.summary, summary)
-write_csv(snakemake.output.fidelity, fidelity)
-text = readable_summary(summary, fidelity, chance=1.0 / len(plan.classes))
-write_text(snakemake.output.readable, text)
+error_frames = [pd.read_csv(path) for path in snakemake.input.robustness]
+errors = pd.concat(error_frames, ignore_index=True) if error_frames else pd.DataFrame(columns=["variant", "arch", "fold", "corruption", "severity", "balanced_error"])
+robustness = robustness_summary(errors)
+quality_tables = {}
+for name in ("quality", "adjective_effect", "near_copies"):
+    frames = [pd.read_csv(path).assign(arch=Path(path).parent.name) for path in snakemake.input[name]]
+    quality_tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+write_csv(out.metrics, metrics)
+write_csv(out.summary, summary)
+write_csv(out.bootstrap, bootstrap)
+write_csv(out.fidelity, fidelity)
+write_csv(out.robustness, robustness)
+write_csv(out.quality, quality_tables["quality"])
+write_csv(out.adjective_effect, quality_tables["adjective_effect"])
+write_csv(out.near_copies, quality_tables["near_copies"])
+
+# Figures: scores, robustness curves, confusion matrices, image grid, run times.
+figures.plot_variant_scores(summary, "macro_f1", out.fig_scores)
+figures.plot_robustness(errors, out.fig_robustness)
+internal = [r for r in records if r["test_set"] == "test"]
+predictions = pd.concat([pd.read_csv(r["predictions"]).assign(variant=r["variant"]) for r in internal], ignore_index=True)
+figures.plot_confusions(predictions, settings.classes, out.fig_confusion)
+manifest = pd.read_csv(snakemake.input.manifest)
+figures.plot_image_grid(manifest[manifest["split"] == "train"], read_shards(list(snakemake.input.shards)), out.fig_grid)
+bench_root = Path(snakemake.params.benchmarks)
+runtimes = figures.benchmark_runtimes(sorted(glob.glob(str(bench_root / "**" / "*.tsv"), recursive=True)), bench_root)
+write_csv(out.runtimes, runtimes)
+figures.plot_runtimes(runtimes, out.fig_runtimes)
+
+text = readable_summary(summary, fidelity, chance=1.0 / len(plan.classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables)
+write_text(out.readable, text)
+headline = summary[summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])]
+columns = ["test_set", "arch", "variant", "metric", "mean", "std", "delta_vs_original", "p_t_vs_original", "delta_vs_classic", "p_t_vs_classic"]
+figures.html_page(
+    out.html,
+    "MEDDAP results",
+    [
+        ("Synthetic images", "Real training images next to synthetic images of each adjective.", [out.fig_grid], []),
+        ("Scores", "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.", [out.fig_scores],
+         [headline[[c for c in columns if c in headline]].sort_values(["metric", "test_set", "arch", "variant"])]),
+        ("Bootstrap confidence intervals", "95% percentile intervals over test images of the fold-mean macro-F1 and of its difference to original.", [], [bootstrap]),
+        ("Robustness", "Balanced error on corrupted copies of the internal test split; nBE and rBE relative to original (MedMNIST-C).", [out.fig_robustness],
+         [robustness[robustness["corruption"] == "mean"].groupby(["variant", "arch"])[["be_clean", "be_mean", "nbe", "rbe"]].agg(["mean", "std"]).pipe(lambda f: f.set_axis([f"{a}_{b}" for a, b in f.columns], axis=1)).reset_index()]),
+        ("Confusion matrices", "", [out.fig_confusion], []),
+        ("Synthetic-image quality", "Fréchet distance, precision and recall in the feature space of the original classifiers; class fidelity; adjective effects; nearest training images.", [],
+         [fidelity, quality_tables["quality"], quality_tables["adjective_effect"], quality_tables["near_copies"]]),
+        ("Run time per rule", "", [out.fig_runtimes], [runtimes]),
+    ],
+)
 log.info("\n%s", text)

@@ -1,0 +1,131 @@
+"""The evidence of a run: statistics, robustness, synthetic-image quality, and the HTML report in Chromium."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import snakemake
+
+CORRUPTIONS = {"speckle_noise", "motion_blur", "brightness_up", "brightness_down", "contrast_down", "jpeg_compression", "pixelate"}
+
+
+@pytest.mark.slow
+def test_summary_has_fold_statistics_calibration_and_fixed_specificity_sensitivity(tiny_run):
+    summary = pd.read_csv(tiny_run / "results" / "report" / "summary.csv")
+    metrics = set(summary["metric"])
+    assert {"macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"} <= metrics
+    assert {"mean", "std", "delta_vs_original", "p_t_vs_original", "delta_vs_classic", "delta_ci_low_vs_original"} <= set(summary.columns)
+    f1 = summary[(summary["metric"] == "macro_f1") & (summary["test_set"] == "test")].set_index(["variant", "arch"])
+    assert (f1["n_folds"] == 2).all()
+    original = f1.xs("original", level="variant")
+    assert (original["delta_vs_original"] == 0).all()
+    metrics_long = pd.read_csv(tiny_run / "results" / "report" / "metrics.csv")
+    one = metrics_long[(metrics_long["variant"] == "none_x1") & (metrics_long["metric"] == "macro_f1") & (metrics_long["test_set"] == "test")]
+    assert f1.loc[("none_x1", "squeezenet1_1"), "mean"] == pytest.approx(one["value"].mean())
+    ece = summary[summary["metric"] == "ece"]["mean"]
+    assert ((ece >= 0) & (ece <= 1)).all()
+
+
+@pytest.mark.slow
+def test_bootstrap_intervals_contain_their_estimates(tiny_run):
+    table = pd.read_csv(tiny_run / "results" / "report" / "bootstrap.csv")
+    assert {"test", "synthetic"} & set(table["test_set"]) == {"test"}  # synthetic images are no test set here
+    assert (table["low"] <= table["estimate"] + 1e-9).all() and (table["estimate"] <= table["high"] + 1e-9).all()
+    augmented = table[table["variant"] != "original"]
+    assert augmented["delta"].notna().all() and (augmented["delta_low"] <= augmented["delta_high"]).all()
+
+
+@pytest.mark.slow
+def test_robustness_covers_every_classifier_corruption_and_severity(tiny_run):
+    robustness_dir = tiny_run / "results" / "robustness"
+    files = sorted(robustness_dir.rglob("fold*.csv"))
+    assert len(files) == 7 * 2  # 7 variants x 1 architecture x 2 folds
+    errors = pd.read_csv(files[0])
+    assert set(errors["corruption"]) == CORRUPTIONS | {"clean"}
+    assert sorted(errors.loc[errors["corruption"] == "pixelate", "severity"]) == [1, 2, 3, 4, 5]
+    assert errors["balanced_error"].between(0, 1).all()
+    summary = pd.read_csv(tiny_run / "results" / "report" / "robustness.csv")
+    original = summary[(summary["variant"] == "original") & (summary["corruption"] != "mean")]
+    # original against itself: nBE is exactly 1 (rBE too, where the error changes at all)
+    assert np.allclose(original["nbe"].dropna(), 1.0) and len(original["nbe"].dropna()) > 0
+    assert {"mean"} <= set(summary["corruption"])
+
+
+@pytest.mark.slow
+def test_quality_tables_per_class_and_adjective(tiny_run):
+    report = tiny_run / "results" / "report"
+    quality = pd.read_csv(report / "quality.csv")
+    assert {(c, a) for c in ("benign", "malignant", "normal") for a in ("none", "bright", "all")} <= set(zip(quality["class"], quality["adjective"]))
+    assert quality["fidelity_mean"].between(0, 1).all()
+    assert (quality["frechet_distance_mean"].dropna() >= 0).all()
+    effect = pd.read_csv(report / "adjective_effect.csv")
+    bright = effect[(effect["adjective"] == "bright") & (effect["measure"] == "mean_intensity")]
+    assert len(bright) == 3 and set(bright["expected"]) == {"up"}
+    assert set(bright["verdict"]) <= {"as expected", "opposite", "no clear change"}
+    near = pd.read_csv(report / "near_copies.csv")
+    assert len(near) >= 8 and near["distance"].is_monotonic_increasing
+    assert all((tiny_run / p).exists() or Path(p).exists() for p in near["synthetic_id"])
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.geteuid() != 0:
+        pytest.skip("chromium is not installed and installing it needs root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, capture_output=True)
+    return shutil.which("chromium")
+
+
+def headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--no-first-run"]
+    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+def assert_screenshot_shows_content(path: Path) -> None:
+    assert path.is_file(), path
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert pixels.std() > 10, f"{path} looks blank"
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    browser = chromium()
+    # Our self-contained page: every inlined figure must decode in the browser.
+    page = tiny_run / "results" / "report" / "index.html"
+    dom = headless(browser, "--virtual-time-budget=10000", "--dump-dom", page.as_uri())
+    loaded = re.search(r'data-images-loaded="(\d+)"', dom.stdout)
+    total = re.search(r'data-images-total="(\d+)"', dom.stdout)
+    assert loaded and total, dom.stdout[-2000:] + dom.stderr[-2000:]
+    assert int(total.group(1)) == 5 and int(loaded.group(1)) == int(total.group(1))
+    for heading in ("Robustness", "Synthetic-image quality", "Bootstrap confidence intervals", "Run time per rule"):
+        assert heading in dom.stdout
+    shot = tmp_path / "index.png"
+    headless(browser, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri())
+    assert_screenshot_shows_content(shot)
+
+    # Snakemake's own report: one self-contained file with our figures and captions.
+    report = tmp_path / "report.html"
+    snakemake(tiny_run, "--report", str(report))
+    text = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000
+    for name in ("image_grid.png", "scores.png", "robustness.png", "confusion.png", "runtimes.png", "index.html"):
+        assert name in text, name
+    dom = headless(browser, "--virtual-time-budget=15000", "--dump-dom", report.as_uri())
+    assert "1. Summary" in dom.stdout and "4. Robustness" in dom.stdout, dom.stdout[-3000:]
+    shot = tmp_path / "report.png"
+    headless(browser, "--virtual-time-budget=15000", f"--screenshot={shot}", "--window-size=1400,1000", report.as_uri())
+    assert_screenshot_shows_content(shot)
+    assert not math.isnan(float(pd.read_csv(tiny_run / "results" / "report" / "runtimes.csv")["total_s"].sum()))

@@ -1,0 +1,27 @@
+rule synthetic_quality:
+    """Fréchet distance, precision/recall and fidelity per (class, adjective); adjective effects; near copies."""
+    input:
+        manifest=MANIFEST,
+        shards=all_shard_dirs(),
+        models=expand(
+            "results/classifiers/original/{{arch}}/fold{fold}",
+            fold=range(config["dataset"]["folds"]),
+        ),
+    output:
+        quality="results/quality/{arch}/quality.csv",
+        adjective_effect="results/quality/{arch}/adjective_effect.csv",
+        near_copies="results/quality/{arch}/near_copies.csv",
+    log:
+        f"{LOGS}/synthetic_quality/{{arch}}.log",
+    benchmark:
+        f"{BENCH}/synthetic_quality/{{arch}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        k=config["evaluation"]["knn_k"],
+    script:
+        "../scripts/synthetic_quality.py"

@@ -1,0 +1,21 @@
+"""Rule synthetic_quality: Fréchet distance, precision/recall, fidelity, adjective effects, near copies."""
+
+from _meddap_script import start
+
+log = start(snakemake)  # noqa: F821
+
+import pandas as pd  # noqa: E402
+
+from meddap.atomic import write_csv  # noqa: E402
+from meddap.quality import quality_report  # noqa: E402
+
+manifest = pd.read_csv(snakemake.input.manifest)
+tables = quality_report(
+    model_dirs=list(snakemake.input.models),
+    manifest=manifest,
+    shard_dirs=list(snakemake.input.shards),
+    k=snakemake.params.k,
+)
+for name in ("quality", "adjective_effect", "near_copies"):
+    write_csv(snakemake.output[name], tables[name])
+    log.info("%s:\n%s", name, tables[name].to_string(index=False))
