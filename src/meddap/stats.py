@@ -270,9 +270,8 @@ def bootstrap_ci(
     fn = _metric(metric)
     y, (pred,) = _check(y_true, y_pred_or_proba)
     values = _resampled(y, [pred], fn, n_boot, seed)[:, 0]
-    valid = values[~np.isnan(values)]
-    low, high = (np.percentile(valid, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(valid) else (math.nan, math.nan))
-    return {"estimate": float(fn(y, pred)), "low": float(low), "high": float(high), "n_boot": n_boot, "n_valid": int(len(valid)), "alpha": alpha}
+    low, high = _percentiles(values, alpha)
+    return {"estimate": float(fn(y, pred)), "low": low, "high": high, "n_boot": n_boot, "n_valid": int((~np.isnan(values)).sum()), "alpha": alpha}
 
 
 def bootstrap_difference_ci(
@@ -294,13 +293,8 @@ def bootstrap_difference_ci(
     y, (a, b) = _check(y_true, pred_a, pred_b)
     values = _resampled(y, [a, b], fn, n_boot, seed)
     diff = values[:, 0] - values[:, 1]
-    valid = diff[~np.isnan(diff)]
-    if len(valid):
-        low, high = np.percentile(valid, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-        p = min(1.0, 2 * min(float((valid <= 0).mean()), float((valid >= 0).mean())))
-    else:
-        low = high = p = math.nan
-    return {"estimate": float(fn(y, a) - fn(y, b)), "low": float(low), "high": float(high), "p_bootstrap": p, "n_boot": n_boot, "n_valid": int(len(valid)), "alpha": alpha}
+    low, high = _percentiles(diff, alpha)
+    return {"estimate": float(fn(y, a) - fn(y, b)), "low": low, "high": high, "p_bootstrap": _bootstrap_p(diff), "n_boot": n_boot, "n_valid": int((~np.isnan(diff)).sum()), "alpha": alpha}
 
 
 def expected_calibration_error(y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15) -> float:
@@ -370,11 +364,18 @@ def bootstrap_fold_mean(
     out = {"estimate": float(np.mean([fn(y, p) for p in preds[:k]])), "low": low, "high": high, "n_boot": n_boot}
     if baseline_preds:
         diff = mean_variant - values[:, k:].mean(1)
-        valid = diff[~np.isnan(diff)]
         d_low, d_high = _percentiles(diff, alpha)
-        p = min(1.0, 2 * min(float((valid <= 0).mean()), float((valid >= 0).mean()))) if len(valid) else math.nan
-        out.update(delta=out["estimate"] - float(np.mean([fn(y, p) for p in preds[k:]])), delta_low=d_low, delta_high=d_high, p_bootstrap=p)
+        baseline = float(np.mean([fn(y, pred) for pred in preds[k:]]))
+        out.update(delta=out["estimate"] - baseline, delta_low=d_low, delta_high=d_high, p_bootstrap=_bootstrap_p(diff))
     return out
+
+
+def _bootstrap_p(diff: np.ndarray) -> float:
+    """Two-sided share of resampled differences on the other side of zero (NaN resamples left out)."""
+    valid = diff[~np.isnan(diff)]
+    if not len(valid):
+        return math.nan
+    return min(1.0, 2 * min(float((valid <= 0).mean()), float((valid >= 0).mean())))
 
 
 def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
