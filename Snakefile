@@ -19,7 +19,6 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/robustness.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/report.smk"
 

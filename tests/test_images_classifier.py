@@ -90,3 +90,14 @@ def test_atomic_path_leaves_nothing_on_failure_and_sweeps_stale_partials(tmp_pat
         temporary.mkdir()
         (temporary / "whole.txt").write_text("y")
     assert (target / "whole.txt").read_text() == "y"
+
+
+def test_imagenet_weights_come_only_from_the_local_cache(tmp_path, monkeypatch):
+    """pretrained: true with an empty torch cache is a clear error naming the expected file (no download)."""
+    import torch
+
+    from meddap.classifier import ClassifierError, build_classifier
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ClassifierError, match=r"checkpoints/resnet18-[0-9a-f]+\.pth"):
+        build_classifier("resnet18", 3, pretrained=True)

@@ -8,15 +8,8 @@ from PIL import Image
 
 from meddap.generate import generate_images, generate_shard, image_seed, read_shards
 from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora
+from meddap.sd15 import SD15_UNET
 
-# The UNet config of Stable Diffusion v1.5 (runwayml/stable-diffusion-v1-5, unet/config.json).
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
-)
 
 
 def test_rank4_lora_on_sd15_unet_is_under_a_tenth_of_a_percent():
@@ -174,3 +167,29 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
     b = load_file(tmp_path / "resumed" / LORA_WEIGHT_NAME)
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_dir, class_images, tmp_path, monkeypatch):
+    """lora.mode: shared: one LoRA on all classes; the denoiser sees each image's class prompt."""
+    import meddap.lora as lora_module
+    from meddap.diffusion import encode_text, load_pipeline
+
+    prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
+    seen = {}
+    real = lora_module.train_denoiser
+
+    def spy(unet, means, stds, condition, *args, **kwargs):
+        seen["condition"], seen["n_latents"] = condition.clone(), len(means)
+        return real(unet, means, stds, condition, *args, **kwargs)
+
+    monkeypatch.setattr(lora_module, "train_denoiser", spy)
+    info = train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2, batch_size=2, lr=1e-3, resolution=32, seed=0)
+    assert (tmp_path / "shared" / LORA_WEIGHT_NAME).is_file() and sorted(info["prompt"]) == sorted(set(prompts))
+    pipe = load_pipeline(str(small_pipeline_dir), torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        expected = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, torch.device("cpu")).float()
+    condition = seen["condition"]
+    assert seen["n_latents"] == len(condition) == 8  # 4 images + their flips, one embedding each
+    assert torch.allclose(condition[:4], expected, atol=1e-5) and torch.allclose(condition[4:], expected, atol=1e-5)
+    with pytest.raises(LoraError, match="one per image"):
+        train_lora(str(small_pipeline_dir), class_images, prompts[:3], tmp_path / "bad", steps=1, resolution=32)

@@ -15,8 +15,8 @@ import yaml
 from conftest import DEFAULT, REPO, SNAKEMAKE, snakemake
 
 ALL_RULES = {
-    "simulate_phantom", "split", "pretrain_base", "train_lora", "generate_shard", "merge_dataset",
-    "train_classifier", "evaluate", "index_test_set", "robustness", "synthetic_quality", "report", "all",
+    "simulate_phantom", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard", "merge_dataset",
+    "train_classifier", "evaluate", "index_test_set", "synthetic_quality", "report", "all",
 }
 
 
@@ -32,12 +32,16 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     assert set(jobs) == ALL_RULES
     config = yaml.safe_load(DEFAULT.read_text())
     folds, n_arch = config["dataset"]["folds"], len(config["classifier"]["architectures"])
-    n_variants = 1 + len(config["generation"]["adjectives"]) * len(config["generation"]["ratios"]) + len(config["generation"]["ratios"])
+    generation = config["generation"]
+    families, n_adjectives = generation["variant_families"], len(generation["adjectives"])
+    per_ratio = n_adjectives * ("adjective" in families) + ("mixed" in families and n_adjectives > 1) + ("classic" in families)
+    n_variants = 1 + per_ratio * len(generation["ratios"])
     assert jobs["train_classifier"] == n_variants * n_arch * folds
     assert jobs["train_lora"] == len(config["dataset"]["classes"])
     assert jobs["simulate_phantom"] == 3
-    assert jobs["robustness"] == n_variants * n_arch * folds
+    assert jobs["evaluate"] == n_variants * n_arch * folds  # one job per classifier: every test set + robustness
     assert jobs["synthetic_quality"] == n_arch
+    assert jobs["augment_classic"] == (folds if "classic" in families else 0)
 
 
 def test_lint_is_clean_and_snakefmt_passes(tmp_path):
@@ -78,7 +82,7 @@ def test_end_to_end_outputs(tiny_run):
         rows = pd.read_csv(variant_csv)
         assert not rows["path"].isin(test_paths).any()
         assert (rows.loc[rows["source"] == "synthetic", "fold"] == -1).all()
-    model_dir = results / "classifiers" / "mixed_x1" / "squeezenet1_1" / "fold1"
+    model_dir = results / "classifiers" / "classic_x1" / "squeezenet1_1" / "fold1"
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["classes"] == ["benign", "malignant", "normal"] and meta["input_size"] == 32
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "history.csv").is_file()
@@ -131,18 +135,19 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
 
     dry = snakemake(tiny_run, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    # tiny: 6 training images per class; bright_x1 needs 6 per class = shards 0 and 1; bright_x0.5
-    # and mixed_x* need only shard 0 -> only bright_x1 and the synthetic test set depend on shard001.
-    folds, test_sets = 2, 3
+    # tiny: 6 training images per class, shards of 4; bright_x1 needs 6 per class = shards 0 and 1
+    # -> only bright_x1 and the synthetic test set (scored by the original classifiers) depend on
+    # shard001; none_x1 and classic_x1 do not.
+    folds = 2
     assert jobs == {
         "merge_dataset": 1,
         "train_classifier": folds,
-        "evaluate": folds * test_sets + folds,  # bright_x1 on every test set + original on the synthetic set
+        "evaluate": folds + folds,  # bright_x1's classifiers + the original ones (synthetic test set)
         "index_test_set": 1,
-        "robustness": folds,  # bright_x1's classifiers on the corrupted test split
         "synthetic_quality": 1,  # quality of all synthetic images
         "report": 1,
         "all": 1,
     }
-    assert "results/datasets/bright_x1.csv" in dry.stdout + dry.stderr
-    assert "results/datasets/bright_x0.5.csv" not in dry.stdout + dry.stderr
+    out = dry.stdout + dry.stderr
+    assert "results/datasets/bright_x1.csv" in out
+    assert "results/classifiers/none_x1" not in out and "results/classifiers/classic_x1" not in out

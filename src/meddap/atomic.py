@@ -42,8 +42,13 @@ def write_text(target: str | Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def json_text(payload: object) -> str:
+    """Indented, key-sorted JSON; numpy scalars and paths become plain values."""
+    return json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n"
+
+
 def write_json(target: str | Path, payload: object) -> None:
-    write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    write_text(target, json_text(payload))
 
 
 def write_csv(target: str | Path, frame) -> None:

@@ -75,13 +75,14 @@ def build_classifier(arch: str, n_classes: int, pretrained: bool = False) -> nn.
     if not pretrained:
         model = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
     else:
-        try:
-            model = torchvision.models.get_model(arch, weights="DEFAULT")
-        except Exception as error:  # noqa: BLE001 - torchvision raises URLError/RuntimeError offline
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if not cached.is_file():  # checked first: torchvision would otherwise download it
             raise ClassifierError(
-                f"ImageNet weights for {arch} are not in the local torch cache ({torch.hub.get_dir()}/checkpoints) "
-                f"and cannot be downloaded here ({error}). Set classifier.pretrained: false or place the file there."
-            ) from error
+                f"ImageNet weights for {arch} are not in the local torch cache: expected {cached}. "
+                "meddap never downloads them; place the file there or set classifier.pretrained: false."
+            )
+        model = torchvision.models.get_model(arch, weights=weights)
         _replace_head(model, n_classes)
     if arch.startswith("squeezenet"):
         # SqueezeNet's head ends in ReLU + average pool: start it from zero logits, not dead ReLUs.

@@ -69,11 +69,18 @@ def split_counts(n_images: int, test_fraction: float) -> tuple[int, int]:
 
 
 def make_split(
-    class_images: dict[str, list[str]], test_fraction: float, folds: int, seed: int
+    class_images: dict[str, list[str]],
+    test_fraction: float,
+    folds: int,
+    seed: int,
+    groups: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """Stratified, seeded split: per class a held-out test share, then ``folds`` folds.
 
-    Deterministic: depends only on the sorted file lists, the fractions and the seed.
+    ``groups`` (path -> group id, e.g. from ``meddap.near_duplicates``) keeps the images of one
+    group on one side of the test split and in one fold, so no near-copy of a test or
+    validation image trains the model; the test share per class stays exactly the planned count.
+    Deterministic: depends only on the sorted file lists, the fractions, the groups and the seed.
     """
     rows = []
     for name in sorted(class_images):
@@ -84,14 +91,53 @@ def make_split(
                 f"class {name!r} has {len(paths)} images: {n_train} left for training after the "
                 f"test split is fewer than dataset.folds={folds}. Add images or lower dataset.folds."
             )
-        order = np.random.default_rng(derive_seed(seed, "split", name)).permutation(len(paths))
-        for rank, index in enumerate(order):
-            if rank < n_test:
-                rows.append((paths[index], name, "test", -1))
-            else:
-                rows.append((paths[index], name, "train", (rank - n_test) % folds))
+        members: dict[int, list[str]] = {}
+        for index, path in enumerate(paths):
+            members.setdefault(groups.get(path, -1 - index) if groups else -1 - index, []).append(path)
+        # Groups in order of their first image, then shuffled: without near-duplicates this is
+        # exactly a permutation of the images.
+        units = sorted(members.values(), key=lambda unit: paths.index(unit[0]))
+        order = [units[i] for i in np.random.default_rng(derive_seed(seed, "split", name)).permutation(len(units))]
+        test_units = _exact_subset(order, n_test)
+        if test_units is None:
+            raise DatasetError(
+                f"class {name!r}: its near-duplicate groups (sizes {sorted((len(u) for u in units), reverse=True)[:5]}...) "
+                f"cannot fill a test split of exactly {n_test} images. Change dataset.test_fraction or lower "
+                "dataset.near_duplicate_distance."
+            )
+        fold_sizes = [0] * folds
+        for position, unit in enumerate(order):
+            if position in test_units:
+                rows.extend((path, name, "test", -1) for path in unit)
+                continue
+            fold = fold_sizes.index(min(fold_sizes))  # the smallest fold (lowest index on ties)
+            fold_sizes[fold] += len(unit)
+            rows.extend((path, name, "train", fold) for path in unit)
+        if min(fold_sizes) == 0:
+            raise DatasetError(f"class {name!r}: a fold has no training images (near-duplicate groups too large); lower dataset.folds.")
     frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     return frame.sort_values(["class", "split", "fold", "path"], kind="stable").reset_index(drop=True)
+
+
+def _exact_subset(units: list[list[str]], target: int) -> set[int] | None:
+    """Positions of units whose sizes sum to exactly ``target``: greedily in the given (random)
+    order, else by subset-sum over the sizes; None when no subset does."""
+    chosen, remaining = set(), target
+    for position, unit in enumerate(units):
+        if len(unit) <= remaining:
+            chosen.add(position)
+            remaining -= len(unit)
+    if remaining == 0:
+        return chosen
+    reachable: dict[int, tuple[int, ...]] = {0: ()}  # sum -> positions reaching it
+    for position, unit in enumerate(units):
+        for total, picked in list(reachable.items()):
+            new_total = total + len(unit)
+            if new_total <= target and new_total not in reachable:
+                reachable[new_total] = (*picked, position)
+        if target in reachable:
+            return set(reachable[target])
+    return None
 
 
 def find_cross_class_duplicates(class_images: dict[str, list[str]]) -> list[tuple[str, str]]:

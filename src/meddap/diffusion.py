@@ -287,7 +287,8 @@ def train_denoiser(
 
     ``latent_means``/``latent_stds`` are scaled VAE posteriors (a fresh latent is sampled from
     them each step, as encoding every step would). ``condition`` is one text embedding
-    (1, tokens, width); with probability ``condition_dropout`` the empty prompt's embedding is
+    (1, tokens, width) for every latent, or one per latent (N, tokens, width), e.g. each image's
+    class prompt for a LoRA shared by all classes; with probability ``condition_dropout`` the empty prompt's embedding is
     used instead so that classifier-free guidance works. ``parameters`` are the ones to train
     (default: all of the UNet). ``on_step(step, optimizer)`` is called after each step.
     ``timestep_bias`` > 1 draws noisier timesteps more often (t = T * u**(1/bias)): a class's
@@ -319,7 +320,8 @@ def train_denoiser(
         alpha_bar = alphas[timesteps].view(-1, 1, 1, 1)
         noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
         drop = (torch.rand(batch_size, generator=generator) < condition_dropout).to(device)
-        text = torch.where(drop[:, None, None], uncondition.to(device), condition.to(device))
+        chosen_condition = condition[index] if len(condition) > 1 else condition
+        text = torch.where(drop[:, None, None], uncondition.to(device), chosen_condition.to(device))
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             prediction = unet(noisy.to(unet.dtype), timesteps, text.to(unet.dtype)).sample
         loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())

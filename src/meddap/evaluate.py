@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from meddap.stats import expected_calibration_error, sensitivity_at_specificity
 
@@ -65,3 +69,54 @@ def predictions_frame(paths: list[str], y_true: list[str], probabilities: np.nda
     for i, name in enumerate(classes):
         frame[f"prob_{name}"] = probabilities[:, i]
     return frame
+
+
+def evaluate_classifier(
+    model_dir: str | Path,
+    test_sets: dict[str, str | Path],
+    out_dir: str | Path,
+    *,
+    positive_class: str | None = "malignant",
+    specificity: float = 0.9,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (),
+    seed: int = 0,
+    labels: dict[str, object] | None = None,
+) -> dict[str, dict]:
+    """One classifier on every test set, written atomically as one folder.
+
+    ``test_sets``: name -> CSV of (path, class[, extra columns kept in the predictions]).
+    Writes ``out_dir/<name>/predictions.csv`` and ``out_dir/<name>/metrics.json`` per test set and,
+    when ``corruptions`` are given and a set named ``test`` is among them, ``out_dir/robustness.csv``
+    (balanced error of the internal test split under each corruption and severity, with the
+    ``labels`` columns first). The model is loaded once: one job per classifier, not per test set,
+    because loading torch and the model costs more than scoring a few hundred images.
+    Returns the metrics per test set.
+    """
+    from meddap.atomic import atomic_path, json_text
+    from meddap.classifier import load_classifier, predict_paths
+    from meddap.robustness import evaluate_corruptions
+
+    model, meta = load_classifier(model_dir)
+    results: dict[str, dict] = {}
+    with atomic_path(out_dir) as folder:
+        for name, csv in tqdm(sorted(test_sets.items()), desc="test sets", unit="set"):
+            table = pd.read_csv(csv)
+            probabilities = predict_paths(model, meta, list(table["path"]))
+            predictions = predictions_frame(list(table["path"]), list(table["class"]), probabilities, meta["classes"])
+            for extra in table.columns.difference(["path", "class"]):
+                predictions[extra] = table[extra].values
+            metrics = classification_metrics(list(table["class"]), probabilities, meta["classes"], positive_class, specificity)
+            (folder / name).mkdir(parents=True)
+            predictions.to_csv(folder / name / "predictions.csv", index=False)
+            (folder / name / "metrics.json").write_text(json_text(metrics))
+            results[name] = metrics
+        if corruptions and "test" in test_sets:
+            table = pd.read_csv(test_sets["test"])
+            errors = evaluate_corruptions(
+                model, meta, list(table["path"]), list(table["class"]), corruptions=corruptions, severities=severities, seed=seed
+            )
+            for position, (column, value) in enumerate((labels or {}).items()):
+                errors.insert(position, column, value)
+            errors.to_csv(folder / "robustness.csv", index=False)
+    return results

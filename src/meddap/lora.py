@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -69,7 +70,7 @@ def save_lora(unet, out_dir: Path) -> None:
 def train_lora(
     base_model: str,
     image_paths: list[str],
-    prompt: str,
+    prompt: str | Sequence[str],
     out_dir: str | Path,
     rank: int = 4,
     alpha: float | None = None,
@@ -89,7 +90,11 @@ def train_lora(
     condition_dropout: float = 0.0,
     timestep_bias: float = 1.0,
 ) -> dict:
-    """Train one LoRA on ``image_paths`` with ``prompt``; write it to ``out_dir`` atomically."""
+    """Train one LoRA on ``image_paths`` with ``prompt``; write it to ``out_dir`` atomically.
+
+    ``prompt`` is one prompt for every image (a LoRA per class) or one per image (one LoRA shared
+    by all classes, each image trained with its own class prompt, as in the original method).
+    """
     from diffusers.training_utils import cast_training_params
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
@@ -98,6 +103,10 @@ def train_lora(
 
     if not image_paths:
         raise LoraError(f"no training images for the LoRA prompt {prompt!r}")
+    prompts = [prompt] * len(image_paths) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(image_paths):
+        raise LoraError(f"{len(prompts)} prompts for {len(image_paths)} images: give one prompt, or one per image")
+    distinct = sorted(set(prompts))
     torch_device = pick_device(device)
     dtype = pick_dtype(torch_device, precision)
     pipeline = load_pipeline(base_model, torch_device, dtype, allow_hub=allow_hub)
@@ -114,14 +123,19 @@ def train_lora(
         images = torch.cat([images, images.flip(-1)])
     means, stds = encode_latents(vae, images)
     scaling = vae.config.scaling_factor
-    condition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [prompt], torch_device).float().cpu()
+    embeddings = encode_text(pipeline.tokenizer, pipeline.text_encoder, distinct, torch_device).float().cpu()
+    if len(distinct) == 1:
+        condition = embeddings  # one embedding broadcast over every image
+    else:
+        per_image = torch.tensor([distinct.index(p) for p in prompts])
+        condition = embeddings[torch.cat([per_image, per_image]) if flip else per_image]
     uncondition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [""], torch_device).float().cpu()
     del pipeline.vae  # not needed once latents are cached
 
     parameters = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
     run_digest = _config_digest(
-        {"base": str(base_model), "images": sorted(image_paths), "prompt": prompt, "rank": rank, "alpha": alpha,
+        {"base": str(base_model), "images": sorted(zip(image_paths, prompts)), "prompt": distinct, "rank": rank, "alpha": alpha,
          "targets": list(target_modules), "steps": steps, "batch": batch_size, "lr": lr, "res": resolution,
          "flip": flip, "seed": seed, "dropout": condition_dropout, "bias": timestep_bias}
     )
@@ -147,10 +161,11 @@ def train_lora(
 
     losses = train_denoiser(
         unet, means * scaling, stds * scaling, condition, uncondition, steps, batch_size, lr, seed,
-        parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias, description=f"LoRA {prompt}", start_step=start_step, optimizer=optimizer, on_step=on_step,
+        parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias,
+        description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=on_step,
     )
     info = {
-        "prompt": prompt,
+        "prompt": distinct[0] if len(distinct) == 1 else distinct,
         "images": len(image_paths),
         "rank": rank,
         "alpha": alpha,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 ORIGINAL = "original"
 MIXED = "mixed"
+CLASSIC = "classic"
 
 
 def ratio_label(ratio: float) -> str:
@@ -22,7 +23,7 @@ def ratio_label(ratio: float) -> str:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # original | adjective | mixed
+    kind: str  # original | adjective | mixed | classic (standard augmentation, no synthetic images)
     adjective: str = ""
     ratio: float = 0.0
 
@@ -61,6 +62,8 @@ class Plan:
             out += [Variant(f"{adj}_{ratio_label(r)}", "adjective", adj, r) for adj in self.adjectives for r in self.ratios]
         if "mixed" in self.families and len(self.adjectives) > 1:
             out += [Variant(f"{MIXED}_{ratio_label(r)}", "mixed", "", r) for r in self.ratios]
+        if CLASSIC in self.families:
+            out += [Variant(f"{CLASSIC}_{ratio_label(r)}", CLASSIC, "", r) for r in self.ratios]
         return out
 
     def variant(self, name: str) -> Variant:
@@ -71,7 +74,7 @@ class Plan:
 
     def counts_per_adjective(self, variant: Variant, cls: str) -> dict[str, int]:
         """How many of each adjective's images (taken from the start) ``variant`` adds for ``cls``."""
-        if variant.kind == "original":
+        if variant.kind in ("original", CLASSIC):
             return {}
         total = self.synthetic_count(cls, variant.ratio)
         if variant.kind == "adjective":

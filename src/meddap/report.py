@@ -26,7 +26,7 @@ def collect_metrics(records: list[dict], plan: Plan) -> pd.DataFrame:
                 rows.append(
                     {
                         "variant": variant.name,
-                        "adjective": variant.adjective or ("mixed" if variant.kind == "mixed" else ""),
+                        "adjective": variant.adjective or (variant.kind if variant.kind in ("mixed", "classic") else ""),
                         "ratio": variant.ratio,
                         "arch": record["arch"],
                         "fold": int(record["fold"]),
@@ -65,6 +65,22 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int) -> str:
+    """One sentence on the near-duplicates the split found (``results/splits/near_duplicates.csv``)."""
+    if max_distance < 0:
+        return "Near-duplicate grouping was off (dataset.near_duplicate_distance: -1)."
+    if duplicates.empty:
+        return f"No near-duplicate images (perceptual hashes within {max_distance} bits) in the dataset."
+    conflicting = int((duplicates.groupby("group")["class"].nunique() > 1).sum())
+    note = (
+        f"Near-duplicates: {len(duplicates)} images in {duplicates['group'].nunique()} groups (perceptual hashes within "
+        f"{max_distance} bits), each group kept on one side of the test split and in one fold."
+    )
+    if conflicting:
+        note += f" {conflicting} group(s) hold the same scan under two classes (conflicting labels; see results/splits/near_duplicates.csv)."
+    return note
+
+
 def readable_summary(
     summary: pd.DataFrame,
     fidelity: pd.DataFrame,
@@ -72,9 +88,12 @@ def readable_summary(
     bootstrap: pd.DataFrame | None = None,
     robustness: pd.DataFrame | None = None,
     quality: dict[str, pd.DataFrame] | None = None,
+    near_duplicates: str | None = None,
 ) -> str:
     """A Markdown page: headline metrics per test set, bootstrap CIs, robustness, class fidelity, quality."""
     lines = ["# MEDDAP results", ""]
+    if near_duplicates:
+        lines += [near_duplicates, ""]
     lines.append(
         "Mean ± standard deviation over cross-validation folds. Δ is the mean paired difference "
         "to `original` (same architecture, test set and fold) with its 95% t-interval; p is a paired "

@@ -85,6 +85,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         images = list_class_images(dataset["root"], dataset["classes"], dataset["exclude"])
         classes = list(images)
         class_counts = {c: len(paths) for c, paths in images.items()}
+    if config["lora"]["mode"] == "shared" and "shared" in classes:
+        raise ConfigError("lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; rename the class folder")
     train_counts = {c: split_counts(n, dataset["test_fraction"])[1] for c, n in class_counts.items()}
     for cls, n_train in train_counts.items():
         if n_train < dataset["folds"]:
@@ -94,7 +96,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
 
     generation = config["generation"]
     for adjective in generation["adjectives"]:
-        if adjective in ("original", "mixed"):
+        if adjective in ("original", "mixed", "classic"):
             raise ConfigError(f"generation.adjectives: {adjective!r} is reserved for a variant name; rename it")
     for ratio in generation["ratios"]:
         if not (ratio > 0 and math.isfinite(ratio)):

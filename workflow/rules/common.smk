@@ -62,6 +62,23 @@ def variant_shard_dirs(wildcards):
     ]
 
 
+SHARED_LORA = "shared"
+
+
+def lora_dir(wildcards):
+    """The LoRA that generates a class: its own, or the one shared by all classes."""
+    if config["lora"]["mode"] == "shared":
+        return f"results/lora/{SHARED_LORA}"
+    return f"results/lora/{wildcards.cls}"
+
+
+def variant_classic_dirs(wildcards):
+    """The classic-augmentation folders (one per fold) that a classic_x<ratio> variant draws from."""
+    if PLAN.variant(wildcards.variant).kind != "classic":
+        return []
+    return expand("results/classic/fold{fold}", fold=range(config["dataset"]["folds"]))
+
+
 def dataset_root_input(wildcards):
     """The dataset folder: a rule output for the phantom, an existing folder otherwise."""
     return config["dataset"]["root"]
@@ -80,19 +97,23 @@ def test_set_inputs(wildcards):
     return [SETTINGS.unseen[wildcards.test_set]]
 
 
+def evaluation_test_sets(wildcards):
+    """The test-set tables one classifier is scored on: synthetic images only for `original`."""
+    return [
+        f"results/test_sets/{test_set}.csv"
+        for test_set in SETTINGS.test_sets
+        if test_set != "synthetic" or wildcards.variant == "original"
+    ]
+
+
 def evaluation_targets():
-    """Every (variant, arch, fold, test set) evaluation; synthetic images only for `original`."""
-    targets = []
-    for variant in PLAN.variants():
-        for arch in SETTINGS.architectures:
-            for fold in range(config["dataset"]["folds"]):
-                for test_set in SETTINGS.test_sets:
-                    if test_set == "synthetic" and variant.name != "original":
-                        continue
-                    targets.append(
-                        f"results/evaluation/{variant.name}/{arch}/fold{fold}/{test_set}/metrics.json"
-                    )
-    return targets
+    """One evaluation folder per trained classifier (variant, arch, fold)."""
+    return [
+        f"results/evaluation/{variant.name}/{arch}/fold{fold}"
+        for variant in PLAN.variants()
+        for arch in SETTINGS.architectures
+        for fold in range(config["dataset"]["folds"])
+    ]
 
 
 def report_outputs():
@@ -105,16 +126,4 @@ def report_outputs():
         "results/report/quality.csv",
         "results/report/summary.md",
         "results/report/index.html",
-    ]
-
-
-def robustness_targets():
-    """Every (variant, arch, fold) classifier on the corrupted internal test split (none when no corruption is configured)."""
-    if not config["evaluation"]["corruptions"]:
-        return []
-    return [
-        f"results/robustness/{variant.name}/{arch}/fold{fold}.csv"
-        for variant in PLAN.variants()
-        for arch in SETTINGS.architectures
-        for fold in range(config["dataset"]["folds"])
     ]

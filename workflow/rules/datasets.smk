@@ -3,6 +3,7 @@ rule merge_dataset:
     input:
         manifest=MANIFEST,
         shards=variant_shard_dirs,
+        classic=variant_classic_dirs,
     output:
         "results/datasets/{variant}.csv",
     log:
@@ -17,3 +18,26 @@ rule merge_dataset:
         runtime=10,
     script:
         "../scripts/merge_dataset.py"
+
+
+rule augment_classic:
+    """The equal-count baseline: standard-augmentation copies of one fold's training originals."""
+    input:
+        manifest=MANIFEST,
+    output:
+        directory("results/classic/fold{fold}"),
+    log:
+        f"{LOGS}/augment_classic/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/augment_classic/fold{{fold}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        counts={cls: PLAN.images_per_adjective(cls) for cls in SETTINGS.classes},
+        seed=config["seed"],
+    script:
+        "../scripts/augment_classic.py"

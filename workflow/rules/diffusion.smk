@@ -56,3 +56,32 @@ rule train_lora:
         checkpoint_dir=lambda wc: f"results/lora/.checkpoints/{wc.cls}",
     script:
         "../scripts/train_lora.py"
+
+
+rule train_lora_shared:
+    """One LoRA over all classes (config lora.mode: shared), each image with its class prompt."""
+    input:
+        base_model_input,
+        manifest=MANIFEST,
+    output:
+        directory(f"results/lora/{SHARED_LORA}"),
+    log:
+        f"{LOGS}/train_lora/{SHARED_LORA}.log",
+    benchmark:
+        f"{BENCH}/train_lora/{SHARED_LORA}.tsv"
+    priority: 2
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    params:
+        base_model=BASE_MODEL,
+        lora=config["lora"],
+        template=lambda wildcards: config["prompts"]["template"],
+        subjects=config["prompts"]["subjects"],
+        checkpoint_dir=f"results/lora/.checkpoints/{SHARED_LORA}",
+    script:
+        "../scripts/train_lora.py"

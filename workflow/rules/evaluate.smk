@@ -1,15 +1,16 @@
 rule evaluate:
-    """Evaluate one classifier on one test set: predictions.csv + metrics.json."""
+    """One classifier on every test set (predictions.csv + metrics.json each) and on corrupted copies
+    of the internal test split (robustness.csv, MedMNIST-C breast set); the model loads once.
+    """
     input:
         model="results/classifiers/{variant}/{arch}/fold{fold}",
-        test_set="results/test_sets/{test_set}.csv",
+        test_sets=evaluation_test_sets,
     output:
-        metrics="results/evaluation/{variant}/{arch}/fold{fold}/{test_set}/metrics.json",
-        predictions="results/evaluation/{variant}/{arch}/fold{fold}/{test_set}/predictions.csv",
+        directory("results/evaluation/{variant}/{arch}/fold{fold}"),
     log:
-        f"{LOGS}/evaluate/{{variant}}/{{arch}}/fold{{fold}}/{{test_set}}.log",
+        f"{LOGS}/evaluate/{{variant}}/{{arch}}/fold{{fold}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{variant}}/{{arch}}/fold{{fold}}/{{test_set}}.tsv"
+        f"{BENCH}/evaluate/{{variant}}/{{arch}}/fold{{fold}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -19,5 +20,8 @@ rule evaluate:
     params:
         positive_class=config["evaluation"]["positive_class"],
         specificity=config["evaluation"]["specificity"],
+        corruptions=config["evaluation"]["corruptions"],
+        severities=config["evaluation"]["severities"],
+        seed=config["seed"],
     script:
         "../scripts/evaluate.py"

@@ -2,7 +2,7 @@ rule generate_shard:
     """One shard of synthetic images for (class, adjective, shard): PNGs + metadata.csv."""
     input:
         base_model_input,
-        lora="results/lora/{cls}",
+        lora=lora_dir,
     output:
         directory("results/synthetic/{cls}/{adjective}/shard{shard}"),
     log:

@@ -2,7 +2,6 @@ rule report:
     """Tables with paired tests and bootstrap CIs, robustness, synthetic-image quality, figures, HTML page."""
     input:
         evaluations=evaluation_targets(),
-        robustness=robustness_targets(),
         quality=expand(
             "results/quality/{arch}/quality.csv", arch=SETTINGS.architectures
         ),
@@ -13,6 +12,7 @@ rule report:
             "results/quality/{arch}/near_copies.csv", arch=SETTINGS.architectures
         ),
         manifest=MANIFEST,
+        near_duplicates="results/splits/near_duplicates.csv",
         shards=all_shard_dirs(),
     output:
         metrics="results/report/metrics.csv",
@@ -73,5 +73,6 @@ rule report:
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["seed"],
         benchmarks=BENCH,
+        near_duplicate_distance=config["dataset"]["near_duplicate_distance"],
     script:
         "../scripts/report.py"

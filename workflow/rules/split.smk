@@ -5,6 +5,7 @@ rule split:
     output:
         manifest=MANIFEST,
         counts="results/splits/counts.csv",
+        near_duplicates="results/splits/near_duplicates.csv",
     log:
         f"{LOGS}/split.log",
     benchmark:
@@ -20,6 +21,7 @@ rule split:
         exclude=config["dataset"]["exclude"],
         test_fraction=config["dataset"]["test_fraction"],
         folds=config["dataset"]["folds"],
+        near_duplicate_distance=config["dataset"]["near_duplicate_distance"],
         seed=config["seed"],
         expected_train_counts=SETTINGS.train_counts,
         min_size=max(

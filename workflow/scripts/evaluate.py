@@ -1,24 +1,24 @@
-"""Rule evaluate: one classifier on one test set -> predictions.csv + metrics.json."""
+"""Rule evaluate: one classifier on every test set and on corrupted copies of the internal test split."""
+
+from pathlib import Path
 
 from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
 
-import pandas as pd  # noqa: E402
+from meddap.evaluate import evaluate_classifier  # noqa: E402
 
-from meddap.atomic import write_csv, write_json  # noqa: E402
-from meddap.classifier import load_classifier, predict_paths  # noqa: E402
-from meddap.evaluate import classification_metrics, predictions_frame  # noqa: E402
-
-model, meta = load_classifier(snakemake.input.model)
-test_set = pd.read_csv(snakemake.input.test_set)
-probabilities = predict_paths(model, meta, list(test_set["path"]))
-predictions = predictions_frame(list(test_set["path"]), list(test_set["class"]), probabilities, meta["classes"])
-for extra in test_set.columns.difference(["path", "class"]):
-    predictions[extra] = test_set[extra].values
-metrics = classification_metrics(
-    list(test_set["class"]), probabilities, meta["classes"], snakemake.params.positive_class, snakemake.params.specificity
+wildcards = snakemake.wildcards
+results = evaluate_classifier(
+    snakemake.input.model,
+    {Path(path).stem: path for path in snakemake.input.test_sets},
+    snakemake.output[0],
+    positive_class=snakemake.params.positive_class,
+    specificity=snakemake.params.specificity,
+    corruptions=snakemake.params.corruptions,
+    severities=snakemake.params.severities,
+    seed=snakemake.params.seed,
+    labels={"variant": wildcards.variant, "arch": wildcards.arch, "fold": int(wildcards.fold)},
 )
-write_csv(snakemake.output.predictions, predictions)
-write_json(snakemake.output.metrics, metrics)
-log.info("metrics: %s", metrics)
+for name, metrics in results.items():
+    log.info("%s: %s", name, metrics)

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from meddap import figures  # noqa: E402
 from meddap.atomic import write_csv, write_text  # noqa: E402
 from meddap.generate import read_shards  # noqa: E402
-from meddap.report import class_fidelity, collect_metrics, readable_summary  # noqa: E402
+from meddap.report import class_fidelity, collect_metrics, near_duplicate_note, readable_summary  # noqa: E402
 from meddap.robustness import robustness_summary  # noqa: E402
 from meddap.settings import resolve  # noqa: E402
 from meddap.stats import bootstrap_table, summarise  # noqa: E402
@@ -21,20 +21,22 @@ from meddap.stats import bootstrap_table, summarise  # noqa: E402
 settings = resolve(snakemake.config, check_architectures=False)
 plan = settings.plan
 out = snakemake.output
-records, synthetic = [], []
-for metrics_path in snakemake.input.evaluations:
-    # results/evaluation/<variant>/<arch>/fold<k>/<test_set>/metrics.json
-    parts = Path(metrics_path).parts
-    variant, arch, fold, test_set = parts[-5], parts[-4], int(parts[-3].removeprefix("fold")), parts[-2]
-    record = {"variant": variant, "arch": arch, "fold": fold, "test_set": test_set, "metrics": metrics_path,
-              "predictions": str(Path(metrics_path).with_name("predictions.csv"))}
-    (synthetic if test_set == "synthetic" else records).append(record)
+records, synthetic, error_frames = [], [], []
+for evaluation_dir in map(Path, snakemake.input.evaluations):
+    # results/evaluation/<variant>/<arch>/fold<k>/{<test_set>/metrics.json, robustness.csv}
+    variant, arch, fold = evaluation_dir.parts[-3], evaluation_dir.parts[-2], int(evaluation_dir.name.removeprefix("fold"))
+    for metrics_path in sorted(evaluation_dir.glob("*/metrics.json")):
+        test_set = metrics_path.parent.name
+        record = {"variant": variant, "arch": arch, "fold": fold, "test_set": test_set, "metrics": str(metrics_path),
+                  "predictions": str(metrics_path.with_name("predictions.csv"))}
+        (synthetic if test_set == "synthetic" else records).append(record)
+    if (evaluation_dir / "robustness.csv").is_file():
+        error_frames.append(pd.read_csv(evaluation_dir / "robustness.csv"))
 
 metrics = collect_metrics(records, plan)
 summary = summarise(metrics)
 bootstrap = bootstrap_table(records, metric="macro_f1", n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed)
 fidelity = class_fidelity(synthetic)
-error_frames = [pd.read_csv(path) for path in snakemake.input.robustness]
 errors = pd.concat(error_frames, ignore_index=True) if error_frames else pd.DataFrame(columns=["variant", "arch", "fold", "corruption", "severity", "balanced_error"])
 robustness = robustness_summary(errors)
 quality_tables = {}
@@ -64,7 +66,11 @@ runtimes = figures.benchmark_runtimes(sorted(glob.glob(str(bench_root / "**" / "
 write_csv(out.runtimes, runtimes)
 figures.plot_runtimes(runtimes, out.fig_runtimes)
 
-text = readable_summary(summary, fidelity, chance=1.0 / len(plan.classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables)
+duplicates_note = near_duplicate_note(pd.read_csv(snakemake.input.near_duplicates), snakemake.params.near_duplicate_distance)
+text = readable_summary(
+    summary, fidelity, chance=1.0 / len(plan.classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables,
+    near_duplicates=duplicates_note,
+)
 write_text(out.readable, text)
 headline = summary[summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])]
 columns = ["test_set", "arch", "variant", "metric", "mean", "std", "delta_vs_original", "p_t_vs_original", "delta_vs_classic", "p_t_vs_classic"]
@@ -72,6 +78,7 @@ figures.html_page(
     out.html,
     "MEDDAP results",
     [
+        ("Data", duplicates_note, [], []),
         ("Synthetic images", "Real training images next to synthetic images of each adjective.", [out.fig_grid], []),
         ("Scores", "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.", [out.fig_scores],
          [headline[[c for c in columns if c in headline]].sort_values(["metric", "test_set", "arch", "variant"])]),

@@ -8,6 +8,7 @@ import pandas as pd  # noqa: E402
 
 from meddap.atomic import write_csv  # noqa: E402
 from meddap.dataset import DatasetError, check_images, find_cross_class_duplicates, list_class_images, make_split  # noqa: E402
+from meddap.near_duplicates import duplicate_report, near_duplicate_groups  # noqa: E402
 
 params = snakemake.params
 images = list_class_images(snakemake.input[0], list(params.classes), list(params.exclude))
@@ -17,13 +18,25 @@ clashes = find_cross_class_duplicates(images)
 if clashes:
     listing = "; ".join(f"{a} == {b}" for a, b in clashes[:5])
     raise DatasetError(f"{len(clashes)} image(s) appear under two classes ({listing}). Keep each image in one class folder.")
-manifest = make_split(images, params.test_fraction, params.folds, params.seed)
+all_paths = [p for paths in images.values() for p in paths]
+groups = near_duplicate_groups(all_paths, params.near_duplicate_distance)
+groups.insert(1, "class", [cls for cls, paths in images.items() for _ in paths])
+duplicates = duplicate_report(groups)
+mixed = duplicates.groupby("group")["class"].nunique()
+log.info(
+    "near-duplicates (perceptual hash within %d bits): %d images in %d groups, kept on one side of the split",
+    params.near_duplicate_distance, len(duplicates), duplicates["group"].nunique(),
+)
+for group in mixed[mixed > 1].index:
+    log.warning("the same scan under two classes (near-duplicate, conflicting labels): %s", "; ".join(duplicates.loc[duplicates["group"] == group, "path"]))
+manifest = make_split(images, params.test_fraction, params.folds, params.seed, dict(zip(groups["path"], groups["group"])))
 counts = manifest.assign(fold=manifest["fold"].astype(str)).groupby(["class", "split"]).size().rename("images").reset_index()
 for cls, expected in params.expected_train_counts.items():
     actual = int(((manifest["class"] == cls) & (manifest["split"] == "train")).sum())
     if actual != expected:
         raise DatasetError(f"class {cls!r}: {actual} training images, but the DAG was planned for {expected}; rerun snakemake so it re-plans.")
 write_csv(snakemake.output.counts, counts)
+write_csv(snakemake.output.near_duplicates, duplicates.merge(manifest[["path", "split", "fold"]], on="path", how="left"))
 write_csv(snakemake.output.manifest, manifest)
 log.info("split counts:\n%s", counts.to_string(index=False))
 log.info("fold sizes:\n%s", manifest[manifest.split == "train"].groupby(["class", "fold"]).size().to_string())

@@ -11,13 +11,22 @@ from meddap.prompts import training_prompt  # noqa: E402
 from meddap.seeding import derive_seed  # noqa: E402
 from meddap.settings import provenance  # noqa: E402
 
-params, config, cls = snakemake.params, snakemake.config, snakemake.wildcards.cls
+params, config = snakemake.params, snakemake.config
 settings = params.lora
 manifest = pd.read_csv(snakemake.input.manifest)
-paths = list(manifest.loc[(manifest["split"] == "train") & (manifest["class"] == cls), "path"])
-prompt = training_prompt(cls, params.template, params.subjects)
-seed = derive_seed(config["seed"], "lora", cls)
-log.info("training LoRA for %s on %d images with prompt %r", cls, len(paths), prompt)
+train = manifest[manifest["split"] == "train"]
+if snakemake.rule == "train_lora_shared":
+    # One LoRA for every class: each image keeps its own class prompt.
+    paths = list(train["path"])
+    prompt = [training_prompt(cls, params.template, params.subjects) for cls in train["class"]]
+    seed = derive_seed(config["seed"], "lora", "shared")
+    log.info("training one shared LoRA on %d images of %d classes", len(paths), train["class"].nunique())
+else:
+    cls = snakemake.wildcards.cls
+    paths = list(train.loc[train["class"] == cls, "path"])
+    prompt = training_prompt(cls, params.template, params.subjects)
+    seed = derive_seed(config["seed"], "lora", cls)
+    log.info("training LoRA for %s on %d images with prompt %r", cls, len(paths), prompt)
 info = train_lora(
     params.base_model, paths, prompt, snakemake.output[0],
     rank=settings["rank"], alpha=settings["alpha"], target_modules=settings["target_modules"],

@@ -1,0 +1,83 @@
+"""Perceptual-hash near-duplicates: found through re-encoding/resizing/gain, kept on one split side."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageEnhance
+
+from meddap.dataset import DatasetError, list_class_images, make_split, split_counts
+from meddap.near_duplicates import duplicate_report, near_duplicate_groups, perceptual_hash
+
+
+def speckle_scan(seed: int, size: int = 128) -> Image.Image:
+    """A distinct ultrasound-like picture per seed: smooth blobs under multiplicative speckle."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    field = np.zeros((size, size))
+    for _ in range(6):
+        cy, cx, r, a = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3), rng.uniform(-1, 1)
+        field += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / r**2)
+    field = (field - field.min()) / (np.ptp(field) + 1e-9)
+    image = field * rng.rayleigh(0.6, field.shape)
+    return Image.fromarray(np.clip(image * 200, 0, 255).astype(np.uint8))
+
+
+def test_hash_survives_resize_reencode_and_gain_but_separates_other_scans(tmp_path):
+    original = speckle_scan(0)
+    original.save(tmp_path / "a.png")
+    original.resize((100, 100)).save(tmp_path / "a_small.jpg", quality=70)
+    ImageEnhance.Brightness(original).enhance(1.2).save(tmp_path / "a_bright.png")
+    for seed in range(1, 6):
+        speckle_scan(seed).save(tmp_path / f"other{seed}.png")
+    paths = sorted(str(p) for p in tmp_path.iterdir())
+    groups = near_duplicate_groups(paths, max_distance=10)
+    copies = duplicate_report(groups)
+    assert sorted(p.split("/")[-1] for p in copies["path"]) == ["a.png", "a_bright.png", "a_small.jpg"]
+    assert copies["group"].nunique() == 1
+    assert perceptual_hash(tmp_path / "a.png").shape == (63,)
+    # -1 switches grouping off: every image its own group.
+    assert near_duplicate_groups(paths, max_distance=-1)["group"].nunique() == len(paths)
+
+
+def test_split_keeps_each_group_on_one_side_and_in_one_fold_with_exact_counts(tmp_path):
+    images = {"a": [f"a{i}.png" for i in range(40)], "b": [f"b{i}.png" for i in range(21)]}
+    # Groups of 2-4 near-copies, the rest single.
+    groups = {path: i for i, path in enumerate(p for paths in images.values() for p in paths)}
+    for members in (["a0.png", "a1.png", "a2.png", "a3.png"], ["a10.png", "a11.png"], ["b5.png", "b6.png", "b7.png"]):
+        for path in members:
+            groups[path] = groups[members[0]]
+    for seed in range(20):
+        manifest = make_split(images, test_fraction=0.25, folds=3, seed=seed, groups=groups)
+        by_path = manifest.set_index("path")
+        for members in (["a0.png", "a1.png", "a2.png", "a3.png"], ["a10.png", "a11.png"], ["b5.png", "b6.png", "b7.png"]):
+            assert by_path.loc[members, "split"].nunique() == 1, (seed, members)
+            assert by_path.loc[members, "fold"].nunique() == 1, (seed, members)
+        for cls, paths in images.items():
+            assert (manifest[(manifest["class"] == cls)]["split"] == "test").sum() == split_counts(len(paths), 0.25)[0]
+
+
+def test_split_without_groups_is_unchanged_by_singleton_groups():
+    images = {"a": [f"a{i}.png" for i in range(17)], "b": [f"b{i}.png" for i in range(9)]}
+    singletons = {p: i for i, p in enumerate(p for paths in images.values() for p in paths)}
+    pd.testing.assert_frame_equal(make_split(images, 0.25, 3, 7), make_split(images, 0.25, 3, 7, groups=singletons))
+
+
+def test_groups_that_cannot_fill_the_test_split_exactly_are_a_clear_error():
+    images = {"a": [f"a{i}.png" for i in range(8)], "b": [f"b{i}.png" for i in range(8)]}
+    pairs = {p: i // 2 for i, p in enumerate(images["a"])} | {p: 100 + i for i, p in enumerate(images["b"])}
+    with pytest.raises(DatasetError, match="near_duplicate_distance"):
+        make_split(images, test_fraction=0.125, folds=2, seed=0, groups=pairs)  # 1 test image, groups of 2
+
+
+def test_busi_subset_has_near_duplicates_and_they_share_a_side(busi_root):
+    images = list_class_images(busi_root, ["benign", "malignant", "normal"], ["*_mask*"])
+    paths = [p for ps in images.values() for p in ps]
+    groups = near_duplicate_groups(paths, max_distance=10)
+    copies = duplicate_report(groups).merge(pd.DataFrame([(p, c) for c, ps in images.items() for p in ps], columns=["path", "class"]))
+    assert len(copies) > 20  # BUSI is known to repeat scans
+    manifest = make_split(images, 0.2, 5, 42, dict(zip(groups["path"], groups["group"])))
+    # Within a class a group shares split side and fold; a group spanning two classes is the same
+    # scan labelled twice (BUSI has such), which the split rule logs as a warning.
+    sides = copies.merge(manifest, on=["path", "class"]).groupby(["group", "class"])[["split", "fold"]].nunique()
+    assert (sides == 1).all().all()
+    assert (copies.groupby("group")["class"].nunique() > 1).any()

@@ -1,0 +1,16 @@
+"""Rule augment_classic: results/classic/fold<k>/<class>/*.png + metadata.csv (equal-count baseline)."""
+
+from _meddap_script import start
+
+log = start(snakemake)  # noqa: F821
+
+import pandas as pd  # noqa: E402
+
+from meddap.atomic import atomic_path  # noqa: E402
+from meddap.classic import write_classic_images  # noqa: E402
+
+fold = int(snakemake.wildcards.fold)
+manifest = pd.read_csv(snakemake.input.manifest)
+with atomic_path(snakemake.output[0]) as folder:
+    metadata = write_classic_images(manifest, fold, dict(snakemake.params.counts), snakemake.params.seed, folder)
+log.info("fold %d: classic-augmentation images per class:\n%s", fold, metadata.groupby("class").size().to_string())
