@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -19,6 +20,11 @@ DEFAULT = REPO / "config" / "config.yaml"
 
 def snakemake_command(workdir: Path, *args: str, configs=(DEFAULT, TINY)) -> list[str]:
     return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, configs), *args]
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, keyed by its relative path."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = True) -> subprocess.CompletedProcess:

@@ -1,7 +1,6 @@
 """The whole DAG on real BUSI images (tests/configs/busi_small.yaml over config/busi.yaml),
 from a read-only copy of the dataset that the run must leave byte-identical."""
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -9,14 +8,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEFAULT, REPO, snakemake
+from conftest import DEFAULT, REPO, digest_tree, snakemake
 
 BUSI_CONFIG = REPO / "config" / "busi.yaml"
 BUSI_SMALL = REPO / "tests" / "configs" / "busi_small.yaml"
-
-
-def digest_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.slow

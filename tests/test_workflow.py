@@ -29,11 +29,12 @@ def planned_jobs(output: str) -> dict[str, int]:
 def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     result = snakemake(tmp_path, "-n", configs=(DEFAULT,))
     jobs = planned_jobs(result.stdout + result.stderr)
-    assert set(jobs) == ALL_RULES
     config = yaml.safe_load(DEFAULT.read_text())
     folds, n_arch = config["dataset"]["folds"], len(config["classifier"]["architectures"])
     generation = config["generation"]
     families, n_adjectives = generation["variant_families"], len(generation["adjectives"])
+    # augment_classic runs only for the classic family (the tiny config, which has it, runs it end to end)
+    assert set(jobs) == ALL_RULES - ({"augment_classic"} if "classic" not in families else set())
     per_ratio = n_adjectives * ("adjective" in families) + ("mixed" in families and n_adjectives > 1) + ("classic" in families)
     n_variants = 1 + per_ratio * len(generation["ratios"])
     assert jobs["train_classifier"] == n_variants * n_arch * folds
@@ -41,7 +42,7 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     assert jobs["simulate_phantom"] == 3
     assert jobs["evaluate"] == n_variants * n_arch * folds  # one job per classifier: every test set + robustness
     assert jobs["synthetic_quality"] == n_arch
-    assert jobs["augment_classic"] == (folds if "classic" in families else 0)
+    assert jobs.get("augment_classic", 0) == (folds if "classic" in families else 0)
 
 
 def test_lint_is_clean_and_snakefmt_passes(tmp_path):
