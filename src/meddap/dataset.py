@@ -94,9 +94,9 @@ def make_split(
         members: dict[int, list[str]] = {}
         for index, path in enumerate(paths):
             members.setdefault(groups.get(path, -1 - index) if groups else -1 - index, []).append(path)
-        # Groups in order of their first image, then shuffled: without near-duplicates this is
-        # exactly a permutation of the images.
-        units = sorted(members.values(), key=lambda unit: paths.index(unit[0]))
+        # Groups in order of their first image (dict insertion order), then shuffled: without
+        # near-duplicates this is exactly a permutation of the images.
+        units = list(members.values())
         order = [units[i] for i in np.random.default_rng(derive_seed(seed, "split", name)).permutation(len(units))]
         test_units = _exact_subset(order, n_test)
         if test_units is None:

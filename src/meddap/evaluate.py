@@ -100,8 +100,8 @@ def evaluate_classifier(
     model, meta = load_classifier(model_dir)
     results: dict[str, dict] = {}
     with atomic_path(out_dir) as folder:
-        for name, csv in tqdm(sorted(test_sets.items()), desc="test sets", unit="set"):
-            table = pd.read_csv(csv)
+        tables = {name: pd.read_csv(csv) for name, csv in test_sets.items()}
+        for name, table in tqdm(sorted(tables.items()), desc="test sets", unit="set"):
             probabilities = predict_paths(model, meta, list(table["path"]))
             predictions = predictions_frame(list(table["path"]), list(table["class"]), probabilities, meta["classes"])
             for extra in table.columns.difference(["path", "class"]):
@@ -111,8 +111,8 @@ def evaluate_classifier(
             predictions.to_csv(folder / name / "predictions.csv", index=False)
             (folder / name / "metrics.json").write_text(json_text(metrics))
             results[name] = metrics
-        if corruptions and "test" in test_sets:
-            table = pd.read_csv(test_sets["test"])
+        if corruptions and "test" in tables:
+            table = tables["test"]
             errors = evaluate_corruptions(
                 model, meta, list(table["path"]), list(table["class"]), corruptions=corruptions, severities=severities, seed=seed
             )
