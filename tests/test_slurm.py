@@ -167,7 +167,7 @@ def write_profile(folder: Path, *, gpus: bool) -> Path:
     profile["latency-wait"] = 10
     profile["retries"] = 0
     # A group job asks for `cores` CPUs but runs its members one at a time: with 1, two group jobs
-    # share the 2-CPU test node instead of queueing behind each other (measured: 18.6 min with 2).
+    # share the 2-CPU test node instead of queueing behind each other.
     profile["cores"] = 1
     # The node has os.cpu_count() CPUs: CPUs follow each rule's own threads, as in a local run,
     # so that results can be compared byte for byte with one.
