@@ -43,3 +43,29 @@ def test_bench_writes_both_methods_with_ratios(tmp_path, capsys):
     info = json.loads((out / "bench.json").read_text())
     assert info["device_type"] == "cpu" and info["versions"]["diffusers"]
     assert info["settings"]["steps"] == 2
+
+
+def test_bench_on_the_sd15_architecture_with_a_smaller_baseline_count(tmp_path, capsys):
+    """The GPU benchmark's path (bench/gpu.sh) at a tenth of SD v1.5's width: the baseline may
+    generate fewer images than meddap; each row's rate counts its own images."""
+    out = tmp_path / "bench"
+    code = bench.main([
+        "--out", str(out), "--device", "cpu", "--threads", "1", "--sd15", "--sd15-width-divisor", "10",
+        "--resolution", "32", "--images", "4", "--baseline-images", "2", "--steps", "2", "--warmup-steps", "1",
+        "--batch-size", "2", "--skip-training", "--guidance-reference", "lora",
+    ])
+    assert code == 0
+    generation = pd.read_csv(out / "generation.csv").set_index("method")
+    assert generation.loc["baseline", "images"] == 2 and generation.loc["meddap", "images"] == 4
+    assert list(generation["images_per_s"]) == pytest.approx(list(generation["images"] / generation["seconds"]))
+    assert (generation["warmup_s"] > 0).all()
+    # CFG: two UNet rows per image and step (PNDM runs one step more than asked).
+    assert generation.loc["meddap", "unet_samples_per_image"] == 4
+    assert not (out / "lora_training.csv").exists()
+    info = json.loads((out / "bench.json").read_text())
+    assert info["model"].startswith("SD v1.5 architecture")
+
+
+def test_interleave_needs_the_same_rounds_for_every_runner():
+    with pytest.raises(ValueError, match="same number of rounds"):
+        bench.interleave({"a": lambda: None, "b": lambda: None}, {"a": [[1]], "b": [[1], [2]]}, bench.torch.device("cpu"))

@@ -40,7 +40,7 @@ def test_classic_variant_equal_counts_nested_and_only_in_its_folds_training(tmp_
     folders = []
     for fold in range(3):
         folder = tmp_path / "classic" / f"fold{fold}"
-        write_classic_images(manifest, fold, {c: plan.images_per_adjective(c) for c in plan.classes}, 42, folder)
+        write_classic_images(manifest, fold, {c: plan.max_synthetic_count(c) for c in plan.classes}, 42, folder)
         folders.append(folder)
     classic = read_classic(folders)
     half = merge_variant(manifest, pd.DataFrame(), plan, plan.variant("classic_x0.5"), classic)

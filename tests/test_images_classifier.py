@@ -45,6 +45,34 @@ def test_unknown_architecture_is_a_clear_error():
         build_classifier("resnet1000", 3)
 
 
+def test_architecture_names_read_from_sources_match_torchvision():
+    import torchvision
+
+    from meddap.architectures import classification_architectures
+
+    assert list(classification_architectures()) == sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def test_config_validation_does_not_import_torch_or_scipy(tmp_path):
+    """A no-op `make run` parses the workflow: validation must stay light (issue 2: < 10 s)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, yaml\n"
+        "from snakemake.utils import validate\n"
+        "from meddap.settings import resolve\n"
+        f"config = yaml.safe_load(open({str(repo / 'config/config.yaml')!r}))\n"
+        f"validate(config, {str(repo / 'workflow/schemas/config.schema.yaml')!r})\n"
+        "resolve(config)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'scipy') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+
+
 def test_blur_keeps_shape_and_smooths():
     generator = torch.Generator().manual_seed(0)
     batch = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)

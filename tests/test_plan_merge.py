@@ -39,6 +39,21 @@ def test_generation_covers_the_largest_ratio_once(plan):
         assert all(size <= plan.shard_size for size in plan.shard_sizes(cls))
 
 
+def test_mixed_variants_alone_generate_only_their_share_of_each_adjective():
+    # Without the per-adjective family, mixed_x2 takes ceil(2n / 3) images of an adjective at most.
+    plan = Plan(classes=["benign", "normal"], train_counts={"benign": 30, "normal": 13}, adjectives=["none", "bright", "dark"],
+                ratios=[0.5, 1.0, 2.0], shard_size=8, families=("mixed",))
+    manifest, synthetic = fake_inputs(plan)
+    for cls, n in plan.train_counts.items():
+        assert plan.images_per_adjective(cls) == -(-2 * n // 3)
+        assert plan.max_synthetic_count(cls) == 2 * n
+    for variant in plan.variants()[1:]:
+        merged = merge_variant(manifest, synthetic, plan, variant)
+        added = merged[merged["path"].str.startswith("syn/")]
+        for cls, n in plan.train_counts.items():
+            assert (added["class"] == cls).sum() == plan.synthetic_count(cls, variant.ratio), (variant.name, cls)
+
+
 def test_smaller_ratios_are_nested_subsets(plan):
     manifest, synthetic = fake_inputs(plan)
     for family in ("bright", "mixed"):

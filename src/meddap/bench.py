@@ -20,7 +20,8 @@ Both sides run the same number of steps, guidance, resolution and LoRA; only the
 family differs for generation (PNDM vs the configured one), as the table says. The timed work is
 split into ``--rounds`` rounds that alternate baseline and meddap (ABBA), so that both see the
 same machine load. Rates exclude a warm-up (a short generation / the first training steps) and
-one-time setup (model load, LoRA, caching: the ``setup_s`` column). Peak memory is the rise over
+one-time setup (model load, LoRA, caching: the ``setup_s`` column; the warm-up, which holds a
+torch.compile, is ``warmup_s``). Peak memory is the rise over
 the start of a method's first round (which loads its own copy of the model): on CUDA of
 ``torch.cuda.max_memory_allocated``, on CPU of the peak resident set size (VmHWM). On
 CUDA the table adds the achieved UNet TFLOP/s (``FlopCounterMode`` on one UNet forward, or
@@ -332,22 +333,25 @@ class MeddapGeneration:
 
     def __init__(self, args, pipeline_dir, lora_dir, prompt, device, dtype, batch_size: int):
         from meddap.diffusion import load_pipeline
-        from meddap.generate import set_scheduler
+        from meddap.generate import prepare_for_generation, set_scheduler
         from meddap.lora import apply_lora
 
         self.args, self.prompt, self.device, self.batch_size = args, prompt, device, batch_size
         self.scheduler = args.scheduler
         self.how = (f"generate_images batch {batch_size}, fused LoRA (apply_lora), prompt encoded once, "
                     f"guidance_reference={args.guidance_reference}")
+        self.compiled = bool(args.compile and device.type == "cuda")
+        if self.compiled:
+            self.how += ", torch.compile"
         # The set-up of meddap.generate.generate_shard (kept in step with it).
         self.pipeline = load_pipeline(pipeline_dir, device, dtype)
         self.reference_unet = copy.deepcopy(self.pipeline.unet) if args.guidance_reference == "base" else None
         apply_lora(self.pipeline, lora_dir, args.lora_scale)
         set_scheduler(self.pipeline, args.scheduler)
-        if device.type == "cuda":
-            for module in filter(None, (self.pipeline.unet, self.reference_unet)):
-                module.to(memory_format=torch.channels_last)
-        self.counter = SampleCounter(self.pipeline.unet, self.reference_unet)
+        prepare_for_generation(self.pipeline, self.reference_unet, args.compile)
+        # Hooks on a compiled module would be traced into its graph: count a compiled UNet's
+        # samples from the loop's shape instead (one or two UNet rows per image and step).
+        self.counter = SampleCounter() if self.compiled else SampleCounter(self.pipeline.unet, self.reference_unet)
 
     def _generate(self, seeds: list[int], steps: int):
         from meddap.generate import generate_images
@@ -356,7 +360,10 @@ class MeddapGeneration:
                                self.batch_size, self.args.negative_prompt, self.reference_unet)
 
     def warm_up(self, seeds: list[int]) -> None:
-        self._generate(seeds[: self.batch_size], self.args.warmup_steps)
+        # At the timed batch shapes, so that a compiled UNet compiles here and not in the timed work.
+        shapes = {len(seeds[i : i + self.batch_size]) for i in range(0, len(seeds), self.batch_size)}
+        for size in sorted(shapes, reverse=True):
+            self._generate(seeds[:size], self.args.warmup_steps)
 
     def timed(self, seeds: list[int]) -> tuple[float, float]:
         _sync(self.device)
@@ -364,6 +371,8 @@ class MeddapGeneration:
         self._generate(seeds, self.args.steps)
         _sync(self.device)
         self.counter.active = False
+        if self.compiled:
+            self.counter.samples += len(seeds) * self.args.steps * (2 if self.args.guidance != 1.0 else 1)
         return _since(start)
 
     def close(self) -> None:
@@ -526,16 +535,24 @@ class MeddapTraining:
         pass
 
 
-def interleave(makers: dict, chunks: list, device: torch.device) -> tuple[dict, dict]:
+def interleave(makers: dict, chunks: list | dict, device: torch.device) -> tuple[dict, dict]:
     """Run every runner on every chunk, alternating the order round by round (ABBA...).
 
+    ``chunks`` is one list of per-round work for all runners, or {name: list} with the same
+    number of rounds for each (e.g. fewer images for a slow baseline).
+
     The first round of each runner (setup + warm-up + chunk) is measured for peak memory.
-    Returns (runners, {name: {"seconds", "cpu_s", "setup_s", "peak_mem_mib"}}).
+    Returns (runners, {name: {"seconds", "cpu_s", "setup_s", "warmup_s" (the untimed warm-up, which holds torch.compile), "peak_mem_mib"}}).
     """
+    per_runner = chunks if isinstance(chunks, dict) else {name: chunks for name in makers}
+    rounds = {len(value) for value in per_runner.values()}
+    if len(rounds) != 1:
+        raise ValueError(f"every runner needs the same number of rounds, got {rounds}")
     runners, results = {}, {}
-    for round_index, chunk in enumerate(chunks):
+    for round_index in range(rounds.pop()):
         names = list(makers) if round_index % 2 == 0 else list(makers)[::-1]
         for name in names:
+            chunk = per_runner[name][round_index]
             if name in runners:
                 seconds, cpu = runners[name].timed(chunk)
                 results[name]["seconds"] += seconds
@@ -546,12 +563,19 @@ def interleave(makers: dict, chunks: list, device: torch.device) -> tuple[dict, 
                 runner = makers[name]()
                 setup = time.perf_counter() - start
                 runner.warm_up(chunk)
+                _sync(device)
+                warm_up = time.perf_counter() - start - setup
                 seconds, cpu = runner.timed(chunk)
             runners[name] = runner
-            results[name] = {"seconds": seconds, "cpu_s": cpu, "setup_s": setup, "peak_mem_mib": memory.peak_mib}
+            results[name] = {"seconds": seconds, "cpu_s": cpu, "setup_s": setup, "warmup_s": warm_up, "peak_mem_mib": memory.peak_mib}
     for name, runner in runners.items():
         results[name]["setup_s"] = getattr(runner, "setup_s", results[name]["setup_s"])
     return runners, results
+
+
+def _rounds(items: list, rounds: int) -> list[list]:
+    sizes = split(len(items), rounds)
+    return [items[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -587,8 +611,8 @@ def _format_table(frame: pd.DataFrame, columns: list[str]) -> str:
 
 
 GENERATION_COLUMNS = ["method", "scheduler", "steps", "guidance", "resolution", "batch_size", "unet_samples_per_image", "images",
-                      "seconds", "images_per_s", "ratio_vs_baseline", "cpu_s", "cpu_ratio_vs_baseline", "setup_s", "peak_mem_mib",
-                      "unet_tflops", "mfu"]
+                      "seconds", "images_per_s", "ratio_vs_baseline", "cpu_s", "cpu_ratio_vs_baseline", "setup_s", "warmup_s",
+                      "peak_mem_mib", "unet_tflops", "mfu"]
 TRAINING_COLUMNS = ["method", "batch_size", "steps", "samples", "seconds", "samples_per_s", "ratio_vs_baseline", "cpu_s",
                     "cpu_ratio_vs_baseline", "setup_s", "peak_mem_mib", "unet_tflops", "mfu"]
 CPU_ONLY_COLUMNS = ("cpu_s", "cpu_ratio_vs_baseline")
@@ -618,6 +642,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m meddap.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="workflow config for default sizes (default: config/config.yaml)")
     parser.add_argument("--pipeline", help="local diffusers SD v1.x folder; default: build the embedded small model (random weights)")
+    parser.add_argument("--sd15", action="store_true", help="build the SD v1.5 architecture (meddap.sd15) with random weights instead")
+    parser.add_argument("--sd15-width-divisor", type=int, default=1, help="with --sd15: divide the widths (1 = full size; 2, 5, 10 for quick checks)")
     parser.add_argument("--out", default="results/bench", help="folder for generation.csv, lora_training.csv, bench.json")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: fp32 on CPU, bf16 on CUDA")
@@ -629,7 +655,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2,
                         help="timed work split into rounds that alternate baseline/meddap (ABBA), so both see the same machine load")
     group = parser.add_argument_group("generation")
-    group.add_argument("--images", type=int, default=16, help="images generated (timed) per method")
+    group.add_argument("--images", type=int, default=16, help="images meddap generates (timed)")
+    group.add_argument("--baseline-images", type=int, default=None, help="images the baseline generates (timed; default: --images)")
     group.add_argument("--steps", type=int, default=30)
     group.add_argument("--guidance", type=float, default=7.5)
     group.add_argument("--batch-size", type=int, default=int(generation.get("batch_size", 16)), help="meddap generation batch")
@@ -638,6 +665,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--lora-scale", type=float, default=float(generation.get("lora_scale", 1.0)))
     group.add_argument("--negative-prompt", default=_section(config, "prompts").get("negative", ""))
     group.add_argument("--warmup-steps", type=int, default=2, help="denoising steps of the untimed warm-up generation")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=bool(generation.get("compile", False)),
+                       help="torch.compile meddap's UNet (CUDA only, as generation.compile)")
     group = parser.add_argument_group("LoRA training")
     group.add_argument("--lora-steps", type=int, default=30, help="timed training steps per method")
     group.add_argument("--lora-warmup", type=int, default=3, help="untimed training steps before them")
@@ -650,10 +679,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-training", action="store_true", help="generation only (with an untrained LoRA)")
     parser.add_argument("--skip-generation", action="store_true", help="LoRA training only")
     args = parser.parse_args(argv)
+    if args.pipeline and args.sd15:
+        parser.error("give --pipeline or --sd15, not both")
+    if args.baseline_images is None:
+        args.baseline_images = args.images
     if args.alpha is None:
         args.alpha = float(lora.get("alpha") or args.rank)
     args.embedded_config = config
-    for name in ("images", "steps", "batch_size", "lora_steps", "lora_batch_size", "train_images", "warmup_steps", "rounds"):
+    for name in ("images", "baseline_images", "steps", "batch_size", "lora_steps", "lora_batch_size", "train_images", "warmup_steps", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     args.warmup_steps = min(args.warmup_steps, args.steps)
@@ -687,6 +720,11 @@ def run(args: argparse.Namespace) -> dict:
         if args.pipeline:
             pipeline_dir = Path(args.pipeline)
             info["model"] = str(pipeline_dir)
+        elif args.sd15:
+            from meddap.sd15 import build_sd15_pipeline
+
+            pipeline_dir = build_sd15_pipeline(scratch / "pipeline", args.sd15_width_divisor, seed=args.seed)
+            info["model"] = f"SD v1.5 architecture (meddap.sd15, width / {args.sd15_width_divisor}), random weights"
         else:
             pipeline_dir = build_embedded_pipeline(scratch / "pipeline", args.embedded_config, args.seed)
             info["model"] = "embedded small SD (config sizes, random weights)"
@@ -716,10 +754,10 @@ def run(args: argparse.Namespace) -> dict:
             lora_dir = untrained_lora(pipeline_dir, lora_dir, args.rank, args.alpha, args.target_modules)
         if not args.skip_generation:
             prompt = build_prompt(BENCH_CLASS, "none")
-            seeds = [image_seed(args.seed, BENCH_CLASS, "none", 0, index) for index in range(args.images)]
-            sizes = split(len(seeds), args.rounds)
-            chunks = [seeds[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
-            batch = min(args.batch_size, max(sizes))
+            seeds = [image_seed(args.seed, BENCH_CLASS, "none", 0, index) for index in range(max(args.images, args.baseline_images))]
+            rounds = min(args.rounds, args.images, args.baseline_images)
+            chunks = {name: _rounds(seeds[:count], rounds) for name, count in (("baseline", args.baseline_images), ("meddap", args.images))}
+            batch = min(args.batch_size, max(map(len, chunks["meddap"])))
             makers = {
                 "baseline": lambda: BaselineGeneration(args, pipeline_dir, lora_dir, prompt, device, dtype),
                 "meddap": lambda: MeddapGeneration(args, pipeline_dir, lora_dir, prompt, device, dtype, batch),
@@ -728,11 +766,12 @@ def run(args: argparse.Namespace) -> dict:
             rows = []
             for name, runner in runners.items():
                 samples = runner.counter.samples
+                images = sum(map(len, chunks[name]))
                 runner.close()
                 rows.append({"method": name, "how": runner.how, "scheduler": runner.scheduler, "steps": args.steps,
                              "guidance": args.guidance, "resolution": args.resolution, "batch_size": runner.batch_size,
-                             "images": len(seeds), **results[name], "images_per_s": len(seeds) / results[name]["seconds"],
-                             "unet_samples": samples, "unet_samples_per_image": samples / len(seeds)})
+                             "images": images, **results[name], "images_per_s": images / results[name]["seconds"],
+                             "unet_samples": samples, "unet_samples_per_image": samples / images})
             del runners
             generation = _with_ratio(rows, "images_per_s", "images")
             flops = _generation_flops(pipeline_dir, args, device, dtype) if device.type == "cuda" else None

@@ -32,9 +32,9 @@ class ClassifierError(ValueError):
 
 
 def available_architectures() -> list[str]:
-    import torchvision
+    from meddap.architectures import classification_architectures
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return list(classification_architectures())
 
 
 def _replace_head(model: nn.Module, n_classes: int) -> None:

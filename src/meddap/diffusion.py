@@ -306,6 +306,8 @@ def train_denoiser(
     unet.train()
     amp_dtype = next((p.dtype for p in unet.parameters() if not p.requires_grad), torch.float32)
     use_amp = device.type == "cuda" and amp_dtype in (torch.float16, torch.bfloat16)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one batch shape for every step
     for step in tqdm(range(start_step, steps), desc=description, mininterval=5, initial=start_step, total=steps):
         # One generator per step: a run resumed from a checkpoint at step k draws what an
         # uninterrupted run draws from step k on.

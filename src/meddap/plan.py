@@ -2,7 +2,8 @@
 
 Shared by the Snakefile (to plan jobs at parse time) and by the merge step (to pick rows), so
 the two can never disagree. Ratios are nested: a variant at ratio r takes the *first*
-round(r x n_train) images of the shards, so 0.5/1/2 together cost 2x the class count, not 3.5x.
+round(r x n_train) images of the shards, so 0.5/1/2 together cost 2x the class count, not 3.5x
+(per adjective; mixed variants alone need only their even share of each adjective).
 """
 
 from __future__ import annotations
@@ -41,9 +42,17 @@ class Plan:
         """Synthetic images of ``cls`` that a variant of ``ratio`` adds."""
         return int(round(ratio * self.train_counts[cls]))
 
-    def images_per_adjective(self, cls: str) -> int:
-        """Images generated per (class, adjective): enough for the largest ratio."""
+    def max_synthetic_count(self, cls: str) -> int:
+        """Extra images of ``cls`` at the largest ratio (e.g. the classic augmentation's count)."""
         return self.synthetic_count(cls, max(self.ratios)) if self.ratios else 0
+
+    def images_per_adjective(self, cls: str) -> int:
+        """Images generated per (class, adjective): the most that any variant takes from one
+        adjective (the largest ratio's count with the adjective family; about 1/len(adjectives)
+        of it when only mixed variants use the shards). Without such a variant, the largest
+        ratio's count, so that the shards and their quality check still exist."""
+        needs = [count for variant in self.variants() for count in self.counts_per_adjective(variant, cls).values()]
+        return max(needs) if needs else self.max_synthetic_count(cls)
 
     def shards(self, cls: str) -> int:
         return max(1, math.ceil(self.images_per_adjective(cls) / self.shard_size))

@@ -126,9 +126,9 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
 
     architectures = list(config["classifier"]["architectures"])
     if check_architectures:
-        from meddap.classifier import available_architectures
+        from meddap.architectures import classification_architectures
 
-        known = set(available_architectures())
+        known = set(classification_architectures())
         unknown = [a for a in architectures if a not in known]
         if unknown:
             raise ConfigError(f"classifier.architectures: unknown {unknown}; use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18")

@@ -37,7 +37,7 @@ rule augment_classic:
         mem_mb=2000,
         runtime=30,
     params:
-        counts={cls: PLAN.images_per_adjective(cls) for cls in SETTINGS.classes},
+        counts={cls: PLAN.max_synthetic_count(cls) for cls in SETTINGS.classes},
         seed=config["seed"],
     script:
         "../scripts/augment_classic.py"

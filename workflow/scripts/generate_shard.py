@@ -19,5 +19,6 @@ metadata = generate_shard(
     lora_scale=settings["lora_scale"], negative_prompt=params.negative, device=config["device"],
     precision=config["precision"], allow_hub=config["allow_hub"], provenance=provenance(config),
     grayscale=settings["grayscale"], guidance_reference=settings["guidance_reference"],
+    compile_unet=settings["compile"],
 )
 log.info("wrote %d images", len(metadata))
