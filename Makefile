@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.meddap-installed
 CORES ?= all
 SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 
 .PHONY: run test test-slurm install lint dag clean help check-results regenerate-shard
 
