@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,7 +84,39 @@ def small_pipeline_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One complete run of the tiny config, shared by the tests that only read its outputs."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir, "--cores", "2")
+    """One complete run of the tiny config, shared by the tests that only read its outputs.
+
+    Under pytest-xdist (`make test` runs 2 workers) the workers share one run: the first to
+    need it runs it under a file lock in the session's common temporary folder; the others wait
+    and read the same folder. A marker written after the run tells a finished run from a
+    half-done one (a worker killed mid-run leaves no marker, so the next one starts afresh).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        workdir = tmp_path_factory.mktemp("tiny_run")
+        snakemake(workdir, "--cores", "2")
+        return workdir
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # common to every worker of this session
+    workdir, complete = shared / "tiny_run", shared / "tiny_run.complete"
+    with FileLock(str(shared / "tiny_run.lock")):
+        if not complete.is_file():
+            if workdir.exists():
+                shutil.rmtree(workdir)
+            workdir.mkdir()
+            snakemake(workdir, "--cores", "2")
+            complete.write_text(worker)
     return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest tests first (SLURM, then the end-to-end runs), so that with `-n 2 --maxschedchunk 1`
+    they start at once on the two workers and the short tests fill in around them."""
+
+    def rank(item) -> int:
+        if item.get_closest_marker("slurm"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: file order within each rank

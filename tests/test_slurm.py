@@ -24,7 +24,7 @@ import yaml
 
 from conftest import DEFAULT, REPO, TINY, snakemake, snakemake_command
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: one worker
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = ("pretrain_base", "train_lora", "generate_shard", "train_classifier")
@@ -209,7 +209,7 @@ def snakemake_cmd(workdir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, tiny_run, tmp_path):
+def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, request, tmp_path):
     workdir = tmp_path / "cluster"
     workdir.mkdir()
     profile = write_profile(tmp_path / "profile", gpus=False)
@@ -231,6 +231,8 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, t
     assert 0 < len(ids["evaluation"]) < evaluations, (ids["evaluation"], evaluations)
     all_ids = [job_id for job_ids in ids.values() for job_id in job_ids]
     assert len(all_ids) == len(set(all_ids))  # one SLURM job per log
+    # The local run is asked for only now: under xdist another worker runs it while SLURM works.
+    tiny_run = request.getfixturevalue("tiny_run")
     for relative in ("results/splits/manifest.csv", "results/datasets/bright_x1.csv", "results/report/metrics.csv"):
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
 
