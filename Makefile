@@ -9,7 +9,8 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?= --durations=30
 # pytest-xdist workers: the SLURM test mostly waits on its scheduler, the other worker runs the
-# rest beside it (longest tests first, see tests/conftest.py). TEST_WORKERS=0 runs in one process.
+# rest beside it. Whole files go to a worker (one SLURM cluster per file), in the order of
+# tests/conftest.py (files of the longest tests first). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-slurm install lint dag clean help check-results regenerate-shard
@@ -36,7 +37,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The SLURM path on a one-node SLURM cluster the test starts (root; installs slurm-wlm and munge).
 test-slurm: $(STAMP)

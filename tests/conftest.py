@@ -111,8 +111,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Longest tests first (SLURM, then the end-to-end runs), so that with `-n 2 --maxschedchunk 1`
-    they start at once on the two workers and the short tests fill in around them."""
+    """Longest tests first (SLURM, then the end-to-end runs). `make test` hands whole files to its
+    two xdist workers in this order (`--dist loadfile --no-loadscope-reorder`), so the SLURM file
+    and the BUSI run start at once and the short files fill in around them."""
 
     def rank(item) -> int:
         if item.get_closest_marker("slurm"):

@@ -109,11 +109,13 @@ def test_same_shard_twice_gives_identical_png_bytes(small_pipeline_dir, trained_
 
 
 def test_images_do_not_depend_on_the_batch_size(small_pipeline_dir, trained_lora, tmp_path):
-    generate(small_pipeline_dir, trained_lora, tmp_path / "b1", batch_size=1)
-    generate(small_pipeline_dir, trained_lora, tmp_path / "b4", batch_size=4)
-    for name in sorted(p.name for p in (tmp_path / "b1").glob("*.png")):
+    generate(small_pipeline_dir, trained_lora, tmp_path / "b1", batch_size=1, shard_size=8)
+    generate(small_pipeline_dir, trained_lora, tmp_path / "b8", batch_size=8, shard_size=8)
+    names = sorted(p.name for p in (tmp_path / "b1").glob("*.png"))
+    assert len(names) == 8
+    for name in names:
         a = np.asarray(Image.open(tmp_path / "b1" / name), dtype=int)
-        b = np.asarray(Image.open(tmp_path / "b4" / name), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "b8" / name), dtype=int)
         assert np.abs(a - b).max() <= 1
 
 

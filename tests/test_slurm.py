@@ -24,7 +24,7 @@ import yaml
 
 from conftest import DEFAULT, REPO, TINY, snakemake, snakemake_command
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: one worker
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = ("pretrain_base", "train_lora", "generate_shard", "train_classifier")
