@@ -340,15 +340,14 @@ class MeddapGeneration:
         self.scheduler = args.scheduler
         self.how = (f"generate_images batch {batch_size}, fused LoRA (apply_lora), prompt encoded once, "
                     f"guidance_reference={args.guidance_reference}")
-        self.compiled = bool(args.compile and device.type == "cuda")
-        if self.compiled:
-            self.how += ", torch.compile"
         # The set-up of meddap.generate.generate_shard (kept in step with it).
         self.pipeline = load_pipeline(pipeline_dir, device, dtype)
         self.reference_unet = copy.deepcopy(self.pipeline.unet) if args.guidance_reference == "base" else None
         apply_lora(self.pipeline, lora_dir, args.lora_scale)
         set_scheduler(self.pipeline, args.scheduler)
-        prepare_for_generation(self.pipeline, self.reference_unet, args.compile)
+        self.compiled = prepare_for_generation(self.pipeline, self.reference_unet, args.compile)
+        if self.compiled:
+            self.how += ", torch.compile"
         # Hooks on a compiled module would be traced into its graph: count a compiled UNet's
         # samples from the loop's shape instead (one or two UNet rows per image and step).
         self.counter = SampleCounter() if self.compiled else SampleCounter(self.pipeline.unet, self.reference_unet)

@@ -56,14 +56,14 @@ def set_scheduler(pipeline, name: str) -> None:
     pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
 
 
-def prepare_for_generation(pipeline, reference_unet=None, compile_unet: bool = False) -> None:
+def prepare_for_generation(pipeline, reference_unet=None, compile_unet: bool = False) -> bool:
     """Device-specific speed-ups that leave the images unchanged in kind: channels_last for the
     convolutions on CUDA, and optionally ``torch.compile`` of the UNet(s) there (compiled once per
     batch shape; keep the shard a multiple of the batch to compile once). SDPA attention is
-    diffusers' default on PyTorch 2."""
+    diffusers' default on PyTorch 2. Returns whether the UNet(s) were compiled."""
     device = pipeline._execution_device
     if device.type != "cuda":
-        return
+        return False
     torch.backends.cudnn.benchmark = True  # fixed shapes per shard: let cuDNN pick its fastest convolutions
     unets = [module for module in (pipeline.unet, reference_unet) if module is not None]
     for module in (*unets, pipeline.vae):
@@ -71,6 +71,7 @@ def prepare_for_generation(pipeline, reference_unet=None, compile_unet: bool = F
     if compile_unet:
         for module in unets:
             module.compile(dynamic=False)  # in place: the pipeline keeps the same module object
+    return compile_unet
 
 
 @torch.no_grad()
@@ -192,7 +193,7 @@ def generate_shard(
     reference_unet = copy.deepcopy(pipeline.unet) if guidance_reference == "base" else None
     apply_lora(pipeline, lora_dir, lora_scale)
     set_scheduler(pipeline, scheduler)
-    prepare_for_generation(pipeline, reference_unet, compile_unet)
+    compiled = prepare_for_generation(pipeline, reference_unet, compile_unet)
     seeds = [image_seed(seed, cls, adjective, shard, index) for index in range(shard_size)]
     images = generate_images(pipeline, prompt, seeds, resolution, steps, guidance_scale, batch_size, negative_prompt, reference_unet)
     if grayscale:
@@ -210,7 +211,7 @@ def generate_shard(
         "guidance_reference": guidance_reference,
         "scheduler": scheduler,
         "grayscale": grayscale,
-        "compiled": compile_unet and torch_device.type == "cuda",
+        "compiled": compiled,
         "lora": str(lora_dir),
         "lora_scale": lora_scale,
         "base_model": str(base_model),
