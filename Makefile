@@ -22,7 +22,7 @@ help:
 	@echo "make lint   snakemake --lint and snakefmt --check"
 	@echo "make dag    redraw docs/rulegraph.svg"
 	@echo "make check-results       check the default run's quality floors"
-	@echo "make regenerate-shard SHARD=results/synthetic/<class>/<adjective>/shard<NNN>"
+	@echo "make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,10 @@ lint: $(STAMP)
 check-results: $(STAMP)
 	$(BIN)/python -m meddap.check
 
-# Regenerate one shard, e.g. make regenerate-shard SHARD=results/synthetic/benign/bright/shard000;
+# Regenerate one shard, e.g. make regenerate-shard SHARD=results/synthetic/fold0/benign/bright/shard000;
 # a later `make run` reruns only what depends on it.
 regenerate-shard: $(STAMP)
-	@test -n "$(SHARD)" || { echo "usage: make regenerate-shard SHARD=results/synthetic/<class>/<adjective>/shard<NNN>"; exit 2; }
+	@test -n "$(SHARD)" || { echo "usage: make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"; exit 2; }
 	$(BIN)/snakemake --cores $(CORES) --forcerun $(SHARD) --until $(SHARD)
 
 dag: $(STAMP)

@@ -20,6 +20,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/quality.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from meddap.classic import classic_sources, read_classic, write_classic_images
-from meddap.merge import fold_rows, merge_variant
+from meddap.merge import fold_rows, merge_fold
 from meddap.plan import Plan
 
 
@@ -42,17 +42,22 @@ def test_classic_variant_equal_counts_nested_and_only_in_its_folds_training(tmp_
         folder = tmp_path / "classic" / f"fold{fold}"
         write_classic_images(manifest, fold, {c: plan.max_synthetic_count(c) for c in plan.classes}, 42, folder)
         folders.append(folder)
-    classic = read_classic(folders)
-    half = merge_variant(manifest, pd.DataFrame(), plan, plan.variant("classic_x0.5"), classic)
-    full = merge_variant(manifest, pd.DataFrame(), plan, plan.variant("classic_x1"), classic)
-    assert set(half.loc[half.source == "classic", "path"]) <= set(full.loc[full.source == "classic", "path"])
     for fold in range(3):
-        train, validation = fold_rows(full, fold)
+        classic = read_classic([folders[fold]])
+        half = merge_fold(manifest, fold, plan, plan.variant("classic_x0.5"), classic=classic)
+        full = merge_fold(manifest, fold, plan, plan.variant("classic_x1"), classic=classic)
+        assert set(half.loc[half.source == "classic", "path"]) <= set(full.loc[full.source == "classic", "path"])
+        train, validation = fold_rows(full)
         added = train[train["source"] == "classic"]
         # The same number per class as a synthetic x1 variant adds, all made for this fold.
         assert added.groupby("class").size().to_dict() == {"benign": 9, "normal": 6}
         assert set(added["path"]).isdisjoint(validation["path"])
         assert all(f"fold{fold}" in p for p in added["path"])
+        # derived_from names each copy's source: a training original of this fold, never a validation image.
+        sources = manifest.set_index("path").loc[added["derived_from"]]
+        assert (sources["split"] == "train").all() and (sources["fold"] != fold).all()
+    with pytest.raises(ValueError, match="classic copies of folds"):
+        merge_fold(manifest, 1, plan, plan.variant("classic_x1"), classic=read_classic([folders[0]]))
     # Reproducible: the same seed writes the same pixels.
     again = tmp_path / "again"
     write_classic_images(manifest, 0, {"benign": 3}, 42, again)

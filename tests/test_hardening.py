@@ -137,7 +137,7 @@ def test_parse_time_errors_name_the_path(tmp_path, setup, expected):
 
 # A slice of the DAG that holds every kind of long job (diffusion, generation, classic augmentation,
 # classifier training): the interrupted run builds only this, the uninterrupted one is ``tiny_run``.
-KILL_TARGETS = ("results/datasets/bright_x1.csv", "results/datasets/classic_x1.csv",
+KILL_TARGETS = ("results/datasets/bright_x1/fold0.csv", "results/datasets/classic_x1/fold0.csv",
                 "results/classifiers/bright_x1/squeezenet1_1/fold0")
 
 
@@ -162,9 +162,9 @@ def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
 
 def assert_nothing_looks_complete_but_is_not(results: Path) -> None:
     """Every output folder a killed job may have left is either absent or whole."""
-    for lora in (results / "lora").glob("[!.]*"):
+    for lora in (results / "lora").glob("[!.]*/*"):
         assert (lora / "pytorch_lora_weights.safetensors").is_file(), lora
-    for shard in (results / "synthetic").glob("*/*/shard[0-9][0-9][0-9]"):
+    for shard in (results / "synthetic").glob("*/*/*/shard[0-9][0-9][0-9]"):
         metadata = pd.read_csv(shard / "metadata.csv")
         assert all((shard / name).is_file() for name in metadata["file"]), shard
     for model in (results / "classifiers").glob("*/*/fold*"):
@@ -183,27 +183,35 @@ def test_kill_9_then_rerun_incomplete_equals_an_uninterrupted_run(tiny_run, tmp_
     snakemake(workdir, "--cores", "2", "--rerun-incomplete", *KILL_TARGETS)
     # Reproducibility as well as recovery: identical split, manifests, PNG bytes and classifier weights.
     for relative in ("results/splits/manifest.csv", *KILL_TARGETS[:2], f"{KILL_TARGETS[2]}/model.safetensors",
-                     "results/lora/benign/pytorch_lora_weights.safetensors"):
+                     "results/lora/fold0/benign/pytorch_lora_weights.safetensors"):
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
     synthetic = digest_tree(tiny_run / "results" / "synthetic")
-    bright = {name: digest for name, digest in synthetic.items() if "/bright/" in name}
+    bright = {name: digest for name, digest in synthetic.items() if name.startswith("fold0/") and "/bright/" in name}
     assert bright and digest_tree(workdir / "results" / "synthetic") == bright
     assert not list((workdir / "results").rglob("*.partial"))
 
 
 @pytest.mark.slow
-def test_seed_versions_and_config_are_written_next_to_models_and_shards(tiny_run):
+def test_seed_versions_and_settings_are_written_next_to_models_and_shards(tiny_run):
     import json
 
     results = tiny_run / "results"
-    for path in [results / "lora" / "benign" / "lora_info.json",
-                 results / "synthetic" / "normal" / "none" / "shard000" / "provenance.json",
-                 results / "classifiers" / "original" / "squeezenet1_1" / "fold0" / "model.json",
-                 results / "base_model" / "meddap_pretrain.json"]:
+    records = {
+        "lora": results / "lora" / "fold0" / "benign" / "lora_info.json",
+        "shard": results / "synthetic" / "fold1" / "normal" / "none" / "shard000" / "provenance.json",
+        "classifier": results / "classifiers" / "original" / "squeezenet1_1" / "fold0" / "model.json",
+        "base_model": results / "base_model" / "meddap_pretrain.json",
+    }
+    for kind, path in records.items():
         record = json.loads(path.read_text())
         assert isinstance(record["seed"], int), path
         assert record["versions"]["torch"] and record["versions"]["diffusers"], path
-        assert record["config"]["generation"]["adjectives"] == ["none", "bright"], path
+        # The settings of the stage that made it, not a copy of the whole config.
+        assert "config" not in record, path
+        settings = {"lora": lambda r: r["lora"]["rank"], "shard": lambda r: r["steps"],
+                    "classifier": lambda r: r["classifier"]["epochs"], "base_model": lambda r: r["settings"]["unet_steps"]}[kind](record)
+        assert settings == {"lora": 2, "shard": 2, "classifier": 2, "base_model": 4}[kind], path
+    assert json.loads(records["shard"].read_text())["arm"] == "fold1"
 
 
 def test_no_pickle_loading_in_the_package():

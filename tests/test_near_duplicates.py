@@ -59,7 +59,26 @@ def test_split_keeps_each_group_on_one_side_and_in_one_fold_with_exact_counts(tm
 def test_split_without_groups_is_unchanged_by_singleton_groups():
     images = {"a": [f"a{i}.png" for i in range(17)], "b": [f"b{i}.png" for i in range(9)]}
     singletons = {p: i for i, p in enumerate(p for paths in images.values() for p in paths)}
-    pd.testing.assert_frame_equal(make_split(images, 0.25, 3, 7), make_split(images, 0.25, 3, 7, groups=singletons))
+    split_columns = ["path", "class", "split", "fold"]
+    pd.testing.assert_frame_equal(make_split(images, 0.25, 3, 7)[split_columns], make_split(images, 0.25, 3, 7, groups=singletons)[split_columns])
+
+
+def test_a_group_with_two_labels_is_kept_whole_in_training_or_dropped():
+    images = {"a": [f"a{i}.png" for i in range(12)], "b": [f"b{i}.png" for i in range(12)]}
+    groups = {p: i for i, p in enumerate(p for paths in images.values() for p in paths)}
+    for path in ("b3.png", "b4.png"):
+        groups[path] = groups["a0.png"]  # the same scan filed under a and b
+    for seed in range(10):
+        kept = make_split(images, 0.25, 3, seed, groups, mixed_label_groups="keep").set_index("path")
+        members = kept.loc[["a0.png", "b3.png", "b4.png"]]
+        assert (members["split"] == "train").all() and members["fold"].nunique() == 1, seed
+        assert (kept["group"].loc[["a0.png", "b3.png"]] == groups["a0.png"]).all()
+        for cls in images:
+            assert (kept.loc[kept["class"] == cls, "split"] == "test").sum() == 3
+        dropped = make_split(images, 0.25, 3, seed, groups, mixed_label_groups="drop").set_index("path")
+        assert (dropped.loc[["a0.png", "b3.png", "b4.png"], "split"] == "dropped").all()
+        assert (dropped.loc[["a0.png", "b3.png", "b4.png"], "fold"] == -1).all()
+        assert (dropped["split"] == "test").sum() == 6
 
 
 def test_groups_that_cannot_fill_the_test_split_exactly_are_a_clear_error():
@@ -69,15 +88,22 @@ def test_groups_that_cannot_fill_the_test_split_exactly_are_a_clear_error():
         make_split(images, test_fraction=0.125, folds=2, seed=0, groups=pairs)  # 1 test image, groups of 2
 
 
-def test_busi_subset_has_near_duplicates_and_they_share_a_side(busi_root):
+@pytest.mark.parametrize("mixed_label_groups", ["keep", "drop"])
+def test_busi_groups_across_classes_never_straddle_the_split(busi_root, mixed_label_groups):
+    # The setting: seed 42, 3 folds, test share 0.2. BUSI holds the same scan under two
+    # labels (benign (42).png == malignant (51).png); split per class, such a pair straddled.
     images = list_class_images(busi_root, ["benign", "malignant", "normal"], ["*_mask*"])
     paths = [p for ps in images.values() for p in ps]
     groups = near_duplicate_groups(paths, max_distance=10)
     copies = duplicate_report(groups).merge(pd.DataFrame([(p, c) for c, ps in images.items() for p in ps], columns=["path", "class"]))
     assert len(copies) > 20  # BUSI is known to repeat scans
-    manifest = make_split(images, 0.2, 5, 42, dict(zip(groups["path"], groups["group"])))
-    # Within a class a group shares split side and fold; a group spanning two classes is the same
-    # scan labelled twice (BUSI has such), which the split rule logs as a warning.
-    sides = copies.merge(manifest, on=["path", "class"]).groupby(["group", "class"])[["split", "fold"]].nunique()
-    assert (sides == 1).all().all()
-    assert (copies.groupby("group")["class"].nunique() > 1).any()
+    mixed = copies.groupby("group")["class"].nunique()
+    mixed = mixed[mixed > 1].index
+    assert len(mixed) >= 1
+    manifest = make_split(images, 0.2, 3, 42, dict(zip(groups["path"], groups["group"])), mixed_label_groups)
+    sides = copies.merge(manifest[["path", "split", "fold"]], on="path").groupby("group")[["split", "fold"]].nunique()
+    assert (sides == 1).all().all()  # every group, whatever its labels: one side, one fold
+    in_mixed = manifest["path"].isin(copies.loc[copies["group"].isin(mixed), "path"])
+    expected = "train" if mixed_label_groups == "keep" else "dropped"
+    assert (manifest.loc[in_mixed, "split"] == expected).all()
+    assert not (manifest.loc[~in_mixed, "split"] == "dropped").any()

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from meddap.merge import TRAIN_ONLY_FOLD, fold_rows, merge_variant
+from meddap.merge import fold_rows, merge_fold
 from meddap.plan import Plan
 
 
@@ -48,7 +48,7 @@ def test_mixed_variants_alone_generate_only_their_share_of_each_adjective():
         assert plan.images_per_adjective(cls) == -(-2 * n // 3)
         assert plan.max_synthetic_count(cls) == 2 * n
     for variant in plan.variants()[1:]:
-        merged = merge_variant(manifest, synthetic, plan, variant)
+        merged = merge_fold(manifest, 0, plan, variant, synthetic)
         added = merged[merged["path"].str.startswith("syn/")]
         for cls, n in plan.train_counts.items():
             assert (added["class"] == cls).sum() == plan.synthetic_count(cls, variant.ratio), (variant.name, cls)
@@ -59,7 +59,7 @@ def test_smaller_ratios_are_nested_subsets(plan):
     for family in ("bright", "mixed"):
         previous = set()
         for ratio in ("x0.5", "x1", "x2"):
-            rows = merge_variant(manifest, synthetic, plan, plan.variant(f"{family}_{ratio}"))
+            rows = merge_fold(manifest, 1, plan, plan.variant(f"{family}_{ratio}"), synthetic)
             current = set(rows.loc[rows["source"] == "synthetic", "path"])
             assert previous <= current
             previous = current
@@ -68,7 +68,7 @@ def test_smaller_ratios_are_nested_subsets(plan):
 
 def test_counts_and_mixed_draws_adjectives_evenly(plan):
     manifest, synthetic = fake_inputs(plan)
-    rows = merge_variant(manifest, synthetic, plan, plan.variant("mixed_x1"))
+    rows = merge_fold(manifest, 2, plan, plan.variant("mixed_x1"), synthetic)
     benign = rows[(rows["source"] == "synthetic") & (rows["class"] == "benign")]
     assert len(benign) == 30
     assert benign["adjective"].value_counts().to_dict() == {"none": 10, "bright": 10, "dark": 10}
@@ -78,15 +78,20 @@ def test_counts_and_mixed_draws_adjectives_evenly(plan):
 
 def test_synthetic_rows_never_reach_validation_or_test(plan):
     manifest, synthetic = fake_inputs(plan)
-    rows = merge_variant(manifest, synthetic, plan, plan.variant("dark_x2"))
-    assert not rows["path"].isin(manifest.loc[manifest["split"] == "test", "path"]).any()
-    assert (rows.loc[rows["source"] == "synthetic", "fold"] == TRAIN_ONLY_FOLD).all()
+    folds = manifest.set_index("path")["fold"]
     for fold in range(3):
-        train, validation = fold_rows(rows, fold)
+        rows = merge_fold(manifest, fold, plan, plan.variant("dark_x2"), synthetic)
+        assert not rows["path"].isin(manifest.loc[manifest["split"] == "test", "path"]).any()
+        train, validation = fold_rows(rows)
         assert (validation["source"] == "original").all()
-        assert (validation["fold"] == fold).all()
+        assert (folds[validation["path"]] == fold).all()
+        assert len(validation) == int(((manifest["split"] == "train") & (manifest["fold"] == fold)).sum())
         assert set(train["path"]).isdisjoint(validation["path"])
-        assert (train["source"] == "synthetic").sum() == 2 * 43
+        assert (folds[train.loc[train["source"] == "original", "path"]] != fold).all()
+        added = train[train["source"] == "synthetic"]
+        assert len(added) == 2 * 43
+        # Each synthetic row names the shard it came from (the lineage audit walks it).
+        assert all(path.startswith(shard + "/") for path, shard in zip(added["path"], added["derived_from"]))
 
 
 def test_shards_for_lists_only_used_shards(plan):
@@ -99,4 +104,4 @@ def test_shards_for_lists_only_used_shards(plan):
 def test_not_enough_synthetic_images_is_a_clear_error(plan):
     manifest, synthetic = fake_inputs(plan)
     with pytest.raises(ValueError, match="needs 60 synthetic benign/dark"):
-        merge_variant(manifest, synthetic[synthetic["index"] < 2], plan, plan.variant("dark_x2"))
+        merge_fold(manifest, 0, plan, plan.variant("dark_x2"), synthetic[synthetic["index"] < 2])

@@ -220,12 +220,13 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     group_of = yaml.safe_load(PROFILE.read_text())["groups"]
     ids = slurm_job_ids(workdir / "slurm-logs", set(group_of.values()))
-    rules = {"simulate_phantom", "split", "pretrain_base", "train_lora", "generate_shard", "augment_classic", "merge_dataset",
-             "train_classifier", "evaluate", "index_test_set", "synthetic_quality", "report"}
+    rules = {"simulate_phantom", "simulate_pretrain_corpus", "split", "pretrain_base", "train_lora", "generate_shard",
+             "augment_classic", "merge_dataset", "train_classifier", "evaluate", "index_test_set", "index_synthetic",
+             "synthetic_quality", "audit", "report"}
     for rule in rules:  # each rule ran in a SLURM job of its own or of its group
         assert group_of.get(rule, rule) in ids, (rule, sorted(ids))
     # The shipped profile's grouping pays: several shards (and evaluations) per SLURM job.
-    shards = len(list((workdir / "results" / "synthetic").glob("*/*/shard*/metadata.csv")))
+    shards = len(list((workdir / "results" / "synthetic").glob("*/*/*/shard*/metadata.csv")))
     evaluations = len(list((workdir / "results" / "evaluation").glob("*/*/fold*/robustness.csv")))
     assert 0 < len(ids["generation"]) < shards, (ids["generation"], shards)
     assert 0 < len(ids["evaluation"]) < evaluations, (ids["evaluation"], evaluations)
@@ -233,7 +234,7 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
     assert len(all_ids) == len(set(all_ids))  # one SLURM job per log
     # The local run is asked for only now: under xdist another worker runs it while SLURM works.
     tiny_run = request.getfixturevalue("tiny_run")
-    for relative in ("results/splits/manifest.csv", "results/datasets/bright_x1.csv", "results/report/metrics.csv"):
+    for relative in ("results/splits/manifest.csv", "results/datasets/bright_x1/fold0.csv", "results/report/metrics.csv"):
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
 
 
@@ -245,7 +246,8 @@ def test_real_profile_asks_for_one_gpu_on_gpu_rules(slurm_cluster, tmp_path):
     workdir.mkdir()
     # Build the inputs of pretrain_base locally, then hand pretrain_base alone to SLURM. The node
     # has no GPU, so SLURM refuses the job at submission; the sbatch call is what this test reads.
-    snakemake(workdir, "--cores", "2", "results/splits/manifest.csv")
+    snakemake(workdir, "--cores", "2", "results/splits/manifest.csv", "resources/phantom/pretrain-corpus",
+              "results/test_sets/linear-L7.csv", "results/test_sets/convex-C5.csv")
     result = subprocess.run(
         [*snakemake_cmd(workdir), "--workflow-profile", str(profile), "--verbose",
          "--slurm-logdir", str(workdir / "slurm-logs"), "results/base_model"],

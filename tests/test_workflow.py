@@ -15,8 +15,8 @@ import yaml
 from conftest import DEFAULT, REPO, SNAKEMAKE, snakemake
 
 ALL_RULES = {
-    "simulate_phantom", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard", "merge_dataset",
-    "train_classifier", "evaluate", "index_test_set", "synthetic_quality", "report", "all",
+    "simulate_phantom", "simulate_pretrain_corpus", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard",
+    "merge_dataset", "train_classifier", "evaluate", "index_test_set", "index_synthetic", "synthetic_quality", "audit", "report", "all",
 }
 
 
@@ -38,7 +38,11 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     per_ratio = n_adjectives * ("adjective" in families) + ("mixed" in families and n_adjectives > 1) + ("classic" in families)
     n_variants = 1 + per_ratio * len(generation["ratios"])
     assert jobs["train_classifier"] == n_variants * n_arch * folds
-    assert jobs["train_lora"] == len(config["dataset"]["classes"])
+    # lora.scope: fold -> one generative arm (LoRAs and shards) per fold
+    assert config["lora"]["scope"] == "fold"
+    assert jobs["train_lora"] == len(config["dataset"]["classes"]) * folds
+    assert jobs["index_synthetic"] == folds
+    assert jobs["merge_dataset"] == n_variants * folds
     assert jobs["simulate_phantom"] == 3
     assert jobs["evaluate"] == n_variants * n_arch * folds  # one job per classifier: every test set + robustness
     assert jobs["synthetic_quality"] == n_arch
@@ -71,18 +75,40 @@ def test_end_to_end_outputs(tiny_run):
 
     pipe = StableDiffusionPipeline.from_pretrained(results / "base_model", safety_checker=None, requires_safety_checker=False)
     assert type(pipe.unet).__name__ == "UNet2DConditionModel" and type(pipe.text_encoder).__name__ == "CLIPTextModel"
-    for cls in ("benign", "malignant", "normal"):
-        assert (results / "lora" / cls / "pytorch_lora_weights.safetensors").is_file()
-        log = (results / "logs" / "train_lora" / f"{cls}.log").read_text()
-        assert re.search(r"trainable parameters: \d+ \(\d+\.\d+% of the UNet\)", log)
-    metadata = pd.read_csv(results / "synthetic" / "benign" / "bright" / "shard000" / "metadata.csv")
+    # The base model never saw a dataset image: it pretrained on a separate, captioned corpus.
+    corpus = pd.read_csv(results / "base_model" / "pretraining_corpus.csv")
+    assert corpus["path"].str.startswith("resources/phantom/pretrain-corpus/").all()
+    assert set(corpus["adjective"]) > {"none", "bright"} and corpus["caption"].str.contains("bright ultrasound").any()
+    base_lineage = json.loads((results / "base_model" / "lineage.json").read_text())
+    assert {e["path"] for e in base_lineage["images"]} == set(corpus["path"])
+    assert not {e["path"] for e in base_lineage["images"]} & set(manifest["path"])
+    for fold in (0, 1):
+        fold_training = manifest[(manifest["split"] == "train") & (manifest["fold"] != fold)]
+        for cls in ("benign", "malignant", "normal"):
+            lora = results / "lora" / f"fold{fold}" / cls
+            assert (lora / "pytorch_lora_weights.safetensors").is_file()
+            log = (results / "logs" / "train_lora" / f"fold{fold}" / f"{cls}.log").read_text()
+            assert re.search(r"trainable parameters: \d+ \(\d+\.\d+% of the UNet\)", log)
+            # Each fold's LoRA learnt from exactly the originals that fold's classifiers train on.
+            lineage = json.loads((lora / "lineage.json").read_text())
+            assert {e["path"] for e in lineage["images"]} == set(fold_training.loc[fold_training["class"] == cls, "path"])
+    metadata = pd.read_csv(results / "synthetic" / "fold0" / "benign" / "bright" / "shard000" / "metadata.csv")
     assert list(metadata.columns[:5]) == ["file", "class", "adjective", "prompt", "seed"]
     assert (metadata["prompt"] == "a bright ultrasound photo of benign tumor in breast").all()
     test_paths = set(manifest.loc[manifest["split"] == "test", "path"])
-    for variant_csv in (results / "datasets").glob("*.csv"):
-        rows = pd.read_csv(variant_csv)
+    for fold_csv in (results / "datasets").glob("*/fold*.csv"):
+        rows = pd.read_csv(fold_csv, keep_default_na=False)
+        fold = int(fold_csv.stem.removeprefix("fold"))
         assert not rows["path"].isin(test_paths).any()
-        assert (rows.loc[rows["source"] == "synthetic", "fold"] == -1).all()
+        validation = rows[rows["role"] == "validation"]
+        assert (validation["source"] == "original").all()
+        assert set(validation["path"]) == set(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == fold), "path"])
+        synthetic = rows[rows["source"] == "synthetic"]
+        assert synthetic["derived_from"].str.startswith(f"results/synthetic/fold{fold}/").all(), fold_csv
+    # The lineage audit ran and found nothing.
+    audit = pd.read_csv(results / "audit" / "summary.csv")
+    assert len(audit) == 8 and (audit["status"] == "clean").all() and (audit["influencing_images"] > 0).all()
+    assert "Lineage audit: passed" in (results / "report" / "summary.md").read_text()
     model_dir = results / "classifiers" / "classic_x1" / "squeezenet1_1" / "fold1"
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["classes"] == ["benign", "malignant", "normal"] and meta["input_size"] == 32
@@ -126,7 +152,7 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     again = snakemake(tiny_run, "--cores", "2")
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    shard = "results/synthetic/benign/bright/shard001"
+    shard = "results/synthetic/fold0/benign/bright/shard000"
     before = sorted((tiny_run / shard).glob("*.png"))
     before_bytes = [p.read_bytes() for p in before]
     # The documented command (README, `make regenerate-shard`): regenerate one shard only.
@@ -136,19 +162,50 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
 
     dry = snakemake(tiny_run, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    # tiny: 6 training images per class, shards of 4; bright_x1 needs 6 per class = shards 0 and 1
-    # -> only bright_x1 and the synthetic test set (scored by the original classifiers) depend on
-    # shard001; none_x1 and classic_x1 do not.
-    folds = 2
+    # Per-fold arms: the shard belongs to fold 0's arm, so only fold 0's bright_x1 classifier and
+    # fold 0's synthetic test set (scored by fold 0's original classifier) depend on it; fold 1,
+    # none_x1 and classic_x1 do not.
     assert jobs == {
         "merge_dataset": 1,
-        "train_classifier": folds,
-        "evaluate": folds + folds,  # bright_x1's classifiers + the original ones (synthetic test set)
-        "index_test_set": 1,
+        "train_classifier": 1,
+        "evaluate": 2,  # bright_x1 fold 0 + original fold 0 (its synthetic test set changed)
+        "index_synthetic": 1,
         "synthetic_quality": 1,  # quality of all synthetic images
+        "audit": 1,
         "report": 1,
         "all": 1,
     }
     out = dry.stdout + dry.stderr
-    assert "results/datasets/bright_x1.csv" in out
+    assert "results/datasets/bright_x1/fold0.csv" in out and "results/datasets/bright_x1/fold1.csv" not in out
+    assert "results/classifiers/bright_x1/squeezenet1_1/fold1" not in out
     assert "results/classifiers/none_x1" not in out and "results/classifiers/classic_x1" not in out
+
+
+@pytest.mark.slow
+def test_split_scope_lets_the_audit_name_the_validation_leak(tiny_run, tmp_path):
+    """lora.scope: split (one LoRA per class for every fold): the audit finds each fold's
+    validation images among the LoRAs' training images (the report's first lines, built from
+    the same verdict, are tested in test_leak_free.py)."""
+    import shutil
+
+    # Reuse the tiny run's split, phantom and base model (copied with their times): only the
+    # split-scope arm and what depends on it run here.
+    for relative in ("resources", "results/splits", "results/base_model", "results/test_sets"):
+        shutil.copytree(tiny_run / relative, tmp_path / relative, copy_function=shutil.copy2)
+    split_scope = tmp_path / "split_scope.yaml"
+    split_scope.write_text(yaml.safe_dump({"lora": {"scope": "split"}, "generation": {"variant_families": ["adjective"], "adjectives": ["none", "bright"]}}))
+    configs = (DEFAULT, REPO / "tests" / "configs" / "tiny.yaml", split_scope)
+    dry = snakemake(tmp_path, "-n", configs=configs)
+    assert "pretrain_base" not in planned_jobs(dry.stdout + dry.stderr)
+    snakemake(tmp_path, "--cores", "2", "--until", "audit", configs=configs)
+    findings = pd.read_csv(tmp_path / "results" / "audit" / "findings.csv")
+    manifest = pd.read_csv(tmp_path / "results" / "splits" / "manifest.csv")
+    leaked = findings[findings["classifier"].str.contains("bright_x1")]
+    assert set(leaked["protected_set"]) == {"validation"} and leaked["via"].str.startswith("lora:results/lora/split/").all()
+    assert leaked["accepted"].all() and leaked["reason"].str.contains("lora.scope: split").all()
+    # Every validation image of every fold was seen by the LoRA of its class.
+    for fold in (0, 1):
+        validation = set(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == fold), "path"])
+        assert set(leaked.loc[leaked["fold"] == fold, "image"]) == validation
+    assert (pd.read_csv(tmp_path / "results" / "audit" / "summary.csv").query("variant == 'original'")["status"] == "clean").all()
+    assert "accepted finding" in (tmp_path / "results" / "audit" / "verdict.txt").read_text()

@@ -276,7 +276,7 @@ def untrained_lora(pipeline_dir: Path, out_dir: Path, rank: int, alpha: float, t
     unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
     add_lora(unet, rank, alpha, targets)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_lora(unet, out_dir)
+    save_lora(unet, out_dir, rank, alpha)
     return out_dir
 
 

@@ -1,8 +1,10 @@
 """``python -m meddap.check``: do the embedded default's results mean something?
 
-Reads results/report and fails (exit 1) unless the `original` classifier reaches the macro-F1
-floor on the training device's test split and every class's synthetic images are assigned to
-their intended class at least as often as the fidelity floor. Prints what it measured.
+Reads results/report and results/audit and fails (exit 1) unless the `original` classifier
+reaches the macro-F1 floor on the training device's test split, every class's synthetic images
+are assigned to their intended class at least as often as the fidelity floor, every adjective
+with a pixel check shows its named effect in every class, and the lineage audit passed with no
+finding at all. Prints what it measured.
 """
 
 from __future__ import annotations
@@ -12,6 +14,32 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+
+def check_audit(audit_dir: Path) -> list[str]:
+    summary_path = audit_dir / "summary.csv"
+    if not summary_path.is_file():
+        return [f"{summary_path} is missing: the lineage audit did not pass (see results/logs/audit.log)"]
+    summary = pd.read_csv(summary_path)
+    findings = int(summary["findings"].sum())
+    verdict = "ok" if findings == 0 and len(summary) else "FAIL"
+    print(f"{verdict}: lineage audit of {len(summary)} classifiers: {findings} finding(s) "
+          f"({int(summary['accepted'].sum())} accepted by the config)")
+    return [] if verdict == "ok" else [f"lineage audit: {findings} finding(s), see {audit_dir / 'findings.csv'}"]
+
+
+def check_adjectives(report_dir: Path) -> list[str]:
+    """Every targeted pixel measure of every checked adjective moved as its name says."""
+    effect = pd.read_csv(report_dir / "adjective_effect.csv", keep_default_na=False)
+    targeted = effect[effect["expected"] != ""]
+    failures = []
+    for _, row in targeted.iterrows():
+        verdict = "ok" if row["verdict"] == "as expected" else "FAIL"
+        print(f"{verdict}: adjective {row['adjective']} ({row['arch']}, {row['class']}): {row['measure']} "
+              f"{row['mean_adjective']:.2f} vs none {row['mean_none']:.2f} (expected {row['expected']}, p = {float(row['p_value']):.2g})")
+        if verdict == "FAIL":
+            failures.append(f"adjective {row['adjective']} in {row['class']}: {row['measure']} {row['verdict']}")
+    return failures
 
 
 def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[str]:
@@ -41,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--report", default="results/report")
     parser.add_argument("--min-macro-f1", type=float, default=0.8)
-    parser.add_argument("--min-fidelity", type=float, default=0.6)
+    parser.add_argument("--min-fidelity", type=float, default=0.7)
+    parser.add_argument("--audit", default="results/audit")
     args = parser.parse_args(argv)
     failures = check(Path(args.report), args.min_macro_f1, args.min_fidelity)
+    failures += check_adjectives(Path(args.report))
+    failures += check_audit(Path(args.audit))
     for failure in failures:
         print(f"check failed: {failure}", file=sys.stderr)
     return 1 if failures else 0

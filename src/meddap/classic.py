@@ -74,6 +74,9 @@ def write_classic_images(manifest: pd.DataFrame, fold: int, counts: dict[str, in
             rows.append((file, cls, source, index, image_seed))
     metadata = pd.DataFrame(rows, columns=CLASSIC_COLUMNS)
     metadata.to_csv(out_dir / "metadata.csv", index=False)
+    from meddap.lineage import write_lineage
+
+    write_lineage(out_dir, "classic", images=sorted(set(metadata["source_path"])), fold=fold)
     return metadata
 
 

@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from meddap.atomic import atomic_path, write_json
+from meddap.lineage import write_lineage
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_NAME = "model.safetensors"
+ROWS_NAME = "rows.csv"  # the rows that trained (role train) and selected (role validation) the model
 
 
 class ClassifierError(ValueError):
@@ -172,8 +174,12 @@ def train_classifier(
     provenance: dict | None = None,
     lr_schedule: str = "onecycle",
     blur_augmentation: bool = True,
+    lineage_inputs: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Train; keep the epoch with the best validation macro-F1; write the folder atomically."""
+    """Train; keep the epoch with the best validation macro-F1; write the folder atomically.
+
+    The folder records what trained and selected the model: ``rows.csv`` (every training and
+    validation row, with its source and what it was derived from) and ``lineage.json``."""
     from safetensors.torch import save_file
     from sklearn.metrics import f1_score
     from tqdm import tqdm
@@ -258,6 +264,9 @@ def train_classifier(
         save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, temporary / WEIGHTS_NAME)
         write_json(temporary / "model.json", meta)
         frame.to_csv(temporary / "history.csv", index=False)
+        rows = pd.concat([train_rows.assign(role="train"), val_rows.assign(role="validation")], ignore_index=True)
+        rows.to_csv(temporary / ROWS_NAME, index=False)
+        write_lineage(temporary, "classifier", inputs=lineage_inputs or {})
     return frame
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``meddap predict`` (classify a folder) and ``meddap phantom`` (simulate images)."""
+"""Command line: ``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images) and
+``meddap audit`` (the lineage audit of a results folder)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,39 @@ def phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit(args: argparse.Namespace) -> int:
+    import os
+
+    from meddap.audit import AcceptedLeaks, AuditError, run_audit
+
+    findings_out = Path(args.findings).resolve() if args.findings else None
+    results = Path(args.results).resolve()
+    # The workflow records paths relative to its working directory: the results folder's parent.
+    os.chdir(results.parent)
+    results = Path(results.name)
+    manifest = results / "splits" / "manifest.csv"
+    if not manifest.is_file():
+        print(f"error: {manifest} is missing: --results must be a meddap results folder (after the split rule)", file=sys.stderr)
+        return 2
+    classifiers = sorted(p for p in (results / "classifiers").glob("*/*/fold*") if p.is_dir())
+    if not classifiers:
+        print(f"error: no trained classifiers under {results / 'classifiers'}", file=sys.stderr)
+        return 2
+    unseen = {p.stem: p for p in sorted((results / "test_sets").glob("*.csv")) if p.stem != "test"}
+    try:
+        findings, summary, text = run_audit(
+            classifiers, manifest, unseen, args.near_duplicate_distance, AcceptedLeaks.from_settings(args.lora_scope, args.pretrain_corpus)
+        )
+    except AuditError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary[["variant", "arch", "fold", "influencing_images", "findings", "accepted", "status"]].to_string(index=False))
+    print(text)
+    if findings_out:
+        findings.to_csv(findings_out, index=False)
+    return 1 if (~findings["accepted"].astype(bool)).any() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meddap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=phantom)
+    a = sub.add_parser("audit", help="lineage audit: did an image that shaped a classifier's training reach its evaluation?")
+    a.add_argument("--results", default="results", help="the workflow's results folder")
+    a.add_argument("--near-duplicate-distance", type=int, default=10, help="as dataset.near_duplicate_distance")
+    a.add_argument("--lora-scope", choices=["fold", "split"], default="fold",
+                   help="split: accept (and report) the validation leaks that lora.scope: split causes")
+    a.add_argument("--pretrain-corpus", choices=["phantom", "dataset"], default="phantom",
+                   help="dataset: accept (and report) the validation leaks of a base model pretrained on the dataset")
+    a.add_argument("--findings", help="write every finding to this CSV")
+    a.set_defaults(func=audit)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -12,7 +12,7 @@ import pandas as pd
 from meddap.images import IMAGE_EXTENSIONS
 from meddap.seeding import derive_seed
 
-MANIFEST_COLUMNS = ["path", "class", "split", "fold"]
+MANIFEST_COLUMNS = ["path", "class", "split", "fold", "group"]
 
 
 class DatasetError(ValueError):
@@ -68,21 +68,58 @@ def split_counts(n_images: int, test_fraction: float) -> tuple[int, int]:
     return n_test, n_images - n_test
 
 
+MIXED_LABEL_ACTIONS = ("keep", "drop")
+DROPPED = "dropped"
+
+
 def make_split(
     class_images: dict[str, list[str]],
     test_fraction: float,
     folds: int,
     seed: int,
     groups: dict[str, int] | None = None,
+    mixed_label_groups: str = "keep",
 ) -> pd.DataFrame:
     """Stratified, seeded split: per class a held-out test share, then ``folds`` folds.
 
-    ``groups`` (path -> group id, e.g. from ``meddap.near_duplicates``) keeps the images of one
-    group on one side of the test split and in one fold, so no near-copy of a test or
-    validation image trains the model; the test share per class stays exactly the planned count.
-    Deterministic: depends only on the sorted file lists, the fractions, the groups and the seed.
+    ``groups`` (path -> group id, e.g. from ``meddap.near_duplicates``, formed over every class)
+    keeps the images of one group on one side of the test split and in one fold, so no near-copy
+    of a test or validation image trains the model. A group whose images carry different labels
+    (the same scan filed under two classes) is, with ``mixed_label_groups`` "keep", kept whole in
+    the training split and in one fold (never in the test split), or with "drop" left out
+    (split "dropped"). The test share per class stays exactly the planned count. Deterministic:
+    depends only on the sorted file lists, the fractions, the groups and the seed.
+
+    Columns: path, class, split (train/test/dropped), fold (-1 outside training), group.
     """
+    if mixed_label_groups not in MIXED_LABEL_ACTIONS:
+        raise ValueError(f"dataset.mixed_label_groups {mixed_label_groups!r}: use one of {MIXED_LABEL_ACTIONS}")
+    group_of = _group_ids(class_images, groups)
+    labels: dict[int, set[str]] = {}
+    for name, paths in class_images.items():
+        for path in paths:
+            labels.setdefault(group_of[path], set()).add(name)
+    mixed = {group for group, names in labels.items() if len(names) > 1}
+
     rows = []
+    fold_sizes = {name: [0] * folds for name in class_images}
+    mixed_members: dict[int, list[tuple[str, str]]] = {}
+    for name in sorted(class_images):
+        for path in sorted(class_images[name]):
+            if group_of[path] in mixed:
+                mixed_members.setdefault(group_of[path], []).append((path, name))
+    for group in sorted(mixed_members, key=lambda g: min(mixed_members[g])):
+        members = mixed_members[group]
+        if mixed_label_groups == "drop":
+            rows.extend((path, name, DROPPED, -1) for path, name in members)
+            continue
+        # Whole group into the fold with the fewest images of the classes it holds.
+        names = sorted({name for _, name in members})
+        fold = min(range(folds), key=lambda k: (sum(fold_sizes[n][k] for n in names), k))
+        for path, name in members:
+            fold_sizes[name][fold] += 1
+            rows.append((path, name, "train", fold))
+
     for name in sorted(class_images):
         paths = sorted(class_images[name])
         n_test, n_train = split_counts(len(paths), test_fraction)
@@ -92,8 +129,9 @@ def make_split(
                 f"test split is fewer than dataset.folds={folds}. Add images or lower dataset.folds."
             )
         members: dict[int, list[str]] = {}
-        for index, path in enumerate(paths):
-            members.setdefault(groups.get(path, -1 - index) if groups else -1 - index, []).append(path)
+        for path in paths:
+            if group_of[path] not in mixed:
+                members.setdefault(group_of[path], []).append(path)
         # Groups in order of their first image (dict insertion order), then shuffled: without
         # near-duplicates this is exactly a permutation of the images.
         units = list(members.values())
@@ -105,18 +143,25 @@ def make_split(
                 f"cannot fill a test split of exactly {n_test} images. Change dataset.test_fraction or lower "
                 "dataset.near_duplicate_distance."
             )
-        fold_sizes = [0] * folds
+        sizes = fold_sizes[name]
         for position, unit in enumerate(order):
             if position in test_units:
                 rows.extend((path, name, "test", -1) for path in unit)
                 continue
-            fold = fold_sizes.index(min(fold_sizes))  # the smallest fold (lowest index on ties)
-            fold_sizes[fold] += len(unit)
+            fold = sizes.index(min(sizes))  # the smallest fold (lowest index on ties)
+            sizes[fold] += len(unit)
             rows.extend((path, name, "train", fold) for path in unit)
-        if min(fold_sizes) == 0:
+        if min(sizes) == 0:
             raise DatasetError(f"class {name!r}: a fold has no training images (near-duplicate groups too large); lower dataset.folds.")
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    return frame.sort_values(["class", "split", "fold", "path"], kind="stable").reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=["path", "class", "split", "fold"])
+    frame["group"] = [group_of[path] for path in frame["path"]]
+    return frame.sort_values(["class", "split", "fold", "path"], kind="stable").reset_index(drop=True)[MANIFEST_COLUMNS]
+
+
+def _group_ids(class_images: dict[str, list[str]], groups: dict[str, int] | None) -> dict[str, int]:
+    """Every image's group id: the given one, else a singleton id of its own (negative)."""
+    every = [path for name in sorted(class_images) for path in sorted(class_images[name])]
+    return {path: (groups[path] if groups and path in groups else -1 - index) for index, path in enumerate(every)}
 
 
 def _exact_subset(units: list[list[str]], target: int) -> set[int] | None:

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from meddap.prompts import PAPER_ADJECTIVES, build_prompt
+from meddap.prompts import GENERIC_PROMPT, prompt_words  # noqa: F401 (prompt_words: re-exported)
 from meddap.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
-GENERIC_PROMPT = "an ultrasound photo of breast"
 # The SD v1.x noise schedule (scaled-linear betas); the small model uses it too so LoRA training
 # and sampling code is the same for both.
 SD_SCHEDULE = {
@@ -109,15 +108,6 @@ def learn_bpe(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     vocab_tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
     return vocab, merges
-
-
-def prompt_words(classes: list[str], adjectives: list[str], extra_prompts: list[str] = ()) -> list[str]:
-    """Words of every prompt the workflow can use (for the tokenizer's merges)."""
-    import re
-
-    texts = [GENERIC_PROMPT, *extra_prompts]
-    texts += [build_prompt(cls, adj) for cls in classes for adj in {*adjectives, *PAPER_ADJECTIVES}]
-    return sorted({word for text in texts for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())})
 
 
 def build_tokenizer(words: list[str], max_length: int = 77):
@@ -282,8 +272,14 @@ def train_denoiser(
     optimizer=None,
     on_step=None,
     timestep_bias: float = 1.0,
+    noise_scheduler=None,
 ) -> list[float]:
-    """Epsilon-prediction training on cached latents (SD v1.x noise schedule).
+    """Denoising training on cached latents, with the base model's noise schedule and target.
+
+    ``noise_scheduler`` (a ``DDPMScheduler``, default the SD v1.x schedule with epsilon
+    prediction) noises the latents (``add_noise``) and says what the UNet predicts: the noise
+    (``prediction_type`` epsilon, SD 1.x) or the velocity (v_prediction, SD 2.x 768 and the
+    embedded small model), see ``denoising_target``.
 
     ``latent_means``/``latent_stds`` are scaled VAE posteriors (a fresh latent is sampled from
     them each step, as encoding every step would). ``condition`` is one text embedding
@@ -298,10 +294,9 @@ def train_denoiser(
     from tqdm import tqdm
 
     device = next(unet.parameters()).device
-    noise_scheduler = DDPMScheduler(**SD_SCHEDULE)
+    noise_scheduler = noise_scheduler or DDPMScheduler(**SD_SCHEDULE)
     parameters = list(parameters if parameters is not None else unet.parameters())
     optimizer = optimizer or torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
-    alphas = noise_scheduler.alphas_cumprod.to(device)
     losses = []
     unet.train()
     amp_dtype = next((p.dtype for p in unet.parameters() if not p.requires_grad), torch.float32)
@@ -319,14 +314,14 @@ def train_denoiser(
         n_train = noise_scheduler.config.num_train_timesteps
         uniform = torch.rand(batch_size, generator=generator)
         timesteps = (n_train * uniform ** (1.0 / timestep_bias)).long().clamp(max=n_train - 1).to(device)
-        alpha_bar = alphas[timesteps].view(-1, 1, 1, 1)
-        noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        target = denoising_target(noise_scheduler, latents, noise, timesteps)
         drop = (torch.rand(batch_size, generator=generator) < condition_dropout).to(device)
         chosen_condition = condition[index] if len(condition) > 1 else condition
         text = torch.where(drop[:, None, None], uncondition.to(device), chosen_condition.to(device))
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             prediction = unet(noisy.to(unet.dtype), timesteps, text.to(unet.dtype)).sample
-        loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())
+        loss = torch.nn.functional.mse_loss(prediction.float(), target.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -337,8 +332,38 @@ def train_denoiser(
     return losses
 
 
+def denoising_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict under the scheduler's ``prediction_type``."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise BaseModelError(f"prediction_type {kind!r} of the base model's scheduler is not supported; use epsilon or v_prediction")
+
+
+def training_scheduler(pipeline):
+    """A DDPMScheduler with the base model's own noise schedule and prediction type."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipeline.scheduler.config)
+
+
+def corpus_tensor(image_paths: list[str], adjectives: list[str], size: int) -> torch.Tensor:
+    """Pretraining images in [-1, 1], each with its caption adjective's image operation applied."""
+    from meddap.adjectives import apply_adjective
+    from meddap.images import load_array
+
+    if len(adjectives) != len(image_paths):
+        raise ValueError(f"{len(adjectives)} adjectives for {len(image_paths)} pretraining images")
+    arrays = np.stack([apply_adjective(load_array(path, size), adjective) for path, adjective in zip(image_paths, adjectives)])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def pretrain_small_model(
     image_paths: list[str],
+    captions: list[str],
+    adjectives: list[str],
     out_dir: str | Path,
     spec: SmallModelSpec,
     tokenizer_words: list[str],
@@ -347,26 +372,39 @@ def pretrain_small_model(
     batch_size: int,
     lr: float,
     seed: int,
+    prediction_type: str = "epsilon",
 ) -> dict:
-    """Build the small SD, train VAE then UNet on ``image_paths`` with the generic prompt, save it.
+    """Build the small SD, train VAE then UNet on ``image_paths`` with their captions, save it.
 
+    ``prediction_type`` "v_prediction" (as SD 2.x) makes the UNet predict the velocity, whose
+    loss at high noise rewards knowing the image's global look (brightness, contrast, shape),
+    which is what a caption's adjective and a class decide; epsilon leaves that loss tiny there.
+
+    ``adjectives[i]`` is the image operation applied to image i before training (see
+    ``meddap.adjectives``; 'none' for none) and ``captions[i]`` its caption, which names it.
     Returns a summary (parameter counts, final losses, latent scaling factor) for the log.
     """
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import DDPMScheduler, PNDMScheduler, StableDiffusionPipeline
 
+    if len(captions) != len(image_paths):
+        raise ValueError(f"{len(captions)} captions for {len(image_paths)} pretraining images")
     vae, text_encoder, tokenizer, unet = build_small_components(spec, tokenizer_words, seed)
-    images = images_to_tensor(image_paths, spec.image_size)
+    images = corpus_tensor(image_paths, adjectives, spec.image_size)
     vae_losses = train_vae(vae, images, vae_steps, batch_size=16, lr=lr, seed=seed)
     # Latents of both flips, scaled to unit variance as SD's 0.18215 factor does for SD v1.x.
     means, stds = encode_latents(vae, torch.cat([images, images.flip(-1)]))
     scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
-    condition = encode_text(tokenizer, text_encoder, [GENERIC_PROMPT], torch.device("cpu"))
+    distinct = sorted(set(captions))
+    embeddings = encode_text(tokenizer, text_encoder, distinct, torch.device("cpu"))
+    per_image = torch.tensor([distinct.index(caption) for caption in captions])
+    condition = embeddings[torch.cat([per_image, per_image])] if len(distinct) > 1 else embeddings
     uncondition = encode_text(tokenizer, text_encoder, [""], torch.device("cpu"))
     unet_losses = train_denoiser(
-        unet, means * scaling, stds * scaling, condition, uncondition, unet_steps, batch_size, lr, seed, description="pretrain UNet"
+        unet, means * scaling, stds * scaling, condition, uncondition, unet_steps, batch_size, lr, seed, description="pretrain UNet",
+        noise_scheduler=DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type),
     )
-    scheduler = PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    scheduler = PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type=prediction_type)
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -380,12 +418,14 @@ def pretrain_small_model(
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     return {
         "images": len(image_paths),
+        "captions": len(distinct),
         "unet_parameters": sum(p.numel() for p in unet.parameters()),
         "vae_parameters": sum(p.numel() for p in vae.parameters()),
         "text_encoder_parameters": sum(p.numel() for p in text_encoder.parameters()),
         "vae_final_loss": float(np.mean(vae_losses[-20:])),
         "unet_final_loss": float(np.mean(unet_losses[-50:])),
         "latent_scaling_factor": scaling,
+        "prediction_type": prediction_type,
     }
 
 

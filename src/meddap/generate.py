@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +31,18 @@ SCHEDULERS = {
 METADATA_COLUMNS = ["file", "class", "adjective", "prompt", "seed", "shard", "index"]
 
 
-def image_seed(seed: int, cls: str, adjective: str, shard: int, index: int) -> int:
-    """The seed of image ``index`` of a shard; depends on nothing else."""
-    return derive_seed(seed, "synthetic", cls, adjective, shard, index)
+def image_seed(seed: int, cls: str, adjective: str, shard: int, index: int, arm: str = "") -> int:
+    """The seed of image ``index`` of a shard; depends on nothing else. Each generative arm
+    (fold) draws its own noise, so the folds' synthetic sets are independent draws."""
+    if not arm:
+        return derive_seed(seed, "synthetic", cls, adjective, shard, index)
+    return derive_seed(seed, "synthetic", arm, cls, adjective, shard, index)
 
 
 def to_grey_rgb(image: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma, repeated in three channels (the layout of grey ultrasound PNGs)."""
     luma = np.round(image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
     return np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def shard_count(n_images: int, shard_size: int) -> int:
-    return max(1, math.ceil(n_images / shard_size))
 
 
 def set_scheduler(pipeline, name: str) -> None:
@@ -141,8 +139,12 @@ def write_shard(
     seeds: list[int],
     shard: int,
     provenance: dict,
+    lineage_inputs: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Write PNGs + metadata.csv + provenance.json into ``out_dir`` atomically (whole folder)."""
+    """Write PNGs + metadata.csv + provenance.json + lineage.json (the LoRA and base model the
+    images came from) into ``out_dir`` atomically (whole folder)."""
+    from meddap.lineage import write_lineage
+
     from PIL import Image
 
     rows = []
@@ -155,6 +157,7 @@ def write_shard(
         metadata = pd.DataFrame(rows, columns=METADATA_COLUMNS)
         metadata.to_csv(temporary / "metadata.csv", index=False)
         write_json(temporary / "provenance.json", provenance)
+        write_lineage(temporary, "shard", inputs=lineage_inputs or {})
     return metadata
 
 
@@ -182,6 +185,7 @@ def generate_shard(
     grayscale: bool = False,
     guidance_reference: str = "lora",
     compile_unet: bool = False,
+    arm: str = "",
 ) -> pd.DataFrame:
     from meddap.diffusion import load_pipeline, pick_device, pick_dtype
     from meddap.lora import apply_lora
@@ -194,7 +198,7 @@ def generate_shard(
     apply_lora(pipeline, lora_dir, lora_scale)
     set_scheduler(pipeline, scheduler)
     compiled = prepare_for_generation(pipeline, reference_unet, compile_unet)
-    seeds = [image_seed(seed, cls, adjective, shard, index) for index in range(shard_size)]
+    seeds = [image_seed(seed, cls, adjective, shard, index, arm) for index in range(shard_size)]
     images = generate_images(pipeline, prompt, seeds, resolution, steps, guidance_scale, batch_size, negative_prompt, reference_unet)
     if grayscale:
         images = [to_grey_rgb(image) for image in images]
@@ -216,9 +220,10 @@ def generate_shard(
         "lora_scale": lora_scale,
         "base_model": str(base_model),
         "seed": seed,
+        "arm": arm,
         **(provenance or {}),
     }
-    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info)
+    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, {"lora": str(lora_dir), "base_model": str(base_model)})
 
 
 def read_shards(shard_dirs: list[str | Path]) -> pd.DataFrame:

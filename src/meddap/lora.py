@@ -19,7 +19,8 @@ from typing import Sequence
 import torch
 
 from meddap.atomic import atomic_path, write_json
-from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser
+from meddap.lineage import write_lineage
+from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser, training_scheduler
 from meddap.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,30 @@ def _config_digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_lora(unet, out_dir: Path) -> None:
+# lora_info.json marks files whose up weights carry alpha / rank (see save_lora).
+ALPHA_FOLDED = "alpha_folded_into_weights"
+
+
+def save_lora(unet, out_dir: Path, rank: int, alpha: float) -> None:
+    """Save in diffusers' format with the scale alpha / rank folded into the up (B) weights.
+
+    A diffusers-format file carries no alpha, so every reader (diffusers' ``load_lora_weights``,
+    ComfyUI, kohya-based tools) assumes alpha = rank, i.e. scale 1. Folding the scale into the
+    weights makes the file mean exactly what was trained in every one of them, where adapter
+    metadata would be read by recent diffusers only.
+    """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    scale = float(alpha) / float(rank)
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    state = {key: (value * scale if _is_up_weight(key) else value) for key, value in state.items()}
     StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=state, safe_serialization=True)
+
+
+def _is_up_weight(key: str) -> bool:
+    return any(part in key for part in ("lora_B", "lora.up", "lora_up"))
 
 
 def train_lora(
@@ -130,6 +148,7 @@ def train_lora(
         per_image = torch.tensor([distinct.index(p) for p in prompts])
         condition = embeddings[torch.cat([per_image, per_image]) if flip else per_image]
     uncondition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [""], torch_device).float().cpu()
+    noise_scheduler = training_scheduler(pipeline)  # the base model's schedule and prediction type
     del pipeline.vae  # not needed once latents are cached
 
     parameters = [p for p in unet.parameters() if p.requires_grad]
@@ -161,7 +180,7 @@ def train_lora(
 
     losses = train_denoiser(
         unet, means * scaling, stds * scaling, condition, uncondition, steps, batch_size, lr, seed,
-        parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias,
+        parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias, noise_scheduler=noise_scheduler,
         description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=on_step,
     )
     info = {
@@ -174,19 +193,36 @@ def train_lora(
         "unet_parameters": base,
         "trainable_share": share,
         "steps": steps,
+        "prediction_type": noise_scheduler.config.prediction_type,
         "resumed_from_step": start_step,
         "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))) if losses else None,
         "device": str(torch_device),
         "dtype": str(dtype),
         **(provenance or {}),
     }
+    info[ALPHA_FOLDED] = True
     with atomic_path(out_dir) as temporary:
         temporary.mkdir()
-        save_lora(unet, temporary)
+        save_lora(unet, temporary, rank, alpha)
         write_json(temporary / "lora_info.json", info)
+        write_lineage(temporary, "lora", images=image_paths, inputs={"base_model": base_model})
     if checkpoint_dir and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     return info
+
+
+def check_lora_scale(lora_dir: str | Path) -> None:
+    """Refuse a meddap LoRA saved before alpha was folded into its weights with alpha != rank:
+    every reader would apply it at rank / alpha of its trained strength."""
+    info_path = Path(lora_dir) / "lora_info.json"
+    if not info_path.is_file():
+        return  # not made by meddap: a diffusers-format file means what it says
+    info = json.loads(info_path.read_text())
+    if not info.get(ALPHA_FOLDED) and info.get("alpha") is not None and float(info["alpha"]) != float(info.get("rank", info["alpha"])):
+        raise LoraError(
+            f"{lora_dir} was saved by an older meddap without its alpha/rank scale ({info['alpha']}/{info['rank']}): "
+            "it would load at the wrong strength. Retrain it: delete the folder and rerun (rule train_lora)."
+        )
 
 
 def apply_lora(pipeline, lora_dir: str | Path, scale: float = 1.0) -> None:
@@ -194,6 +230,7 @@ def apply_lora(pipeline, lora_dir: str | Path, scale: float = 1.0) -> None:
     lora_dir = Path(lora_dir)
     if not (lora_dir / LORA_WEIGHT_NAME).is_file():
         raise LoraError(f"{lora_dir} has no {LORA_WEIGHT_NAME}; train the LoRA first (rule train_lora).")
+    check_lora_scale(lora_dir)
     try:
         pipeline.load_lora_weights(str(lora_dir), weight_name=LORA_WEIGHT_NAME, adapter_name="meddap")
     except (RuntimeError, ValueError, KeyError) as error:

@@ -1,9 +1,11 @@
-"""Dataset variants as manifests: original training rows + the variant's synthetic rows.
+"""A classifier's dataset: one (variant, fold) as a manifest of its training and validation rows.
 
-A variant manifest never holds a test row, and every synthetic row has fold -1 ("train only"),
-so synthetic images can reach neither validation nor test. Classic-augmentation rows (source
-"classic") carry the fold whose *training* they belong to: they were made from that fold's
-training originals and train only that fold's model.
+Validation rows are fold k's originals. Training rows are the other folds' originals plus the
+variant's extra rows, all derived from those training originals only: synthetic images from the
+fold's generative arm (LoRAs trained without fold k, with ``lora.scope: fold``) and classic copies
+of the fold's training originals. No test row ever enters. Every extra row names what it was
+derived from (``derived_from``: the shard folder, or the source image of a classic copy), so the
+lineage audit can walk back to the originals.
 """
 
 from __future__ import annotations
@@ -12,81 +14,73 @@ import pandas as pd
 
 from meddap.plan import CLASSIC, Plan, Variant
 
-VARIANT_COLUMNS = ["path", "class", "source", "fold", "adjective", "prompt", "seed"]
-TRAIN_ONLY_FOLD = -1
+VARIANT_COLUMNS = ["path", "class", "source", "role", "adjective", "prompt", "seed", "derived_from"]
+TRAIN_ROLE = "train"
+VALIDATION_ROLE = "validation"
+ORIGINAL_SOURCE = "original"
+SYNTHETIC_SOURCE = "synthetic"
 
 
-def merge_variant(
-    manifest: pd.DataFrame, synthetic: pd.DataFrame, plan: Plan, variant: Variant, classic: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Rows of ``variant``: all original training rows (with folds) + the first N synthetic per
-    adjective, or for a classic variant the first N augmented images per (fold, class)."""
-    original = manifest[manifest["split"] == "train"]
-    rows = pd.DataFrame(
+def _rows(paths, classes, source: str, role, adjective="", prompt="", seeds=None, derived_from="") -> pd.DataFrame:
+    n = len(paths)
+    return pd.DataFrame(
         {
-            "path": original["path"].values,
-            "class": original["class"].values,
-            "source": "original",
-            "fold": original["fold"].astype(int).values,
-            "adjective": "",
-            "prompt": "",
-            "seed": pd.array([pd.NA] * len(original), dtype="Int64"),
+            "path": list(paths),
+            "class": classes if not isinstance(classes, str) else [classes] * n,
+            "source": source,
+            "role": role if not isinstance(role, str) else [role] * n,
+            "adjective": adjective if not isinstance(adjective, str) else [adjective] * n,
+            "prompt": prompt if not isinstance(prompt, str) else [prompt] * n,
+            "seed": pd.array(list(seeds) if seeds is not None else [pd.NA] * n, dtype="Int64"),
+            "derived_from": derived_from if not isinstance(derived_from, str) else [derived_from] * n,
         }
     )
-    parts = [rows]
+
+
+def merge_fold(
+    manifest: pd.DataFrame,
+    fold: int,
+    plan: Plan,
+    variant: Variant,
+    synthetic: pd.DataFrame | None = None,
+    classic: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Rows of ``variant`` for fold ``fold``: the training split's originals (role validation in
+    the fold, train elsewhere) + the first N synthetic rows per (class, adjective) of the fold's
+    arm (``synthetic``: ``read_shards`` of that arm) or the first N classic copies per class
+    (``classic``: ``read_classic`` of the fold's folder)."""
+    original = manifest[manifest["split"] == "train"]
+    roles = [VALIDATION_ROLE if int(f) == fold else TRAIN_ROLE for f in original["fold"]]
+    parts = [_rows(original["path"], list(original["class"]), ORIGINAL_SOURCE, roles)]
     for cls in plan.classes:
         for adjective, count in plan.counts_per_adjective(variant, cls).items():
-            pool = synthetic[(synthetic["class"] == cls) & (synthetic["adjective"] == adjective)]
-            pool = pool.sort_values(["shard", "index"], kind="stable")
+            pool = synthetic if synthetic is not None else pd.DataFrame(columns=["class", "adjective", "shard", "index"])
+            pool = pool[(pool["class"] == cls) & (pool["adjective"] == adjective)].sort_values(["shard", "index"], kind="stable")
             if len(pool) < count:
                 raise ValueError(
-                    f"variant {variant.name}: needs {count} synthetic {cls}/{adjective} images but the "
+                    f"variant {variant.name} fold {fold}: needs {count} synthetic {cls}/{adjective} images but the "
                     f"shards hold {len(pool)}. Regenerate the shards (the training counts changed?)."
                 )
             chosen = pool.head(count)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "path": chosen["path"].values,
-                        "class": cls,
-                        "source": "synthetic",
-                        "fold": TRAIN_ONLY_FOLD,
-                        "adjective": adjective,
-                        "prompt": chosen["prompt"].values,
-                        "seed": pd.array(chosen["seed"].values, dtype="Int64"),
-                    }
-                )
-            )
+            shard_dirs = [path.rsplit("/", 1)[0] for path in chosen["path"]]
+            parts.append(_rows(chosen["path"], cls, SYNTHETIC_SOURCE, TRAIN_ROLE, adjective, list(chosen["prompt"]), chosen["seed"], shard_dirs))
     if variant.kind == CLASSIC:
         if classic is None:
-            raise ValueError(f"variant {variant.name}: the classic-augmentation folders are missing")
-        for (fold, cls), pool in classic.groupby(["fold", "class"], sort=True):
+            raise ValueError(f"variant {variant.name}: the classic-augmentation folder of fold {fold} is missing")
+        if len(classic) and set(classic["fold"].astype(int)) != {fold}:
+            raise ValueError(f"variant {variant.name}: classic copies of folds {sorted(set(classic['fold']))} given for fold {fold}")
+        for cls in plan.classes:
             count = plan.synthetic_count(cls, variant.ratio)
+            pool = classic[classic["class"] == cls]
             if len(pool) < count:
                 raise ValueError(f"variant {variant.name}: needs {count} classic {cls} images for fold {fold}, the folder holds {len(pool)}.")
             chosen = pool.sort_values("index").head(count)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "path": chosen["path"].values,
-                        "class": cls,
-                        "source": CLASSIC,
-                        "fold": int(fold),
-                        "adjective": "",
-                        "prompt": "",
-                        "seed": pd.array(chosen["seed"].values, dtype="Int64"),
-                    }
-                )
-            )
+            parts.append(_rows(chosen["path"], cls, CLASSIC, TRAIN_ROLE, seeds=chosen["seed"], derived_from=list(chosen["source_path"])))
     return pd.concat(parts, ignore_index=True)[VARIANT_COLUMNS]
 
 
-def fold_rows(variant_rows: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows, validation rows) of ``fold``: validation is that fold's originals only;
-    training is the other folds' originals, every synthetic row and this fold's classic rows."""
-    is_original = variant_rows["source"] == "original"
-    in_fold = variant_rows["fold"] == fold
-    validation = variant_rows[is_original & in_fold]
-    other_folds_classic = (variant_rows["source"] == CLASSIC) & ~in_fold
-    training = variant_rows[~(is_original & in_fold) & ~other_folds_classic]
+def fold_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows) of a (variant, fold) manifest."""
+    training = rows[rows["role"] == TRAIN_ROLE]
+    validation = rows[rows["role"] == VALIDATION_ROLE]
     return training.reset_index(drop=True), validation.reset_index(drop=True)

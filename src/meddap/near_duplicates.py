@@ -53,10 +53,21 @@ def hash_images(paths: list[str]) -> np.ndarray:
     return np.stack([perceptual_hash(path) for path in tqdm(paths, desc="perceptual hashes", mininterval=5)])
 
 
-def hamming_distances(hashes: np.ndarray) -> np.ndarray:
-    """(N, N) number of differing bits between every pair of hashes."""
+def hamming_distances(hashes: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
+    """(N, M) number of differing bits between every hash and every other (default: each other)."""
     bits = hashes.astype(np.int32)
-    return bits @ (1 - bits).T + (1 - bits) @ bits.T
+    other = bits if others is None else others.astype(np.int32)
+    return bits @ (1 - other).T + (1 - bits) @ other.T
+
+
+def hash_to_hex(bits: np.ndarray) -> str:
+    """A 63-bit hash as 16 hex digits (stored in the split manifest)."""
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def hex_to_hash(text: str) -> np.ndarray:
+    value = int(text, 16)
+    return np.array([(value >> (HASH_BITS - 1 - i)) & 1 for i in range(HASH_BITS)], dtype=bool)
 
 
 def near_duplicate_groups(paths: list[str], max_distance: int, hashes: np.ndarray | None = None) -> pd.DataFrame:

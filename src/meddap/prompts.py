@@ -20,6 +20,8 @@ PAPER_ADJECTIVES = (
 DEFAULT_TEMPLATE = "{article} {adjective}ultrasound photo of {subject} in breast"
 DEFAULT_SUBJECT = "{cls} tumor"
 DEFAULT_SUBJECTS = {"normal": "no tumor"}
+GENERIC_PROMPT = "an ultrasound photo of breast"
+GENERIC_TEMPLATE = "{article} {adjective}ultrasound photo of breast"
 
 
 def class_subject(cls: str, subjects: dict[str, str] | None = None) -> str:
@@ -55,6 +57,29 @@ def build_prompt(
     return re.sub(r"\s+", " ", prompt).strip()
 
 
+def generic_caption(adjective: str = NO_ADJECTIVE) -> str:
+    """A caption that names the adjective but no class ("a bright ultrasound photo of breast"), as a
+    web caption would: the base model learns what the adjective means, the LoRAs learn the classes."""
+    return build_prompt("", adjective, GENERIC_TEMPLATE)
+
+
 def training_prompt(cls: str, template: str = DEFAULT_TEMPLATE, subjects: dict[str, str] | None = None) -> str:
     """The prompt a class's LoRA is trained with (the no-adjective prompt)."""
     return build_prompt(cls, NO_ADJECTIVE, template, subjects)
+
+
+def prompt_words(
+    classes: list[str],
+    adjectives: list[str],
+    template: str = DEFAULT_TEMPLATE,
+    subjects: dict[str, str] | None = None,
+    extra_prompts: list[str] = (),
+) -> list[str]:
+    """Words of every prompt the workflow can use (the small model's tokenizer learns their merges).
+
+    The paper's adjectives are always included, so adding one of them to a config leaves the
+    word list, and with it the pretrained base model, unchanged.
+    """
+    texts = [GENERIC_PROMPT, *extra_prompts]
+    texts += [build_prompt(cls, adj, template, subjects) for cls in classes for adj in {*adjectives, *PAPER_ADJECTIVES}]
+    return sorted({word for text in texts for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())})

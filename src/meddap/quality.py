@@ -401,27 +401,38 @@ def synthetic_quality(
 
 
 
-def quality_report(model_dirs: Sequence[str | Path], manifest: pd.DataFrame, shard_dirs: Sequence[str | Path], k: int = 3, top: int = 8) -> dict[str, pd.DataFrame]:
+def quality_report(
+    model_dirs: Sequence[str | Path],
+    manifest: pd.DataFrame,
+    arms: Sequence[str],
+    arm_shards: dict[str, Sequence[str | Path]],
+    k: int = 3,
+    top: int = 8,
+) -> dict[str, pd.DataFrame]:
     """Every quality table of the report, from the ``original`` classifiers of the folds.
 
-    ``model_dirs``: the ``original`` classifier of each fold (one architecture), which never saw
-    a synthetic image; ``manifest``: the split manifest (only ``train`` rows are used: the LoRAs
-    were trained on them; test images never enter); ``shard_dirs``: every synthetic shard.
+    ``model_dirs[i]``: the ``original`` classifier of fold i (one architecture), which never saw
+    a synthetic image; ``arms[i]``: the generative arm whose synthetic images train fold i;
+    ``arm_shards``: each arm's shard folders; ``manifest``: the split manifest. Fold i's images
+    are compared with the originals that its arm's LoRAs trained on (test images never enter).
 
     Returns ``quality`` (per class and adjective: Fréchet distance, precision, recall and class
     fidelity as mean and std over the folds' classifiers), ``adjective_effect`` (pixel measures of
-    each adjective against the no-adjective images of the same class) and ``near_copies`` (the
-    synthetic images closest to a training image in the first fold's feature space, with the
-    near-copy flag of ``nearest_training_copies``).
+    each adjective against the no-adjective images of the same class, over every arm) and
+    ``near_copies`` (the first fold's synthetic images closest to one of its arm's training
+    images, with the near-copy flag of ``nearest_training_copies``).
     """
     from meddap.classifier import load_classifier, load_image_tensor
     from meddap.generate import read_shards
+    from meddap.settings import arm_training_rows
 
-    real = manifest[manifest["split"] == "train"].reset_index(drop=True)
-    synthetic = read_shards(list(shard_dirs))
+    if len(arms) != len(model_dirs):
+        raise ValueError(f"{len(model_dirs)} classifiers but {len(arms)} arms: one arm per fold")
     per_fold = []
     near = pd.DataFrame()
-    for fold, model_dir in enumerate(model_dirs):
+    for fold, (model_dir, arm) in enumerate(zip(model_dirs, arms)):
+        real = arm_training_rows(manifest, arm).reset_index(drop=True)
+        synthetic = read_shards(list(arm_shards[arm]))
         model, meta = load_classifier(model_dir)
         per_fold.append(synthetic_quality(model, meta, real, synthetic, k=k).assign(fold=fold))
         if fold == 0 and len(synthetic):
@@ -429,6 +440,7 @@ def quality_report(model_dirs: Sequence[str | Path], manifest: pd.DataFrame, sha
             train_feats = extract_features(model, load_image_tensor(list(real["path"]), meta["input_size"]), 64, meta["mean"], meta["std"], n_classes=n_classes, progress=False)
             synth_feats = extract_features(model, load_image_tensor(list(synthetic["path"]), meta["input_size"]), 64, meta["mean"], meta["std"], n_classes=n_classes, progress=False)
             near = nearest_training_copies(synth_feats, train_feats, list(synthetic["path"]), list(real["path"]), top=top)
+    synthetic = read_shards([path for arm in dict.fromkeys(arms) for path in arm_shards[arm]])
     measures = ["frechet_distance", "precision", "recall", "fidelity"]
     if per_fold:
         joined = pd.concat(per_fold, ignore_index=True)

@@ -65,7 +65,28 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int) -> str:
+def leakage_notes(lora_scope: str, pretrain_corpus: str | None, audit_verdict: str) -> list[str]:
+    """The report's first paragraphs: what the config lets reach the validation folds, and the
+    lineage audit's verdict."""
+    notes = []
+    if lora_scope == "split":
+        notes.append(
+            "**Warning: lora.scope is `split`.** One LoRA per class was trained on the whole training split, "
+            "validation folds included, and its synthetic images train every fold's classifiers, which are then "
+            "selected on those same validation images: validation-selected scores of synthetic variants are "
+            "optimistic, and their gain over `original` and `classic` is biased upwards. Use `lora.scope: fold`."
+        )
+    if pretrain_corpus == "dataset":
+        notes.append(
+            "**Warning: the base model was pretrained on this dataset's training split** "
+            "(`base_model.pretrain.corpus: dataset`), which holds every fold's validation images: synthetic "
+            "variants' validation-selected scores are optimistic."
+        )
+    notes.append(audit_verdict.strip())
+    return notes
+
+
+def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int, mixed_label_groups: str = "keep") -> str:
     """One sentence on the near-duplicates the split found (``results/splits/near_duplicates.csv``)."""
     if max_distance < 0:
         return "Near-duplicate grouping was off (dataset.near_duplicate_distance: -1)."
@@ -74,10 +95,15 @@ def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int) -> str:
     conflicting = int((duplicates.groupby("group")["class"].nunique() > 1).sum())
     note = (
         f"Near-duplicates: {len(duplicates)} images in {duplicates['group'].nunique()} groups (perceptual hashes within "
-        f"{max_distance} bits), each group kept on one side of the test split and in one fold."
+        f"{max_distance} bits, formed across classes), each group kept on one side of the test split and in one fold."
     )
     if conflicting:
-        note += f" {conflicting} group(s) hold the same scan under two classes (conflicting labels; see results/splits/near_duplicates.csv)."
+        action = "kept whole in the training split, in one fold" if mixed_label_groups == "keep" else "dropped from the split"
+        n_images = int(duplicates.loc[duplicates.groupby("group")["class"].transform("nunique") > 1, "path"].nunique())
+        note += (
+            f" {conflicting} group(s) ({n_images} images) hold the same scan under two classes (conflicting labels): "
+            f"{action} (dataset.mixed_label_groups: {mixed_label_groups}; see results/splits/near_duplicates.csv)."
+        )
     return note
 
 
@@ -89,9 +115,13 @@ def readable_summary(
     robustness: pd.DataFrame | None = None,
     quality: dict[str, pd.DataFrame] | None = None,
     near_duplicates: str | None = None,
+    preface: list[str] | None = None,
 ) -> str:
-    """A Markdown page: headline metrics per test set, bootstrap CIs, robustness, class fidelity, quality."""
+    """A Markdown page: ``preface`` paragraphs (leakage warnings, the audit's verdict), then headline
+    metrics per test set, bootstrap CIs, robustness, class fidelity, quality."""
     lines = ["# MEDDAP results", ""]
+    for paragraph in preface or []:
+        lines += [paragraph, ""]
     if near_duplicates:
         lines += [near_duplicates, ""]
     lines.append(

@@ -16,6 +16,17 @@ from meddap.plan import Plan
 INTERNAL_TEST = "test"
 SYNTHETIC_TEST = "synthetic"
 PRETRAINED_BASE_DIR = "results/base_model"
+# lora.scope: "fold" trains one generative arm (LoRAs + shards) per cross-validation fold on that
+# fold's training originals only; "split" trains one arm on the whole training split (cheaper,
+# but its synthetic images were learnt from every fold's validation images).
+FOLD_SCOPE = "fold"
+SPLIT_SCOPE = "split"
+SPLIT_ARM = "split"
+SHARED_LORA = "shared"
+# base_model.pretrain.corpus: "phantom" simulates a separate corpus (never part of the dataset);
+# "dataset" pretrains on the training split, which reaches every fold's validation images.
+PHANTOM_CORPUS = "phantom"
+DATASET_CORPUS = "dataset"
 
 
 class ConfigError(ValueError):
@@ -33,21 +44,46 @@ class Settings:
     pretrain: bool
     phantom: bool
     architectures: list[str]
+    folds: int = 2
+    lora_scope: str = FOLD_SCOPE
+    lora_mode: str = "per_class"
+    pretrain_corpus: str | None = None
 
     @property
     def test_sets(self) -> list[str]:
         return [INTERNAL_TEST, *self.unseen, SYNTHETIC_TEST]
 
-    def to_dict(self) -> dict:
-        return {
-            "classes": self.classes,
-            "class_counts": self.class_counts,
-            "train_counts": self.train_counts,
-            "variants": [v.name for v in self.plan.variants()],
-            "shards_per_class": {c: self.plan.shards(c) for c in self.classes},
-            "unseen": self.unseen,
-            "base_model": self.base_model,
-        }
+    @property
+    def arms(self) -> list[str]:
+        """The generative arms: one per fold ("fold<k>"), or one for the whole split ("split")."""
+        return [arm_for_fold(fold, self.lora_scope) for fold in range(self.folds)] if self.lora_scope == FOLD_SCOPE else [SPLIT_ARM]
+
+    def arm(self, fold: int) -> str:
+        """The arm whose synthetic images train fold ``fold``'s classifiers."""
+        return arm_for_fold(fold, self.lora_scope)
+
+    @property
+    def lora_names(self) -> list[str]:
+        """One LoRA per class, or one shared by every class (lora.mode)."""
+        return [SHARED_LORA] if self.lora_mode == "shared" else list(self.classes)
+
+    def lora_for_class(self, cls: str) -> str:
+        return SHARED_LORA if self.lora_mode == "shared" else cls
+
+
+def arm_for_fold(fold: int, scope: str = FOLD_SCOPE) -> str:
+    return f"fold{int(fold)}" if scope == FOLD_SCOPE else SPLIT_ARM
+
+
+def arm_training_rows(manifest, arm: str):
+    """The originals an arm's LoRAs (and the fold's classifiers) train on: the training split
+    without the arm's validation fold, or the whole training split for the "split" arm."""
+    train = manifest[manifest["split"] == "train"]
+    if arm == SPLIT_ARM:
+        return train
+    if not arm.startswith("fold") or not arm.removeprefix("fold").isdigit():
+        raise ValueError(f"unknown generative arm {arm!r}: expected 'split' or 'fold<k>'")
+    return train[train["fold"].astype(int) != int(arm.removeprefix("fold"))]
 
 
 def resolve(config: dict, check_architectures: bool = True) -> Settings:
@@ -88,10 +124,23 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     if config["lora"]["mode"] == "shared" and "shared" in classes:
         raise ConfigError("lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; rename the class folder")
     train_counts = {c: split_counts(n, dataset["test_fraction"])[1] for c, n in class_counts.items()}
+    folds = int(dataset["folds"])
     for cls, n_train in train_counts.items():
-        if n_train < dataset["folds"]:
+        if n_train < folds:
             raise ConfigError(
-                f"dataset.folds={dataset['folds']} but class {cls!r} has only {n_train} training images; lower dataset.folds or add images"
+                f"dataset.folds={folds} but class {cls!r} has only {n_train} training images; lower dataset.folds or add images"
+            )
+    # What a fold's classifiers (and its arm's LoRAs) train on: the training split less one fold.
+    # Folds differ by at most one image per class (more with near-duplicate groups); ratios count
+    # against the larger share, and the report shows the effective ratio of every fold.
+    fold_train_counts = {c: n - n // folds for c, n in train_counts.items()}
+    pretrain_corpus = None
+    if pretrain:
+        pretrain_corpus = base["pretrain"]["corpus"]
+        if pretrain_corpus == PHANTOM_CORPUS and not phantom["enabled"]:
+            raise ConfigError(
+                "base_model.pretrain.corpus: phantom needs phantom.enabled: true; with your own data set "
+                "base_model.path to a Stable Diffusion folder, or pretrain on your data with corpus: dataset"
             )
 
     generation = config["generation"]
@@ -103,7 +152,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
             raise ConfigError(f"generation.ratios: {ratio!r} must be a positive number")
     plan = Plan(
         classes=classes,
-        train_counts=train_counts,
+        train_counts=fold_train_counts,
         adjectives=list(generation["adjectives"]),
         ratios=[float(r) for r in generation["ratios"]],
         shard_size=int(generation["shard_size"]),
@@ -142,6 +191,10 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         pretrain=pretrain,
         phantom=bool(phantom["enabled"]),
         architectures=architectures,
+        folds=folds,
+        lora_scope=config["lora"]["scope"],
+        lora_mode=config["lora"]["mode"],
+        pretrain_corpus=pretrain_corpus,
     )
 
 
@@ -162,6 +215,3 @@ def library_versions() -> dict:
 def provenance(config: dict, seed: int | None = None) -> dict:
     return {"seed": config["seed"] if seed is None else seed, "versions": library_versions(), "config": config}
 
-
-def repo_relative(path: str | Path) -> str:
-    return str(Path(path))

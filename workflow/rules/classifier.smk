@@ -1,7 +1,7 @@
 rule train_classifier:
     """Train one classifier on a variant's fold; validation is that fold's original images."""
     input:
-        "results/datasets/{variant}.csv",
+        "results/datasets/{variant}/fold{fold}.csv",
     output:
         directory("results/classifiers/{variant}/{arch}/fold{fold}"),
     log:
@@ -18,5 +18,7 @@ rule train_classifier:
     params:
         classifier=config["classifier"],
         classes=SETTINGS.classes,
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_classifier.py"

@@ -1,5 +1,6 @@
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -9,7 +10,15 @@ min_version("9.0")
 # The logic lives in the meddap package; it is importable without installation too (conda envs).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from meddap.settings import ConfigError, resolve  # noqa: E402
+from meddap.plan import ORIGINAL  # noqa: E402
+from meddap.prompts import prompt_words  # noqa: E402
+from meddap.settings import (  # noqa: E402
+    INTERNAL_TEST,
+    PHANTOM_CORPUS,
+    SYNTHETIC_TEST,
+    ConfigError,
+    resolve,
+)
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -38,45 +47,51 @@ wildcard_constraints:
     variant=alternation([v.name for v in PLAN.variants()]),
     arch=alternation(SETTINGS.architectures),
     fold=r"\d+",
-    test_set=alternation(SETTINGS.test_sets),
+    arm=alternation(SETTINGS.arms),
+    lora=alternation(SETTINGS.lora_names),
+    test_set=alternation([INTERNAL_TEST, *SETTINGS.unseen]),
     device=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 # ------------------------------------------------------------------ paths
 MANIFEST = "results/splits/manifest.csv"
 BASE_MODEL = SETTINGS.base_model
+PRETRAIN_CORPUS = "resources/phantom/pretrain-corpus"
+FOLDS = list(range(SETTINGS.folds))
 
 
-def shard_dir(cls, adjective, shard):
-    return f"results/synthetic/{cls}/{adjective}/shard{int(shard):03d}"
+def shard_dir(arm, cls, adjective, shard):
+    return f"results/synthetic/{arm}/{cls}/{adjective}/shard{int(shard):03d}"
+
+
+def arm_shard_dirs(arm):
+    """Every shard of one generative arm."""
+    return [shard_dir(arm, c, a, s) for c, a, s in PLAN.all_shards()]
 
 
 def all_shard_dirs():
-    return [shard_dir(c, a, s) for c, a, s in PLAN.all_shards()]
+    return [path for arm in SETTINGS.arms for path in arm_shard_dirs(arm)]
 
 
-def variant_shard_dirs(wildcards):
+def fold_shard_dirs(wildcards):
+    """The shards a variant's classifier of one fold trains on: those of the fold's arm."""
+    arm = SETTINGS.arm(int(wildcards.fold))
     return [
-        shard_dir(c, a, s)
+        shard_dir(arm, c, a, s)
         for c, a, s in PLAN.shards_for(PLAN.variant(wildcards.variant))
     ]
 
 
-SHARED_LORA = "shared"
-
-
 def lora_dir(wildcards):
-    """The LoRA that generates a class: its own, or the one shared by all classes."""
-    if config["lora"]["mode"] == "shared":
-        return f"results/lora/{SHARED_LORA}"
-    return f"results/lora/{wildcards.cls}"
+    """The LoRA that generates a class in an arm: its own, or the one shared by all classes."""
+    return f"results/lora/{wildcards.arm}/{SETTINGS.lora_for_class(wildcards.cls)}"
 
 
-def variant_classic_dirs(wildcards):
-    """The classic-augmentation folders (one per fold) that a classic_x<ratio> variant draws from."""
+def fold_classic_dir(wildcards):
+    """The classic-augmentation folder of the fold, for a classic_x<ratio> variant."""
     if PLAN.variant(wildcards.variant).kind != "classic":
         return []
-    return expand("results/classic/fold{fold}", fold=range(config["dataset"]["folds"]))
+    return [f"results/classic/fold{wildcards.fold}"]
 
 
 def dataset_root_input(wildcards):
@@ -89,35 +104,53 @@ def base_model_input(wildcards):
     return [BASE_MODEL] if SETTINGS.pretrain else []
 
 
+def pretrain_corpus_input(wildcards):
+    """What the small base model pretrains on: the simulated corpus, or (when asked) the manifest."""
+    return PRETRAIN_CORPUS if SETTINGS.pretrain_corpus == PHANTOM_CORPUS else MANIFEST
+
+
 def test_set_inputs(wildcards):
-    if wildcards.test_set == "test":
+    if wildcards.test_set == INTERNAL_TEST:
         return [MANIFEST]
-    if wildcards.test_set == "synthetic":
-        return all_shard_dirs()
     return [SETTINGS.unseen[wildcards.test_set]]
 
 
+def synthetic_test_set(fold):
+    return f"results/test_sets/{SYNTHETIC_TEST}/{SETTINGS.arm(int(fold))}.csv"
+
+
 def evaluation_test_sets(wildcards):
-    """The test-set tables one classifier is scored on: synthetic images only for `original`."""
+    """Test-set name -> table for one classifier: the internal split, every unseen set, and for
+    `original` the synthetic images of its fold's arm (class fidelity)."""
+    sets = {
+        name: f"results/test_sets/{name}.csv"
+        for name in [INTERNAL_TEST, *SETTINGS.unseen]
+    }
+    if wildcards.variant == ORIGINAL:
+        sets[SYNTHETIC_TEST] = synthetic_test_set(wildcards.fold)
+    return sets
+
+
+def classifier_dirs():
     return [
-        f"results/test_sets/{test_set}.csv"
-        for test_set in SETTINGS.test_sets
-        if test_set != "synthetic" or wildcards.variant == "original"
+        f"results/classifiers/{variant.name}/{arch}/fold{fold}"
+        for variant in PLAN.variants()
+        for arch in SETTINGS.architectures
+        for fold in FOLDS
     ]
 
 
 def evaluation_targets():
     """One evaluation folder per trained classifier (variant, arch, fold)."""
     return [
-        f"results/evaluation/{variant.name}/{arch}/fold{fold}"
-        for variant in PLAN.variants()
-        for arch in SETTINGS.architectures
-        for fold in range(config["dataset"]["folds"])
+        path.replace("results/classifiers/", "results/evaluation/", 1)
+        for path in classifier_dirs()
     ]
 
 
 def report_outputs():
     return [
+        "results/audit/summary.csv",
         "results/report/metrics.csv",
         "results/report/summary.csv",
         "results/report/bootstrap.csv",

@@ -1,21 +1,24 @@
 rule merge_dataset:
-    """A dataset variant as a manifest: original training rows + the variant's synthetic rows."""
+    """One classifier's dataset: the (variant, fold) manifest of its training and validation rows."""
     input:
         manifest=MANIFEST,
-        shards=variant_shard_dirs,
-        classic=variant_classic_dirs,
+        shards=fold_shard_dirs,
+        classic=fold_classic_dir,
     output:
-        "results/datasets/{variant}.csv",
+        "results/datasets/{variant}/fold{fold}.csv",
     log:
-        f"{LOGS}/merge_dataset/{{variant}}.log",
+        f"{LOGS}/merge_dataset/{{variant}}/fold{{fold}}.log",
     benchmark:
-        f"{BENCH}/merge_dataset/{{variant}}.tsv"
+        f"{BENCH}/merge_dataset/{{variant}}/fold{{fold}}.tsv"
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        variant=lambda wc: asdict(PLAN.variant(wc.variant)),
+        plan=asdict(PLAN),
     script:
         "../scripts/merge_dataset.py"
 

@@ -1,9 +1,13 @@
 if SETTINGS.pretrain:
 
     rule pretrain_base:
-        """Build the small Stable Diffusion (real SD v1.x classes) and train it on the training split."""
+        """Build the small Stable Diffusion (real SD v1.x classes) and train it on its captioned
+        corpus: the simulated pretraining corpus, or the training split when asked for.
+        """
         input:
+            corpus=pretrain_corpus_input,
             manifest=MANIFEST,
+            unseen=expand("results/test_sets/{name}.csv", name=list(SETTINGS.unseen)),
         output:
             directory(BASE_MODEL),
         log:
@@ -20,26 +24,38 @@ if SETTINGS.pretrain:
             gpu=1,
         params:
             pretrain=config["base_model"]["pretrain"],
+            corpus=SETTINGS.pretrain_corpus,
             classes=SETTINGS.classes,
-            adjectives=PLAN.adjectives,
+            adjectives=PLAN.adjectives,  # captions teach the adjectives that the shards will use
+            # The words, not the adjective list: an adjective whose words the tokenizer already
+            # has does not retrain the base model (and with it the whole DAG).
+            tokenizer_words=prompt_words(
+                SETTINGS.classes,
+                PLAN.adjectives,
+                config["prompts"]["template"],
+                config["prompts"]["subjects"],
+            ),
             template=lambda wildcards: config["prompts"]["template"],
             subjects=config["prompts"]["subjects"],
             seed=config["seed"],
+            max_distance=config["dataset"]["near_duplicate_distance"],
         script:
             "../scripts/pretrain_base.py"
 
 
 rule train_lora:
-    """One LoRA per class on that class's training-split images with the class prompt."""
+    """One LoRA per class (or one shared by all classes) of one generative arm, trained only on
+    the arm's originals: the training split less the fold's validation images (lora.scope: fold).
+    """
     input:
         base_model_input,
         manifest=MANIFEST,
     output:
-        directory("results/lora/{cls}"),
+        directory("results/lora/{arm}/{lora}"),
     log:
-        f"{LOGS}/train_lora/{{cls}}.log",
+        f"{LOGS}/train_lora/{{arm}}/{{lora}}.log",
     benchmark:
-        f"{BENCH}/train_lora/{{cls}}.tsv"
+        f"{BENCH}/train_lora/{{arm}}/{{lora}}.tsv"
     priority: 2
     conda:
         ENV
@@ -53,35 +69,10 @@ rule train_lora:
         lora=config["lora"],
         template=lambda wildcards: config["prompts"]["template"],
         subjects=config["prompts"]["subjects"],
-        checkpoint_dir=lambda wc: f"results/lora/.checkpoints/{wc.cls}",
-    script:
-        "../scripts/train_lora.py"
-
-
-rule train_lora_shared:
-    """One LoRA over all classes (config lora.mode: shared), each image with its class prompt."""
-    input:
-        base_model_input,
-        manifest=MANIFEST,
-    output:
-        directory(f"results/lora/{SHARED_LORA}"),
-    log:
-        f"{LOGS}/train_lora/{SHARED_LORA}.log",
-    benchmark:
-        f"{BENCH}/train_lora/{SHARED_LORA}.tsv"
-    priority: 2
-    conda:
-        ENV
-    threads: THREADS
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=1,
-    params:
-        base_model=BASE_MODEL,
-        lora=config["lora"],
-        template=lambda wildcards: config["prompts"]["template"],
-        subjects=config["prompts"]["subjects"],
-        checkpoint_dir=f"results/lora/.checkpoints/{SHARED_LORA}",
+        checkpoint_dir=lambda wc: f"results/lora/.checkpoints/{wc.arm}/{wc.lora}",
+        seed=config["seed"],
+        device=config["device"],
+        precision=config["precision"],
+        allow_hub=config["allow_hub"],
     script:
         "../scripts/train_lora.py"

@@ -4,7 +4,7 @@ rule evaluate:
     """
     input:
         model="results/classifiers/{variant}/{arch}/fold{fold}",
-        test_sets=evaluation_test_sets,
+        test_sets=lambda wc: list(evaluation_test_sets(wc).values()),
     output:
         directory("results/evaluation/{variant}/{arch}/fold{fold}"),
     log:
@@ -18,6 +18,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     params:
+        test_set_names=lambda wc: list(evaluation_test_sets(wc)),
         positive_class=config["evaluation"]["positive_class"],
         specificity=config["evaluation"]["specificity"],
         corruptions=config["evaluation"]["corruptions"],

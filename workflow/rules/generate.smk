@@ -1,14 +1,14 @@
 rule generate_shard:
-    """One shard of synthetic images for (class, adjective, shard): PNGs + metadata.csv."""
+    """One shard of synthetic images for (arm, class, adjective, shard): PNGs + metadata.csv."""
     input:
         base_model_input,
         lora=lora_dir,
     output:
-        directory("results/synthetic/{cls}/{adjective}/shard{shard}"),
+        directory("results/synthetic/{arm}/{cls}/{adjective}/shard{shard}"),
     log:
-        f"{LOGS}/generate_shard/{{cls}}/{{adjective}}/shard{{shard}}.log",
+        f"{LOGS}/generate_shard/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.log",
     benchmark:
-        f"{BENCH}/generate_shard/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
+        f"{BENCH}/generate_shard/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
     priority: 1
     conda:
         ENV
@@ -24,5 +24,30 @@ rule generate_shard:
         template=lambda wildcards: config["prompts"]["template"],
         subjects=config["prompts"]["subjects"],
         negative=config["prompts"]["negative"],
+        seed=config["seed"],
+        device=config["device"],
+        precision=config["precision"],
+        allow_hub=config["allow_hub"],
     script:
         "../scripts/generate_shard.py"
+
+
+rule index_synthetic:
+    """The synthetic images of one arm as a test table (path, class, adjective): class fidelity
+    of the `original` classifiers of the arm's folds."""
+    input:
+        lambda wc: arm_shard_dirs(wc.arm),
+    output:
+        f"results/test_sets/{SYNTHETIC_TEST}/{{arm}}.csv",
+    log:
+        f"{LOGS}/index_synthetic/{{arm}}.log",
+    benchmark:
+        f"{BENCH}/index_synthetic/{{arm}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/index_synthetic.py"

@@ -1,11 +1,13 @@
 rule synthetic_quality:
-    """Fréchet distance, precision/recall and fidelity per (class, adjective); adjective effects; near copies."""
+    """Fréchet distance, precision/recall and fidelity per (class, adjective); adjective effects; near
+    copies. Fold k's `original` classifier judges the synthetic images of fold k's arm against the
+    originals that arm's LoRAs trained on."""
     input:
         manifest=MANIFEST,
         shards=all_shard_dirs(),
         models=expand(
             "results/classifiers/original/{{arch}}/fold{fold}",
-            fold=range(config["dataset"]["folds"]),
+            fold=FOLDS,
         ),
     output:
         quality="results/quality/{arch}/quality.csv",
@@ -23,5 +25,7 @@ rule synthetic_quality:
         runtime=30,
     params:
         k=config["evaluation"]["knn_k"],
+        arms=[SETTINGS.arm(fold) for fold in FOLDS],
+        arm_shards={arm: arm_shard_dirs(arm) for arm in SETTINGS.arms},
     script:
         "../scripts/synthetic_quality.py"

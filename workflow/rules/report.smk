@@ -13,6 +13,9 @@ rule report:
         ),
         manifest=MANIFEST,
         near_duplicates="results/splits/near_duplicates.csv",
+        audit_summary="results/audit/summary.csv",
+        audit_findings="results/audit/findings.csv",
+        audit_verdict="results/audit/verdict.txt",
         shards=all_shard_dirs(),
     output:
         metrics="results/report/metrics.csv",
@@ -74,5 +77,8 @@ rule report:
         seed=config["seed"],
         benchmarks=BENCH,
         near_duplicate_distance=config["dataset"]["near_duplicate_distance"],
+        mixed_label_groups=config["dataset"]["mixed_label_groups"],
+        lora_scope=SETTINGS.lora_scope,
+        pretrain_corpus=SETTINGS.pretrain_corpus,
     script:
         "../scripts/report.py"

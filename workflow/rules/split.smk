@@ -22,6 +22,7 @@ rule split:
         test_fraction=config["dataset"]["test_fraction"],
         folds=config["dataset"]["folds"],
         near_duplicate_distance=config["dataset"]["near_duplicate_distance"],
+        mixed_label_groups=config["dataset"]["mixed_label_groups"],
         seed=config["seed"],
         expected_train_counts=SETTINGS.train_counts,
         min_size=max(

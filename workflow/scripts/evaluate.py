@@ -1,7 +1,5 @@
 """Rule evaluate: one classifier on every test set and on corrupted copies of the internal test split."""
 
-from pathlib import Path
-
 from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
@@ -11,7 +9,7 @@ from meddap.evaluate import evaluate_classifier  # noqa: E402
 wildcards = snakemake.wildcards
 results = evaluate_classifier(
     snakemake.input.model,
-    {Path(path).stem: path for path in snakemake.input.test_sets},
+    dict(zip(snakemake.params.test_set_names, snakemake.input.test_sets)),
     snakemake.output[0],
     positive_class=snakemake.params.positive_class,
     specificity=snakemake.params.specificity,

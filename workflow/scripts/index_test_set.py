@@ -1,4 +1,4 @@
-"""Rule index_test_set: results/test_sets/<name>.csv for the internal test split, an unseen set, or the synthetic images."""
+"""Rule index_test_set: results/test_sets/<name>.csv for the internal test split or an unseen set."""
 
 from _meddap_script import start
 
@@ -8,14 +8,12 @@ import pandas as pd  # noqa: E402
 
 from meddap.atomic import write_csv  # noqa: E402
 from meddap.dataset import index_test_set  # noqa: E402
-from meddap.generate import read_shards  # noqa: E402
+from meddap.settings import INTERNAL_TEST  # noqa: E402
 
 name = snakemake.wildcards.test_set
-if name == "test":
+if name == INTERNAL_TEST:
     manifest = pd.read_csv(snakemake.input[0])
     frame = manifest.loc[manifest["split"] == "test", ["path", "class"]]
-elif name == "synthetic":
-    frame = read_shards(list(snakemake.input))[["path", "class", "adjective"]]
 else:
     frame = index_test_set(snakemake.input[0], list(snakemake.params.classes), list(snakemake.params.exclude))
 write_csv(snakemake.output[0], frame.reset_index(drop=True))

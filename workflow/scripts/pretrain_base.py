@@ -1,26 +1,42 @@
-"""Rule pretrain_base: the small Stable Diffusion, trained on the training split, saved with save_pretrained."""
+"""Rule pretrain_base: the small Stable Diffusion, trained on its captioned corpus, saved with save_pretrained."""
 
 from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
 
-import pandas as pd  # noqa: E402
+from meddap.atomic import atomic_path, write_csv, write_json  # noqa: E402
+from meddap.diffusion import SmallModelSpec, pretrain_small_model  # noqa: E402
+from meddap.lineage import write_lineage  # noqa: E402
+from meddap.pretraining import decontaminate, pretraining_corpus  # noqa: E402
+from meddap.settings import PHANTOM_CORPUS, library_versions  # noqa: E402
 
-from meddap.atomic import atomic_path, write_json  # noqa: E402
-from meddap.diffusion import SmallModelSpec, pretrain_small_model, prompt_words  # noqa: E402
-from meddap.settings import provenance  # noqa: E402
+import pandas as pd  # noqa: E402
 
 params = snakemake.params
 settings = params.pretrain
-manifest = pd.read_csv(snakemake.input.manifest)
-train_paths = list(manifest.loc[manifest["split"] == "train", "path"])
+corpus = pretraining_corpus(
+    params.corpus, snakemake.input.corpus, list(params.classes), list(params.adjectives), settings["adjective_share"],
+    params.template, params.subjects, params.seed,
+)
+dropped = corpus.iloc[:0]
+if params.corpus == PHANTOM_CORPUS:
+    # The corpus must not hold a near-copy of any image the classifiers are judged on.
+    manifest = pd.read_csv(snakemake.input.manifest)
+    unseen = [pd.read_csv(path) for path in snakemake.input.unseen]
+    reference_paths = [*manifest["path"], *(p for table in unseen for p in table["path"])]
+    reference_hashes = [*manifest["phash"], *[""] * (len(reference_paths) - len(manifest))]
+    corpus, dropped = decontaminate(corpus, reference_paths, reference_hashes, params.max_distance)
+    log.info("decontamination: dropped %d corpus images within %d hash bits of a dataset or unseen image", len(dropped), params.max_distance)
+log.info("pretraining corpus (%s): %d images, %d captioned with an adjective", params.corpus, len(corpus), int((corpus["adjective"] != "none").sum()))
 spec = SmallModelSpec.from_config({**settings["small"], "image_size": settings["image_size"]})
-words = prompt_words(list(params.classes), list(params.adjectives))
 with atomic_path(snakemake.output[0]) as folder:
     info = pretrain_small_model(
-        train_paths, folder, spec, words,
+        list(corpus["path"]), list(corpus["caption"]), list(corpus["adjective"]), folder, spec, list(params.tokenizer_words),
         vae_steps=settings["vae_steps"], unet_steps=settings["unet_steps"],
-        batch_size=settings["batch_size"], lr=settings["lr"], seed=params.seed,
+        batch_size=settings["batch_size"], lr=settings["lr"], seed=params.seed, prediction_type=settings["prediction_type"],
     )
-    write_json(folder / "meddap_pretrain.json", {**info, **provenance(snakemake.config)})
+    write_csv(folder / "pretraining_corpus.csv", corpus)
+    write_csv(folder / "pretraining_corpus_dropped.csv", dropped)
+    write_lineage(folder, "base_model", images=corpus["path"], corpus=params.corpus)
+    write_json(folder / "meddap_pretrain.json", {**info, "corpus": params.corpus, "decontaminated_away": len(dropped), "settings": settings, "seed": params.seed, "versions": library_versions()})
 log.info("pretrained small SD: %s", info)

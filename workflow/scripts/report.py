@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from meddap import figures  # noqa: E402
 from meddap.atomic import write_csv, write_text  # noqa: E402
 from meddap.generate import read_shards  # noqa: E402
-from meddap.report import class_fidelity, collect_metrics, near_duplicate_note, readable_summary  # noqa: E402
+from meddap.report import class_fidelity, collect_metrics, leakage_notes, near_duplicate_note, readable_summary  # noqa: E402
 from meddap.robustness import robustness_summary  # noqa: E402
 from meddap.settings import resolve  # noqa: E402
 from meddap.stats import bootstrap_table, summarise  # noqa: E402
@@ -66,10 +66,13 @@ runtimes = figures.benchmark_runtimes(sorted(glob.glob(str(bench_root / "**" / "
 write_csv(out.runtimes, runtimes)
 figures.plot_runtimes(runtimes, out.fig_runtimes)
 
-duplicates_note = near_duplicate_note(pd.read_csv(snakemake.input.near_duplicates), snakemake.params.near_duplicate_distance)
+params = snakemake.params
+duplicates_note = near_duplicate_note(pd.read_csv(snakemake.input.near_duplicates), params.near_duplicate_distance, params.mixed_label_groups)
+audit_summary = pd.read_csv(snakemake.input.audit_summary)
+preface = leakage_notes(params.lora_scope, params.pretrain_corpus, Path(snakemake.input.audit_verdict).read_text())
 text = readable_summary(
     summary, fidelity, chance=1.0 / len(plan.classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables,
-    near_duplicates=duplicates_note,
+    near_duplicates=duplicates_note, preface=preface,
 )
 write_text(out.readable, text)
 headline = summary[summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])]
@@ -78,6 +81,7 @@ figures.html_page(
     out.html,
     "MEDDAP results",
     [
+        ("Leakage and lineage audit", " ".join(preface).replace("**", ""), [], [audit_summary, pd.read_csv(snakemake.input.audit_findings).head(50)]),
         ("Data", duplicates_note, [], []),
         ("Synthetic images", "Real training images next to synthetic images of each adjective.", [out.fig_grid], []),
         ("Scores", "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.", [out.fig_scores],

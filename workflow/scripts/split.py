@@ -7,8 +7,8 @@ log = start(snakemake)  # noqa: F821
 import pandas as pd  # noqa: E402
 
 from meddap.atomic import write_csv  # noqa: E402
-from meddap.dataset import DatasetError, check_images, find_cross_class_duplicates, list_class_images, make_split  # noqa: E402
-from meddap.near_duplicates import duplicate_report, near_duplicate_groups  # noqa: E402
+from meddap.dataset import DROPPED, DatasetError, check_images, find_cross_class_duplicates, list_class_images, make_split  # noqa: E402
+from meddap.near_duplicates import duplicate_report, hash_images, hash_to_hex, near_duplicate_groups  # noqa: E402
 
 params = snakemake.params
 images = list_class_images(snakemake.input[0], list(params.classes), list(params.exclude))
@@ -19,7 +19,8 @@ if clashes:
     listing = "; ".join(f"{a} == {b}" for a, b in clashes[:5])
     raise DatasetError(f"{len(clashes)} image(s) appear under two classes ({listing}). Keep each image in one class folder.")
 all_paths = [p for paths in images.values() for p in paths]
-groups = near_duplicate_groups(all_paths, params.near_duplicate_distance)
+hashes = hash_images(all_paths)
+groups = near_duplicate_groups(all_paths, params.near_duplicate_distance, hashes)
 groups.insert(1, "class", [cls for cls, paths in images.items() for _ in paths])
 duplicates = duplicate_report(groups)
 mixed = duplicates.groupby("group")["class"].nunique()
@@ -28,11 +29,20 @@ log.info(
     params.near_duplicate_distance, len(duplicates), duplicates["group"].nunique(),
 )
 for group in mixed[mixed > 1].index:
-    log.warning("the same scan under two classes (near-duplicate, conflicting labels): %s", "; ".join(duplicates.loc[duplicates["group"] == group, "path"]))
-manifest = make_split(images, params.test_fraction, params.folds, params.seed, dict(zip(groups["path"], groups["group"])))
+    log.warning(
+        "the same scan under two classes (near-duplicate, conflicting labels; %s): %s",
+        "kept whole in training" if params.mixed_label_groups == "keep" else "dropped",
+        "; ".join(duplicates.loc[duplicates["group"] == group, "path"]),
+    )
+manifest = make_split(
+    images, params.test_fraction, params.folds, params.seed, dict(zip(groups["path"], groups["group"])), params.mixed_label_groups
+)
+# Perceptual hashes travel with the manifest: the lineage audit compares unseen and external
+# images against them without re-reading the dataset.
+manifest["phash"] = manifest["path"].map(dict(zip(all_paths, map(hash_to_hex, hashes))))
 counts = manifest.assign(fold=manifest["fold"].astype(str)).groupby(["class", "split"]).size().rename("images").reset_index()
 for cls, expected in params.expected_train_counts.items():
-    actual = int(((manifest["class"] == cls) & (manifest["split"] == "train")).sum())
+    actual = int(((manifest["class"] == cls) & manifest["split"].isin(["train", DROPPED])).sum())
     if actual != expected:
         raise DatasetError(f"class {cls!r}: {actual} training images, but the DAG was planned for {expected}; rerun snakemake so it re-plans.")
 write_csv(snakemake.output.counts, counts)

@@ -9,12 +9,13 @@ import pandas as pd  # noqa: E402
 from meddap.atomic import write_csv  # noqa: E402
 from meddap.quality import quality_report  # noqa: E402
 
-manifest = pd.read_csv(snakemake.input.manifest)
+params = snakemake.params
 tables = quality_report(
     model_dirs=list(snakemake.input.models),
-    manifest=manifest,
-    shard_dirs=list(snakemake.input.shards),
-    k=snakemake.params.k,
+    manifest=pd.read_csv(snakemake.input.manifest),
+    arms=list(params.arms),
+    arm_shards={arm: list(dirs) for arm, dirs in params.arm_shards.items()},
+    k=params.k,
 )
 for name in ("quality", "adjective_effect", "near_copies"):
     write_csv(snakemake.output[name], tables[name])

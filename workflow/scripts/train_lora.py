@@ -1,4 +1,4 @@
-"""Rule train_lora: one class's LoRA (diffusers format, pytorch_lora_weights.safetensors)."""
+"""Rule train_lora: one LoRA of one generative arm (diffusers format, pytorch_lora_weights.safetensors)."""
 
 from _meddap_script import start
 
@@ -9,32 +9,31 @@ import pandas as pd  # noqa: E402
 from meddap.lora import train_lora  # noqa: E402
 from meddap.prompts import training_prompt  # noqa: E402
 from meddap.seeding import derive_seed  # noqa: E402
-from meddap.settings import provenance  # noqa: E402
+from meddap.settings import SHARED_LORA, arm_training_rows, library_versions  # noqa: E402
 
-params, config = snakemake.params, snakemake.config
+params, wc = snakemake.params, snakemake.wildcards
 settings = params.lora
-manifest = pd.read_csv(snakemake.input.manifest)
-train = manifest[manifest["split"] == "train"]
-if snakemake.rule == "train_lora_shared":
+# Only the arm's originals: for fold k, the training split without fold k's validation images.
+train = arm_training_rows(pd.read_csv(snakemake.input.manifest), wc.arm)
+if wc.lora == SHARED_LORA:
     # One LoRA for every class: each image keeps its own class prompt.
     paths = list(train["path"])
     prompt = [training_prompt(cls, params.template, params.subjects) for cls in train["class"]]
-    seed = derive_seed(config["seed"], "lora", "shared")
-    log.info("training one shared LoRA on %d images of %d classes", len(paths), train["class"].nunique())
+    seed = derive_seed(params.seed, "lora", "shared")
+    log.info("arm %s: one shared LoRA on %d images of %d classes", wc.arm, len(paths), train["class"].nunique())
 else:
-    cls = snakemake.wildcards.cls
-    paths = list(train.loc[train["class"] == cls, "path"])
-    prompt = training_prompt(cls, params.template, params.subjects)
-    seed = derive_seed(config["seed"], "lora", cls)
-    log.info("training LoRA for %s on %d images with prompt %r", cls, len(paths), prompt)
+    paths = list(train.loc[train["class"] == wc.lora, "path"])
+    prompt = training_prompt(wc.lora, params.template, params.subjects)
+    seed = derive_seed(params.seed, "lora", wc.lora)
+    log.info("arm %s: LoRA for %s on %d images with prompt %r", wc.arm, wc.lora, len(paths), prompt)
 info = train_lora(
     params.base_model, paths, prompt, snakemake.output[0],
     rank=settings["rank"], alpha=settings["alpha"], target_modules=settings["target_modules"],
     steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
     resolution=settings["resolution"], flip=settings["flip"], seed=seed,
-    device=config["device"], precision=config["precision"],
+    device=params.device, precision=params.precision,
     checkpoint_every=settings["checkpoint_every"], checkpoint_dir=params.checkpoint_dir,
-    allow_hub=config["allow_hub"], provenance=provenance(config, seed),
+    allow_hub=params.allow_hub, provenance={"arm": wc.arm, "seed": seed, "lora": settings, "versions": library_versions()},
     condition_dropout=settings["condition_dropout"], timestep_bias=settings["timestep_bias"],
 )
 log.info("trainable parameters: %d (%.4f%% of the UNet)", info["trainable_parameters"], 100 * info["trainable_share"])

@@ -1,0 +1,190 @@
+"""Leak-free by construction: per-fold arms, the pretraining corpus, and the lineage audit."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from meddap.adjectives import OPERATIONS, apply_adjective, caption_adjectives
+from meddap.audit import AcceptedLeaks, AuditError, audit_classifiers, fail_on, verdict
+from meddap.lineage import write_lineage
+from meddap.quality import EXPECTATIONS, image_measures
+from meddap.report import leakage_notes, readable_summary
+from meddap.settings import arm_training_rows
+
+
+@pytest.fixture
+def manifest():
+    rows = [(f"d/{cls}{i}.png", cls, "train", i % 3, 100 * (cls == "b") + i) for cls in ("a", "b") for i in range(9)]
+    rows += [(f"d/{cls}t{i}.png", cls, "test", -1, 500 + 100 * (cls == "b") + i) for cls in ("a", "b") for i in range(3)]
+    return pd.DataFrame(rows, columns=["path", "class", "split", "fold", "group"])
+
+
+def test_a_folds_arm_trains_on_the_training_split_without_that_folds_validation_rows(manifest):
+    for fold in range(3):
+        rows = arm_training_rows(manifest, f"fold{fold}")
+        assert (rows["split"] == "train").all()
+        assert (rows["fold"] != fold).all()
+        assert len(rows) == 12  # the other two folds of both classes
+    assert len(arm_training_rows(manifest, "split")) == 18
+    with pytest.raises(ValueError, match="unknown generative arm"):
+        arm_training_rows(manifest, "fold")
+
+
+# ------------------------------------------------------------------ the lineage audit
+def image(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    """A dataset, a fold-0 LoRA on fold 0's training originals, a shard from it, a classifier."""
+    data = {f"{cls}{i}": image(tmp_path / "data" / f"{cls}{i}.png", 10 * (cls == "b") + i) for cls in "ab" for i in range(6)}
+    rows = [(data[f"{cls}{i}"], cls, "train" if i < 4 else "test", i % 2 if i < 4 else -1, 10 * (cls == "b") + i) for cls in "ab" for i in range(6)]
+    manifest = pd.DataFrame(rows, columns=["path", "class", "split", "fold", "group"])
+    base = tmp_path / "base_model"
+    base.mkdir()
+    write_lineage(base, "base_model", images=[image(tmp_path / "corpus" / f"c{i}.png", 100 + i) for i in range(3)])
+
+    def classifier(lora_images, name="mixed_x1"):
+        lora = tmp_path / "lora" / name / "a"
+        lora.mkdir(parents=True)
+        write_lineage(lora, "lora", images=lora_images, inputs={"base_model": str(base)})
+        shard = tmp_path / "synthetic" / name / "a" / "none" / "shard000"
+        shard.mkdir(parents=True)
+        write_lineage(shard, "shard", inputs={"lora": str(lora), "base_model": str(base)})
+        folder = tmp_path / "classifiers" / name / "resnet18" / "fold0"
+        folder.mkdir(parents=True)
+        train = manifest[(manifest["split"] == "train") & (manifest["fold"] != 0)]
+        validation = manifest[(manifest["split"] == "train") & (manifest["fold"] == 0)]
+        table = pd.concat([
+            pd.DataFrame({"path": train["path"], "class": train["class"], "source": "original", "role": "train", "derived_from": ""}),
+            pd.DataFrame({"path": [str(shard / "x.png")], "class": ["a"], "source": ["synthetic"], "role": ["train"], "derived_from": [str(shard)]}),
+            pd.DataFrame({"path": validation["path"], "class": validation["class"], "source": "original", "role": "validation", "derived_from": ""}),
+        ])
+        table.to_csv(folder / "rows.csv", index=False)
+        return folder
+
+    return manifest, data, classifier
+
+
+def test_the_audit_passes_a_clean_lineage(artifacts):
+    manifest, data, classifier = artifacts
+    fold0_training = list(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == 1), "path"])
+    findings, summary = audit_classifiers([classifier(fold0_training)], manifest, {}, max_distance=10)
+    assert findings.empty
+    assert summary["status"].tolist() == ["clean"]
+    # Direct originals, the LoRA's images and the base model's corpus all count as influences.
+    assert summary["influencing_images"].iloc[0] == 4 + 3
+    assert verdict(findings, summary).startswith("Lineage audit: passed")
+
+
+def test_the_audit_names_a_validation_image_that_reached_training_through_a_lora(artifacts):
+    manifest, data, classifier = artifacts
+    leaked = data["a0"]  # fold 0: the classifier's validation image
+    findings, summary = audit_classifiers([classifier([leaked, data["a1"]])], manifest, {}, max_distance=10)
+    assert len(findings) == 1
+    row = findings.iloc[0]
+    assert row["image"] == leaked and row["protected_set"] == "validation" and row["via"].startswith("lora:")
+    assert not row["accepted"] and summary["status"].tolist() == ["LEAK"]
+    with pytest.raises(AuditError, match="FAILED"):
+        fail_on(findings, verdict(findings, summary))
+    # Declared by lora.scope: split, the same finding is accepted and reported, not fatal.
+    accepted, summary = audit_classifiers([classifier([leaked], "b")], manifest, {}, 10, AcceptedLeaks.from_settings("split", "phantom"))
+    assert accepted["accepted"].all() and "lora.scope: split" in accepted["reason"].iloc[0]
+    fail_on(accepted, "")
+    assert "optimistic" in verdict(accepted, summary)
+
+
+def test_a_test_image_through_a_lora_is_never_accepted(artifacts):
+    manifest, data, classifier = artifacts
+    findings, _ = audit_classifiers([classifier([data["a5"]])], manifest, {}, 10, AcceptedLeaks.from_settings("split", "dataset"))
+    assert findings["protected_set"].tolist() == ["test"]
+    assert not findings["accepted"].any()
+
+
+def test_near_duplicates_count_as_the_same_image(artifacts, tmp_path):
+    manifest, data, classifier = artifacts
+    # Same group as the validation image a0 (group 0): a re-export of the same scan.
+    manifest = pd.concat([manifest, pd.DataFrame([(data["a1"] + ".copy.png", "a", "train", 1, 0)], columns=manifest.columns)])
+    Image.open(data["a0"]).save(data["a1"] + ".copy.png")
+    findings, _ = audit_classifiers([classifier([data["a1"] + ".copy.png"])], manifest, {}, 10)
+    assert findings["match"].tolist() == ["near-duplicate group"]
+    # An unseen set holding a brightened copy of a training original: found by perceptual hash.
+    copy = tmp_path / "unseen" / "a" / "copy.png"
+    copy.parent.mkdir(parents=True)
+    Image.fromarray(np.clip(np.asarray(Image.open(data["a3"]), dtype=np.int32) + 10, 0, 255).astype(np.uint8)).save(copy)
+    findings, _ = audit_classifiers([classifier([], "c")], manifest, {"deviceB": pd.DataFrame({"path": [str(copy)]})}, 10)
+    assert findings["protected_set"].tolist() == ["unseen:deviceB"] and findings["image"].tolist() == [data["a3"]]
+
+
+def test_the_report_opens_with_the_leak_warning_and_the_audit(artifacts):
+    notes = leakage_notes("split", "dataset", "Lineage audit: 3 accepted finding(s).")
+    assert "lora.scope is `split`" in notes[0] and "optimistic" in notes[0]
+    assert "pretrained on this dataset" in notes[1]
+    text = readable_summary(pd.DataFrame(columns=["metric"]), pd.DataFrame(columns=["arch", "class", "adjective"]), 0.5, preface=notes)
+    assert text.splitlines()[2].startswith("**Warning: lora.scope is `split`")
+    assert leakage_notes("fold", "phantom", "Lineage audit: passed.") == ["Lineage audit: passed."]
+
+
+# ------------------------------------------------------------------ the pretraining corpus
+@pytest.mark.parametrize("adjective", sorted(a for a, checks in EXPECTATIONS.items() if checks))
+def test_each_adjective_operation_does_what_its_pixel_check_expects(adjective):
+    from meddap.phantom import DEFAULT_DEVICES, simulate_case
+
+    grey = simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=3, image_size=64).image
+    plain = np.repeat(grey[..., None], 3, axis=-1)
+    changed = apply_adjective(plain, adjective)
+    assert changed.shape == plain.shape and changed.dtype == np.uint8
+    for measure, direction in EXPECTATIONS[adjective]:
+        before, after = image_measures(plain)[measure], image_measures(changed)[measure]
+        assert (after > before) if direction == "up" else (after < before), (adjective, measure, before, after)
+
+
+def test_captions_give_every_adjective_its_share():
+    adjectives = caption_adjectives(180, 0.5, seed=1)
+    assert set(caption_adjectives(10, 0.5, 1, ["none", "bright", "unknown"])) == {"none", "bright"}
+    assert caption_adjectives(10, 0.5, 1, ["none"]) == ["none"] * 10
+    counts = pd.Series(adjectives).value_counts()
+    assert counts["none"] == 90
+    assert set(counts.index) == {"none", *OPERATIONS}
+    assert counts.drop("none").max() - counts.drop("none").min() <= 1
+    assert caption_adjectives(180, 0.5, seed=1) == adjectives
+
+
+def test_the_pretraining_corpus_drops_near_copies_of_dataset_images(tmp_path):
+    from meddap.near_duplicates import hash_to_hex, perceptual_hash
+    from meddap.pretraining import decontaminate
+
+    corpus_paths = [image(tmp_path / "corpus" / f"c{i}.png", i) for i in range(4)]
+    dataset_image = image(tmp_path / "data" / "x.png", 99)
+    Image.open(corpus_paths[2]).save(tmp_path / "data" / "copy_of_c2.png")
+    corpus = pd.DataFrame({"path": corpus_paths, "class": "a", "adjective": "none", "caption": "c"})
+    references = [dataset_image, str(tmp_path / "data" / "copy_of_c2.png")]
+    kept, dropped = decontaminate(corpus, references, [hash_to_hex(perceptual_hash(p)) for p in references], 10)
+    assert dropped["path"].tolist() == [corpus_paths[2]] and len(kept) == 3
+
+
+def test_meddap_audit_command_exits_1_on_a_leak_and_0_when_clean(artifacts, tmp_path, monkeypatch):
+    from meddap.cli import main
+
+    manifest, data, classifier = artifacts
+    results = tmp_path / "results"
+    (results / "splits").mkdir(parents=True)
+    manifest.to_csv(results / "splits" / "manifest.csv", index=False)
+    leaky = classifier([data["a5"]])  # a test image behind fold 0's LoRA
+    (results / "classifiers").symlink_to(leaky.parents[2])
+    monkeypatch.chdir(tmp_path)
+    assert main(["audit", "--results", str(results), "--findings", "findings.csv"]) == 1
+    assert pd.read_csv(tmp_path / "findings.csv")["protected_set"].tolist() == ["test"]
+    assert main(["audit", "--results", str(tmp_path / "nowhere")]) == 2
+    import shutil
+
+    shutil.rmtree(leaky.parents[1])
+    classifier(list(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == 1), "path"]), "clean")
+    assert main(["audit", "--results", str(results)]) == 0
