@@ -19,6 +19,9 @@ from conftest import DEFAULT, snakemake
         ({"generation": {"adjectives": ["none", "it's"]}}, "adjectives"),
         ({"generation": {"adjectives": ["none", "original"]}}, "reserved"),
         ({"phantom": {"enabled": False}, "base_model": {"pretrain": {"enabled": False}, "path": "/no/such/model"}}, "/no/such/model"),
+        ({"phantom": {"enabled": False}, "base_model": {"pretrain": {"corpus": "phantom"}}}, "base_model.pretrain.corpus"),
+        ({"lora": {"scope": "per_fold"}}, "scope"),
+        ({"dataset": {"mixed_label_groups": "merge"}}, "mixed_label_groups"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, override, expected):

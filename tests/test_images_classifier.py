@@ -129,3 +129,22 @@ def test_imagenet_weights_come_only_from_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ClassifierError, match=r"checkpoints/resnet18-[0-9a-f]+\.pth"):
         build_classifier("resnet18", 3, pretrained=True)
+
+
+def test_intensity_jitter_is_seeded_bounded_and_changes_brightness():
+    import math
+
+    from meddap.classifier import random_intensity
+
+    batch = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
+    batch[:, :, :4] = 60  # some structure, so contrast has something to act on
+    first = random_intensity(batch, torch.Generator().manual_seed(3))
+    again = random_intensity(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again)
+    assert first.min() >= 0 and first.max() <= 255
+    means = first.mean(dim=(1, 2, 3))
+    base = batch.float().mean()
+    # Gains both ways, within what a gamma of 1.4 can do to this image.
+    assert means.max() > base + 10 and means.min() < base - 10
+    assert means.max() <= 255 * (batch.float().max() / 255) ** (1 / 1.4) + 1e-3 + 255 * 0.3
+    assert not math.isnan(float(means.mean()))

@@ -8,6 +8,7 @@ best validation macro-F1 is the one saved.
 from __future__ import annotations
 
 import copy
+import math
 import json
 import logging
 import time
@@ -129,12 +130,27 @@ def random_blur(batch: torch.Tensor, generator: torch.Generator, probability: fl
     return out
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, blur: bool = True) -> torch.Tensor:
-    """Horizontal flip, a small random translation (reflect-padded crop) and optional blur."""
+def random_intensity(batch: torch.Tensor, generator: torch.Generator, max_gamma: float = 1.4, max_contrast: float = 1.3) -> torch.Tensor:
+    """A random gamma (overall gain, in [1/max_gamma, max_gamma]) and contrast about the image mean
+    per image, on the 0-255 scale: scanners, gain and TGC settings differ in brightness and
+    contrast, and "bright" or "low-contrast" synthetic images should be judged by their anatomy."""
+    n = len(batch)
+    gamma = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * math.log(max_gamma)).view(n, 1, 1, 1)
+    contrast = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * math.log(max_contrast)).view(n, 1, 1, 1)
+    out = 255.0 * (batch.float().clamp(0, 255) / 255.0) ** gamma
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return (mean + contrast * (out - mean)).clamp(0, 255)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, blur: bool = True, intensity: bool = False) -> torch.Tensor:
+    """Horizontal flip, a small random translation (reflect-padded crop), optional blur and
+    optional brightness/contrast jitter."""
     flip = torch.rand(len(batch), generator=generator) < 0.5
     batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
     if blur:
         batch = random_blur(batch, generator)
+    if intensity:
+        batch = random_intensity(batch, generator)
     size = batch.shape[-1]
     pad = max(1, size // 16)
     padded = nn.functional.pad(batch.float(), (pad, pad, pad, pad), mode="reflect")
@@ -174,6 +190,7 @@ def train_classifier(
     provenance: dict | None = None,
     lr_schedule: str = "onecycle",
     blur_augmentation: bool = True,
+    intensity_augmentation: bool = False,
     lineage_inputs: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Train; keep the epoch with the best validation macro-F1; write the folder atomically.
@@ -222,7 +239,7 @@ def train_classifier(
             index = order[start : start + batch_size]
             if len(index) < 2 and len(order) > 1:
                 continue  # a lone sample breaks batch norm
-            batch = augment(x_train[index], generator, blur=blur_augmentation)
+            batch = augment(x_train[index], generator, blur=blur_augmentation, intensity=intensity_augmentation)
             logits = model(normalise(batch).to(torch_device))
             loss = loss_fn(logits, y_train[index].to(torch_device))
             optimizer.zero_grad(set_to_none=True)

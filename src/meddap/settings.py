@@ -101,6 +101,12 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
             check_base_model_folder(base_model)
     else:
         raise ConfigError("base_model.path is not set and base_model.pretrain.enabled is false: set one of them")
+    pretrain_corpus = base["pretrain"]["corpus"] if pretrain else None
+    if pretrain_corpus == PHANTOM_CORPUS and not phantom["enabled"]:
+        raise ConfigError(
+            "base_model.pretrain.corpus: phantom needs phantom.enabled: true; with your own data set "
+            "base_model.path to a Stable Diffusion folder, or pretrain on your data with corpus: dataset"
+        )
 
     if phantom["enabled"]:
         counts = dict(phantom["images_per_class"])
@@ -134,14 +140,6 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     # Folds differ by at most one image per class (more with near-duplicate groups); ratios count
     # against the larger share, and the report shows the effective ratio of every fold.
     fold_train_counts = {c: n - n // folds for c, n in train_counts.items()}
-    pretrain_corpus = None
-    if pretrain:
-        pretrain_corpus = base["pretrain"]["corpus"]
-        if pretrain_corpus == PHANTOM_CORPUS and not phantom["enabled"]:
-            raise ConfigError(
-                "base_model.pretrain.corpus: phantom needs phantom.enabled: true; with your own data set "
-                "base_model.path to a Stable Diffusion folder, or pretrain on your data with corpus: dataset"
-            )
 
     generation = config["generation"]
     for adjective in generation["adjectives"]:

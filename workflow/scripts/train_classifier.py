@@ -21,7 +21,7 @@ history = train_classifier(
     image_size=settings["image_size"], epochs=settings["epochs"], batch_size=settings["batch_size"],
     lr=settings["lr"], seed=seed, pretrained=settings["pretrained"], weight_decay=settings["weight_decay"],
     class_weighting=settings["class_weighting"], device=params.device, lr_schedule=settings["lr_schedule"],
-    blur_augmentation=settings["blur_augmentation"],
+    blur_augmentation=settings["blur_augmentation"], intensity_augmentation=settings["intensity_augmentation"],
     provenance={"seed": seed, "classifier": settings, "versions": library_versions(), "variant": wc.variant, "fold": int(wc.fold)},
     lineage_inputs={"dataset": snakemake.input[0]},
 )
