@@ -29,7 +29,9 @@ def write_dataset(root: Path, per_class: int = 8, size: int = 64) -> Path:
 
 
 def user_config(tmp_path: Path, dataset: Path, **extra) -> Path:
-    config = {"phantom": {"enabled": False}, "dataset": {"root": str(dataset), "classes": ["benign", "malignant", "normal"]}, "unseen": []}
+    config = {"phantom": {"enabled": False}, "dataset": {"root": str(dataset), "classes": ["benign", "malignant", "normal"]}, "unseen": [],
+              # No simulated corpus without the phantom: the tiny base model pretrains on the data (asked for).
+              "base_model": {"pretrain": {"corpus": "dataset"}}}
     config.update(extra)
     path = tmp_path / "user.yaml"
     path.write_text(yaml.safe_dump(config))
