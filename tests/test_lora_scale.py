@@ -92,3 +92,21 @@ def test_the_training_target_follows_the_base_models_prediction_type(small_pipel
     assert training_scheduler(reloaded).config.prediction_type == "v_prediction"
     set_scheduler(reloaded, "dpm")
     assert reloaded.scheduler.config.prediction_type == "v_prediction"
+
+
+@pytest.mark.parametrize("pipeline_class", ["StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline", "StableDiffusionControlNetPipeline"])
+def test_a_base_model_that_is_not_sd_1_or_2_is_refused_naming_its_class(tmp_path, pipeline_class):
+    from meddap.diffusion import BaseModelError, check_base_model_folder
+
+    folder = tmp_path / "model"
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        (folder / name).mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline_class, "unet": ["diffusers", "UNet2DConditionModel"]}))
+    with pytest.raises(BaseModelError, match=f"holds a {pipeline_class}.*StableDiffusionPipeline"):
+        check_base_model_folder(folder)
+
+
+def test_the_small_models_own_folder_passes_the_check(small_pipeline_dir):
+    from meddap.diffusion import check_base_model_folder
+
+    assert check_base_model_folder(small_pipeline_dir) == small_pipeline_dir

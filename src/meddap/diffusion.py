@@ -35,6 +35,11 @@ SD_SCHEDULE = {
 }
 
 
+# Stable Diffusion 1.x and 2.x (epsilon or v-prediction) share this pipeline class; SDXL, SD3,
+# Flux or a ControlNet folder have other UNets, text encoders or transformers.
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+
+
 class BaseModelError(ValueError):
     """The configured base model cannot be used; the message names the folder and the remedy."""
 
@@ -445,6 +450,12 @@ def check_base_model_folder(path: str | Path) -> Path:
             "Convert a single-file checkpoint with diffusers' convert script or use the folder layout."
         )
     components = json.loads(index.read_text())
+    pipeline_class = components.get("_class_name")
+    if pipeline_class not in SUPPORTED_PIPELINES:
+        raise BaseModelError(
+            f"base model folder {str(path)!r} holds a {pipeline_class} (model_index.json); meddap trains LoRAs on "
+            f"Stable Diffusion 1.x/2.x ({', '.join(SUPPORTED_PIPELINES)}) only. Point base_model.path at such a folder."
+        )
     missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if name not in components or not (path / name).is_dir()]
     if missing:
         raise BaseModelError(f"base model folder {str(path)!r} lacks component(s) {missing}; it must be a full SD v1.x pipeline folder.")
