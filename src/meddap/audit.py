@@ -49,10 +49,12 @@ class AcceptedLeaks:
 
     @classmethod
     def from_settings(cls, lora_scope: str, pretrain_corpus: str | None) -> "AcceptedLeaks":
+        from meddap.settings import DATASET_CORPUS, SPLIT_SCOPE
+
         rules = {}
-        if lora_scope == "split":
+        if lora_scope == SPLIT_SCOPE:
             rules[(VALIDATION, "lora")] = "lora.scope: split (one LoRA per class for every fold, trained on the validation folds too)"
-        if pretrain_corpus == "dataset":
+        if pretrain_corpus == DATASET_CORPUS:
             rules[(VALIDATION, "base_model")] = "base_model.pretrain.corpus: dataset (the base model saw every fold's validation images)"
         return cls(rules)
 
