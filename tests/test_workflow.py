@@ -135,19 +135,48 @@ def test_end_to_end_outputs(tiny_run):
 def test_predict_command_round_trip(tiny_run, tmp_path):
     model_dir = tiny_run / "results" / "classifiers" / "original" / "squeezenet1_1" / "fold0"
     images = tiny_run / "resources" / "phantom" / "linear-L7"
-    out = tmp_path / "preds.csv"
+    out, metrics_out = tmp_path / "preds.csv", tmp_path / "metrics.json"
+    meddap = str(Path(sys.executable).with_name("meddap"))
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("meddap")), "predict", "--model", str(model_dir), "--images", str(images), "--out", str(out)],
+        [meddap, "predict", "--model", str(model_dir), "--images", str(images), "--out", str(out), "--batch-size", "2",
+         "--device", "cpu", "--metrics-out", str(metrics_out)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert '"macro_f1"' in result.stdout  # class subfolders -> metrics printed
+    assert "macro-F1" in result.stdout and "sensitivity" in result.stdout  # class subfolders -> a readable table
+    assert json.loads(metrics_out.read_text())["ensemble_members"] == 1
     ours = pd.read_csv(out).sort_values("path").reset_index(drop=True)
     workflow = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "linear-L7" / "predictions.csv")
     workflow = workflow.sort_values("path").reset_index(drop=True)
     assert [Path(p).name for p in ours["path"]] == [Path(p).name for p in workflow["path"]]
     assert (ours["predicted"] == workflow["predicted"]).all()
-    assert (ours[["prob_benign", "prob_malignant", "prob_normal"]] - workflow[["prob_benign", "prob_malignant", "prob_normal"]]).abs().max().max() < 1e-5
+    probabilities = ["prob_benign", "prob_malignant", "prob_normal"]
+    assert (ours[probabilities] - workflow[probabilities]).abs().max().max() < 1e-5
+
+    # <variant>/<arch>: the ensemble of the folds, its probabilities the mean of its members'.
+    ensemble = tmp_path / "ensemble.csv"
+    result = subprocess.run([meddap, "predict", "--model", str(model_dir.parent), "--images", str(images), "--out", str(ensemble)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    both = pd.read_csv(ensemble).sort_values("path").reset_index(drop=True)
+    assert (both["ensemble_members"] == 2).all()
+    member1 = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold1" / "linear-L7" / "predictions.csv")
+    member1 = member1.sort_values("path").reset_index(drop=True)
+    assert ((both[probabilities] - (workflow[probabilities] + member1[probabilities]) / 2).abs().max().max()) < 1e-5
+
+    # User errors: one line, exit code 2, no traceback.
+    for arguments in (["--model", str(tmp_path / "nothing")], ["--images", str(tmp_path / "none")], ["--out", str(tmp_path)],
+                      ["--batch-size", "x"], ["--device", "tpu"]):
+        command = {"--model": str(model_dir), "--images": str(images), "--out": str(out)}
+        extra = []
+        for key, value in zip(arguments[::2], arguments[1::2]):
+            if key in command:
+                command[key] = value
+            else:
+                extra += [key, value]
+        bad = subprocess.run([meddap, "predict", *[x for kv in command.items() for x in kv], *extra], capture_output=True, text=True)
+        assert bad.returncode == 2, (arguments, bad.stderr)
+        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, (arguments, bad.stderr)
 
 
 @pytest.mark.slow

@@ -16,32 +16,46 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from meddap.classifier import load_classifier, predict_paths
     from meddap.evaluate import classification_metrics, predictions_frame
+    from meddap.predict import PredictError, ensemble_members, load_members, metrics_table, pick_device, predict_ensemble
 
-    folder = Path(args.images)
-    if not folder.is_dir():
-        print(f"error: --images {folder} is not a folder", file=sys.stderr)
+    folder, out = Path(args.images), Path(args.out)
+    try:
+        if not folder.is_dir():
+            raise PredictError(f"--images {folder} is not a folder")
+        if out.is_dir():
+            raise PredictError(f"--out {out} is a folder; give the path of the CSV to write")
+        if args.batch_size < 1:
+            raise PredictError(f"--batch-size {args.batch_size}: give a positive number")
+        device = pick_device(args.device)
+        members = ensemble_members(args.model)
+        models, meta = load_members(members, device)
+        paths = [p for p in _list_images(folder) if not any(p.match(pattern) for pattern in args.exclude)]
+        if not paths:
+            raise PredictError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) under {folder}")
+        # Labelled when every image sits in a subfolder named after one of the model's classes.
+        labels = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
+        labelled = all(label in meta["classes"] for label in labels)
+        probabilities = predict_ensemble(models, meta, [str(p) for p in paths], args.batch_size, device)
+    except PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    model, meta = load_classifier(args.model)
-    paths = [p for p in _list_images(folder) if not any(p.match(pattern) for pattern in args.exclude)]
-    if not paths:
-        print(f"error: no images ({'/'.join(IMAGE_EXTENSIONS)}) under {folder}", file=sys.stderr)
-        return 2
-    # Labelled when every image sits in a subfolder named after one of the model's classes.
-    labels = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
-    labelled = all(label in meta["classes"] for label in labels)
-    probabilities = predict_paths(model, meta, [str(p) for p in paths], batch_size=args.batch_size)
     frame = predictions_frame([str(p) for p in paths], labels if labelled else [""] * len(paths), probabilities, meta["classes"])
     if not labelled:
         frame = frame.drop(columns="class")
-    out = Path(args.out)
+    frame["ensemble_members"] = len(members)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
-    print(f"wrote {len(frame)} predictions to {out}")
+    print(f"wrote {len(frame)} predictions to {out} ({len(members)} classifier{'s' if len(members) > 1 else ''}: {', '.join(map(str, members))})")
     if labelled:
         metrics = classification_metrics(labels, probabilities, meta["classes"])
-        print(json.dumps(metrics, indent=2))
+        print(metrics_table(metrics, meta["classes"]))
+        if args.metrics_out:
+            Path(args.metrics_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.metrics_out).write_text(json.dumps({**metrics, "ensemble_members": len(members)}, indent=2))
+            print(f"metrics written to {args.metrics_out}")
+    elif args.metrics_out:
+        print(f"no metrics: the images are not in class subfolders named after {meta['classes']}", file=sys.stderr)
     return 0
 
 
@@ -88,15 +102,26 @@ def audit(args: argparse.Namespace) -> int:
     return 1 if (~findings["accepted"].astype(bool)).any() else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line that names the problem, exit code 2 (no usage dump)."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="meddap", description=__doc__)
+    parser = _Parser(prog="meddap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="classify a folder of images with a trained classifier")
-    p.add_argument("--model", required=True, help="classifier folder (results/classifiers/<variant>/<arch>/fold<k>)")
+    p.add_argument("--model", required=True, help="a classifier folder (results/classifiers/<variant>/<arch>/fold<k>), or "
+                   "<variant>/<arch> for the ensemble of its folds (probabilities averaged)")
     p.add_argument("--images", required=True, help="folder of images; class subfolders give metrics")
     p.add_argument("--out", required=True, help="CSV of predictions and class probabilities")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--exclude", nargs="*", default=["*_mask*"], help="file-name patterns to skip")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--metrics-out", help="write the metrics as JSON here (labelled images only)")
     p.set_defaults(func=predict)
     s = sub.add_parser("phantom", help="simulate breast-ultrasound phantom images (class subfolders)")
     s.add_argument("--out", required=True)

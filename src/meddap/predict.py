@@ -1,0 +1,95 @@
+"""``meddap predict``: classify a folder with one trained classifier or the ensemble of a variant's folds.
+
+``--model results/classifiers/<variant>/<arch>/fold<k>`` is one classifier;
+``--model results/classifiers/<variant>/<arch>`` is the ensemble of its folds (class
+probabilities averaged). Images are read and classified in batches, so a folder of any size fits
+in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from meddap.classifier import ClassifierError
+
+
+class PredictError(ValueError):
+    """A user error: the message is one line that says what to fix."""
+
+
+def ensemble_members(model: str | Path) -> list[Path]:
+    """The classifier folders behind ``model``: itself, or every ``fold<k>`` below it."""
+    model = Path(model)
+    if (model / "model.json").is_file():
+        return [model]
+    folds = sorted((p for p in model.glob("fold*") if (p / "model.json").is_file()), key=lambda p: int(p.name.removeprefix("fold") or 0))
+    if not folds:
+        raise PredictError(
+            f"--model {model} is neither a classifier folder (model.json) nor a <variant>/<arch> folder of fold<k> classifiers"
+        )
+    return folds
+
+
+def load_members(members: list[Path], device: str = "cpu"):
+    """(models, shared metadata); the members must agree on classes and preprocessing."""
+    from meddap.classifier import load_classifier
+
+    models, metas = [], []
+    for folder in members:
+        try:
+            model, meta = load_classifier(folder, device)
+        except ClassifierError as error:
+            raise PredictError(str(error)) from None
+        except Exception as error:  # a truncated or foreign safetensors file
+            raise PredictError(f"{folder} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}); retrain it (rule train_classifier)") from None
+        models.append(model)
+        metas.append(meta)
+    keys = ("classes", "input_size", "mean", "std")
+    for folder, meta in zip(members[1:], metas[1:]):
+        if any(meta[key] != metas[0][key] for key in keys):
+            raise PredictError(f"{folder} differs from {members[0]} in its classes or input size; an ensemble needs the same ones")
+    return models, metas[0]
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PredictError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return requested
+
+
+def predict_ensemble(models, meta: dict, paths: list[str], batch_size: int = 64, device: str = "cpu", progress: bool = True) -> np.ndarray:
+    """Mean class probabilities of ``models`` over ``paths``, read ``batch_size`` images at a time."""
+    import torch
+    from tqdm import tqdm
+
+    from meddap.classifier import load_image_tensor, normalise
+
+    mean, std = meta["mean"], meta["std"]
+    out = []
+    for start in tqdm(range(0, len(paths), batch_size), desc="predict", disable=not progress, unit="batch"):
+        images = load_image_tensor(paths[start : start + batch_size], meta["input_size"])
+        batch = normalise(images, mean, std).to(device)
+        with torch.no_grad():
+            probabilities = [torch.softmax(model(batch).float(), dim=1).cpu().numpy() for model in models]
+        out.append(np.mean(probabilities, axis=0))
+    n_classes = len(meta["classes"])
+    return np.concatenate(out) if out else np.zeros((0, n_classes))
+
+
+def metrics_table(metrics: dict, classes: list[str]) -> str:
+    """A short readable table: the headline scores, then sensitivity/specificity/precision per class."""
+    lines = []
+    for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"), ("macro_auroc", "macro AUROC")):
+        if key in metrics:
+            lines.append(f"{label:>18}: {metrics[key]:.3f}")
+    lines.append(f"{'class':>18}  sensitivity  specificity  precision")
+    for cls in classes:
+        values = [metrics.get(f"{kind}_{cls}") for kind in ("sensitivity", "specificity", "precision")]
+        lines.append(f"{cls:>18}  " + "  ".join("        n/a" if v is None or v != v else f"{v:11.3f}" for v in values))
+    return "\n".join(lines)
