@@ -36,7 +36,7 @@ def predict(args: argparse.Namespace) -> int:
         # Labelled when every image sits in a subfolder named after one of the model's classes.
         labels = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
         labelled = all(label in meta["classes"] for label in labels)
-        probabilities = predict_ensemble(models, meta, [str(p) for p in paths], args.batch_size, device)
+        probabilities = predict_ensemble(models, meta, [str(p) for p in paths], args.batch_size)
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -63,23 +63,18 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def predict_ensemble(models, meta: dict, paths: list[str], batch_size: int = 64, device: str = "cpu", progress: bool = True) -> np.ndarray:
-    """Mean class probabilities of ``models`` over ``paths``, read ``batch_size`` images at a time."""
-    import torch
+def predict_ensemble(models, meta: dict, paths: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Mean class probabilities of ``models`` over ``paths``, read ``batch_size`` images at a time
+    (each model on the device it was loaded to)."""
     from tqdm import tqdm
 
-    from meddap.classifier import load_image_tensor, normalise
+    from meddap.classifier import load_image_tensor, predict_proba
 
-    mean, std = meta["mean"], meta["std"]
     out = []
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", disable=not progress, unit="batch"):
         images = load_image_tensor(paths[start : start + batch_size], meta["input_size"])
-        batch = normalise(images, mean, std).to(device)
-        with torch.no_grad():
-            probabilities = [torch.softmax(model(batch).float(), dim=1).cpu().numpy() for model in models]
-        out.append(np.mean(probabilities, axis=0))
-    n_classes = len(meta["classes"])
-    return np.concatenate(out) if out else np.zeros((0, n_classes))
+        out.append(np.mean([predict_proba(model, images, batch_size, meta["mean"], meta["std"]) for model in models], axis=0))
+    return np.concatenate(out) if out else np.zeros((0, len(meta["classes"])))
 
 
 def metrics_table(metrics: dict, classes: list[str]) -> str:
