@@ -86,15 +86,20 @@ class _Influences:
         return self._cache[shard_dir]
 
 
-def classifier_influences(classifier_dir: str | Path, influences: _Influences | None = None) -> pd.DataFrame:
-    """(image, via) of every original image that influenced the classifier's training."""
+def read_classifier_rows(classifier_dir: str | Path) -> pd.DataFrame:
+    """The rows that trained (role train) and selected (role validation) a classifier."""
     from meddap.classifier import ROWS_NAME
 
-    influences = influences or _Influences()
     rows_path = Path(classifier_dir) / ROWS_NAME
     if not rows_path.is_file():
         raise AuditError(f"{rows_path} is missing: retrain the classifier (rule train_classifier) so it can be audited")
-    rows = pd.read_csv(rows_path, keep_default_na=False)
+    return pd.read_csv(rows_path, keep_default_na=False)
+
+
+def classifier_influences(rows: pd.DataFrame, influences: _Influences | None = None) -> pd.DataFrame:
+    """(image, via) of every original image that influenced the training of the classifier whose
+    ``read_classifier_rows`` are ``rows``."""
+    influences = influences or _Influences()
     train = rows[rows["role"] == "train"]
     found = [(path, DIRECT) for path in train.loc[train["source"] == "original", "path"]]
     classic = train[train["source"] == "classic"]
@@ -115,13 +120,13 @@ class _Hashes:
             self._known = {_key(p): hex_to_hash(h) for p, h in zip(manifest["path"], manifest["phash"]) if isinstance(h, str)}
 
     def __call__(self, paths: Sequence[str]) -> np.ndarray:
-        from meddap.near_duplicates import perceptual_hash
+        from meddap.near_duplicates import HASH_BITS, perceptual_hash
 
         for path in paths:
             key = _key(path)
             if key not in self._known:
                 self._known[key] = perceptual_hash(path)
-        return np.stack([self._known[_key(p)] for p in paths]) if len(paths) else np.zeros((0, 63), dtype=bool)
+        return np.stack([self._known[_key(p)] for p in paths]) if len(paths) else np.zeros((0, HASH_BITS), dtype=bool)
 
 
 def audit_classifiers(
@@ -146,8 +151,8 @@ def audit_classifiers(
     findings, summary = [], []
     for classifier_dir in map(Path, classifier_dirs):
         variant, arch, fold = classifier_dir.parts[-3], classifier_dir.parts[-2], int(classifier_dir.name.removeprefix("fold"))
-        influence = classifier_influences(classifier_dir, influences)
-        rows = pd.read_csv(classifier_dir / "rows.csv", keep_default_na=False)
+        rows = read_classifier_rows(classifier_dir)
+        influence = classifier_influences(rows, influences)
         protected = {VALIDATION: list(rows.loc[rows["role"] == VALIDATION, "path"]), TEST: test_paths}
         protected.update({f"{UNSEEN_PREFIX}{name}": list(table["path"]) for name, table in unseen.items()})
         images = list(influence["image"])
@@ -241,7 +246,8 @@ def run_audit(
     max_distance: int,
     accepted: AcceptedLeaks,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The audit from files: (findings, summary, verdict). Raises nothing; see ``fail_on``."""
+    """The audit from files: (findings, summary, verdict). Raises AuditError only for an artifact
+    without its lineage record; whether the findings fail the run is ``fail_on``'s call."""
     findings, summary = audit_classifiers(
         classifier_dirs, pd.read_csv(manifest_path), read_unseen_tables(unseen_tables), max_distance, accepted
     )
