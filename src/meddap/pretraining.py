@@ -44,8 +44,6 @@ def pretraining_corpus(
     classes: list[str],
     adjectives: list[str],
     adjective_share: float,
-    template: str,
-    subjects: dict | None,
     seed: int,
 ) -> pd.DataFrame:
     """path, class, adjective, caption of every pretraining image. ``source`` is the simulated

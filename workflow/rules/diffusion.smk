@@ -35,8 +35,6 @@ if SETTINGS.pretrain:
                 config["prompts"]["template"],
                 config["prompts"]["subjects"],
             ),
-            template=lambda wildcards: config["prompts"]["template"],
-            subjects=config["prompts"]["subjects"],
             seed=config["seed"],
             max_distance=config["dataset"]["near_duplicate_distance"],
         script:

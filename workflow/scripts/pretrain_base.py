@@ -16,7 +16,7 @@ params = snakemake.params
 settings = params.pretrain
 corpus = pretraining_corpus(
     params.corpus, snakemake.input.corpus, list(params.classes), list(params.adjectives), settings["adjective_share"],
-    params.template, params.subjects, params.seed,
+    params.seed,
 )
 dropped = corpus.iloc[:0]
 if params.corpus == PHANTOM_CORPUS:
