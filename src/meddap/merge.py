@@ -22,17 +22,19 @@ SYNTHETIC_SOURCE = "synthetic"
 
 
 def _rows(paths, classes, source: str, role, adjective="", prompt="", seeds=None, derived_from="") -> pd.DataFrame:
+    """Manifest rows; ``classes``, ``role``, ``adjective``, ``prompt`` and ``derived_from`` are one
+    value for every row or a list with one per row (pandas broadcasts the single values)."""
     n = len(paths)
     return pd.DataFrame(
         {
             "path": list(paths),
-            "class": classes if not isinstance(classes, str) else [classes] * n,
+            "class": classes,
             "source": source,
-            "role": role if not isinstance(role, str) else [role] * n,
-            "adjective": adjective if not isinstance(adjective, str) else [adjective] * n,
-            "prompt": prompt if not isinstance(prompt, str) else [prompt] * n,
+            "role": role,
+            "adjective": adjective,
+            "prompt": prompt,
             "seed": pd.array(list(seeds) if seeds is not None else [pd.NA] * n, dtype="Int64"),
-            "derived_from": derived_from if not isinstance(derived_from, str) else [derived_from] * n,
+            "derived_from": derived_from,
         }
     )
 
