@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from meddap.generate import generate_images, generate_shard, image_seed, read_shards
-from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora
+from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora, validation_steps
 from meddap.sd15 import SD15_UNET
 
 
@@ -135,7 +135,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
     from safetensors.torch import load_file
 
     prompt = "an ultrasound photo of benign tumor in breast"
-    common = dict(rank=2, steps=6, batch_size=2, lr=1e-3, resolution=32, seed=5, checkpoint_every=2)
+    common = dict(rank=2, steps=6, batch_size=2, lr=1e-3, resolution=32, seed=5, checkpoint_every=2, validation={"images": 1, "steps": 2})
     train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "straight", checkpoint_dir=tmp_path / "ckpt0", **common)
     assert not (tmp_path / "ckpt0").exists()  # a finished run removes its checkpoint
 
@@ -159,6 +159,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
         train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt", **common)
     assert not (tmp_path / "resumed").exists()  # nothing that looks complete
     assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 4
+    assert len(pd.read_csv(tmp_path / "ckpt" / "loss.csv")) == 4  # the history so far travels with the checkpoint
     monkeypatch.undo()
 
     with caplog.at_level(logging.INFO, logger="meddap.lora"):
@@ -169,6 +170,73 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
     b = load_file(tmp_path / "resumed" / LORA_WEIGHT_NAME)
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # The history of the resumed run is the uninterrupted run's: every step's loss, every checkpoint's images.
+    straight_losses, resumed_losses = (pd.read_csv(tmp_path / run / "loss.csv") for run in ("straight", "resumed"))
+    assert resumed_losses["step"].tolist() == list(range(1, 7))
+    pd.testing.assert_frame_equal(straight_losses, resumed_losses, check_exact=True)
+    straight_images, resumed_images = (pd.read_csv(tmp_path / run / "validation.csv") for run in ("straight", "resumed"))
+    pd.testing.assert_frame_equal(straight_images, resumed_images)
+    assert straight_images["step"].tolist() == [2, 4, 6]
+    for name in resumed_images["file"]:
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes()
+    straight_info, resumed_info = (json.loads((tmp_path / run / "lora_info.json").read_text()) for run in ("straight", "resumed"))
+    assert resumed_info["final_loss"] == straight_info["final_loss"]
+
+
+def test_validation_steps_are_the_checkpoints_and_the_last_step():
+    assert validation_steps(300, 200) == [200, 300]
+    assert validation_steps(600, 200) == [200, 400, 600]
+    assert validation_steps(300, 0) == [300]
+
+
+def test_lora_writes_its_loss_per_step_and_validation_images_at_each_checkpoint(small_pipeline_dir, class_images, tmp_path):
+    import json
+
+    out = tmp_path / "benign"
+    info = train_lora(str(small_pipeline_dir), class_images, "an ultrasound photo of benign tumor in breast", out, rank=2, steps=5,
+                      batch_size=2, lr=1e-3, resolution=32, seed=0, checkpoint_every=2, validation={"images": 2, "steps": 2, "grayscale": True})
+    losses = pd.read_csv(out / "loss.csv")
+    assert losses["step"].tolist() == [1, 2, 3, 4, 5]
+    assert np.isfinite(losses["loss"]).all() and (losses["loss"] > 0).all() and (losses["lr"] == 1e-3).all()
+    assert info["final_loss"] == pytest.approx(losses["loss"].mean())
+    assert json.loads((out / "lora_info.json").read_text())["final_loss"] == pytest.approx(info["final_loss"])
+    images = pd.read_csv(out / "validation.csv")
+    assert list(images.columns) == ["step", "prompt", "image", "seed", "file"]
+    assert images["step"].tolist() == [2, 2, 4, 4, 5, 5]  # checkpoints 2 and 4, and the last step
+    assert set(images["prompt"]) == {"an ultrasound photo of benign tumor in breast"}
+    # The same seeds at every step, so the images of successive checkpoints are comparable.
+    assert images.groupby("step")["seed"].apply(list).map(tuple).nunique() == 1 and images["seed"].nunique() == 2
+    arrays = {name: np.asarray(Image.open(out / name)) for name in images["file"]}
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "validation").glob("*.png")) == sorted(arrays)
+    assert all(a.shape == (32, 32, 3) and (a[..., 0] == a[..., 1]).all() for a in arrays.values())  # grayscale
+    first, second = (arrays[name] for name in images.loc[images["step"] == 5, "file"])
+    assert not np.array_equal(first, second)  # two seeds, two images
+
+
+def test_shared_lora_renders_validation_images_for_every_class_prompt(small_pipeline_dir, class_images, tmp_path):
+    prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
+    train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2, batch_size=2, lr=1e-3,
+               resolution=32, seed=0, validation={"images": 1, "steps": 2})
+    images = pd.read_csv(tmp_path / "shared" / "validation.csv")
+    assert sorted(images["prompt"]) == sorted(set(prompts)) and set(images["step"]) == {2}
+
+
+def test_validation_images_leave_the_trained_lora_unchanged(small_pipeline_dir, class_images, tmp_path):
+    from safetensors.torch import load_file
+
+    prompt = "an ultrasound photo of benign tumor in breast"
+    common = dict(rank=2, steps=4, batch_size=2, lr=1e-3, resolution=32, seed=3, checkpoint_every=2)
+    runs = {}
+    for images in (0, 2):
+        out = tmp_path / f"images{images}"
+        torch.manual_seed(123)
+        train_lora(str(small_pipeline_dir), class_images, prompt, out, validation={"images": images, "steps": 3}, **common)
+        runs[images] = (load_file(out / LORA_WEIGHT_NAME), pd.read_csv(out / "loss.csv"), torch.get_rng_state())
+    assert not (tmp_path / "images0" / "validation").exists() and len(pd.read_csv(tmp_path / "images2" / "validation.csv")) == 4
+    (weights0, losses0, rng0), (weights2, losses2, rng2) = runs[0], runs[2]
+    assert weights0.keys() == weights2.keys() and all(torch.equal(weights0[k], weights2[k]) for k in weights0)
+    pd.testing.assert_frame_equal(losses0, losses2, check_exact=True)
+    assert torch.equal(rng0, rng2)  # the global RNG stream is as if no image was rendered
 
 
 def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_dir, class_images, tmp_path, monkeypatch):

@@ -111,8 +111,8 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
     loaded = re.search(r'data-images-loaded="(\d+)"', dom.stdout)
     total = re.search(r'data-images-total="(\d+)"', dom.stdout)
     assert loaded and total, dom.stdout[-2000:] + dom.stderr[-2000:]
-    assert int(total.group(1)) == 5 and int(loaded.group(1)) == int(total.group(1))
-    for heading in ("Robustness", "Synthetic-image quality", "Bootstrap confidence intervals", "Run time per rule"):
+    assert int(total.group(1)) == 7 and int(loaded.group(1)) == int(total.group(1))
+    for heading in ("Robustness", "Synthetic-image quality", "Bootstrap confidence intervals", "Run time per rule", "LoRA training"):
         assert heading in dom.stdout
     shot = tmp_path / "index.png"
     headless(browser, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri())
@@ -123,7 +123,7 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
     snakemake(tiny_run, "--report", str(report))
     text = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000
-    for name in ("image_grid.png", "scores.png", "robustness.png", "confusion.png", "runtimes.png", "index.html"):
+    for name in ("image_grid.png", "scores.png", "robustness.png", "confusion.png", "runtimes.png", "lora_loss.png", "lora_validation.png", "index.html"):
         assert name in text, name
     dom = headless(browser, "--virtual-time-budget=15000", "--dump-dom", report.as_uri())
     assert "1. Summary" in dom.stdout and "4. Robustness" in dom.stdout, dom.stdout[-3000:]
@@ -131,3 +131,61 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
     headless(browser, "--virtual-time-budget=15000", f"--screenshot={shot}", "--window-size=1400,1000", report.as_uri())
     assert_screenshot_shows_content(shot)
     assert not math.isnan(float(pd.read_csv(tiny_run / "results" / "report" / "runtimes.csv")["total_s"].sum()))
+
+
+def test_report_draws_lora_loss_curves_and_validation_images_per_class_and_arm(tmp_path):
+    from meddap import figures
+    from meddap.lora import TrainingHistory
+    from meddap.report import lora_loss_summary, read_lora_histories, readable_summary
+
+    prompts = {"an ultrasound photo of benign tumor in breast": "benign", "an ultrasound photo of no tumor in breast": "normal"}
+    rng = np.random.default_rng(0)
+
+    def lora_folder(arm: str, lora: str, lora_prompts: list[str]) -> Path:
+        folder = tmp_path / "lora" / arm / lora
+        folder.mkdir(parents=True)
+        history = TrainingHistory()
+        history.losses = list(1.0 / np.arange(1, 31) + rng.normal(0, 0.05, 30))
+        history.learning_rates = [1e-3] * 30
+        for step in (20, 30):
+            for k, (prompt, image) in enumerate((p, i) for p in lora_prompts for i in range(2)):
+                name = f"validation/step{step:05d}_{k:02d}.png"
+                history.validation_rows.append({"step": step, "prompt": prompt, "image": image, "seed": 7 + image, "file": name})
+                history.validation_images[name] = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        history.write(folder)
+        return folder
+
+    benign, normal = list(prompts)
+    dirs = [lora_folder(arm, cls, [prompt]) for arm in ("fold0", "fold1") for cls, prompt in (("benign", benign), ("normal", normal))]
+    dirs.append(lora_folder("split", "shared", [benign, normal]))  # lora.mode: shared: its images go under their classes
+    legacy = tmp_path / "lora" / "fold2" / "benign"
+    legacy.mkdir(parents=True)  # trained before LoRAs kept their history: skipped
+    losses, validation = read_lora_histories([*dirs, legacy], prompts)
+
+    assert len(losses) == 5 * 30 and set(losses["arm"]) == {"fold0", "fold1", "split"}
+    assert len(validation) == 4 * 2 * 2 + 2 * 2 * 2 and all(Path(p).is_file() for p in validation["path"])
+    shared = validation[validation["lora"] == "shared"]
+    assert (shared["class"] == shared["prompt"].map(prompts)).all() and set(shared["class"]) == {"benign", "normal"}
+
+    loss_png, grid_png = tmp_path / "figures" / "lora_loss.png", tmp_path / "figures" / "lora_validation.png"
+    figures.plot_lora_losses(losses, loss_png)
+    figures.plot_lora_validation(validation, grid_png)
+    for png in (loss_png, grid_png):
+        assert_screenshot_shows_content(png)
+    one_row = tmp_path / "one_row.png"
+    figures.plot_lora_validation(validation[(validation["class"] == "benign") & (validation["arm"] == "fold0")], one_row)
+    # rows: class x arm (benign and normal, each in fold0, fold1 and split); columns: steps 20 and 30
+    assert Image.open(grid_png).height > 4 * Image.open(one_row).height
+    assert Image.open(grid_png).width == pytest.approx(Image.open(one_row).width, rel=0.2)
+
+    summary = lora_loss_summary(losses)
+    assert len(summary) == 5 and (summary["loss_first"] > summary["loss_last"]).all()
+    text = readable_summary(pd.DataFrame(columns=["metric", "test_set", "arch", "variant"]), pd.DataFrame(columns=["arch", "class", "adjective"]),
+                            chance=0.5, lora_losses=summary)
+    assert "## LoRA training" in text and "| benign | fold0 | 30 |" in text
+
+    # Without any history the figures still render, saying so.
+    empty_losses, empty_validation = read_lora_histories([legacy], prompts)
+    figures.plot_lora_losses(empty_losses, tmp_path / "empty_loss.png")
+    figures.plot_lora_validation(empty_validation, tmp_path / "empty_grid.png")
+    assert (tmp_path / "empty_loss.png").is_file() and (tmp_path / "empty_grid.png").is_file()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from meddap.base_models import SUPPORTED_PIPELINES, BaseModelError, check_base_model_folder  # noqa: F401 (re-exported)
 from meddap.prompts import GENERIC_PROMPT, prompt_words  # noqa: F401 (prompt_words: re-exported)
 from meddap.seeding import derive_seed
 
@@ -33,15 +34,6 @@ SD_SCHEDULE = {
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
 }
-
-
-# Stable Diffusion 1.x and 2.x (epsilon or v-prediction) share this pipeline class; SDXL, SD3,
-# Flux or a ControlNet folder have other UNets, text encoders or transformers.
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
-
-
-class BaseModelError(ValueError):
-    """The configured base model cannot be used; the message names the folder and the remedy."""
 
 
 # ---------------------------------------------------------------- devices and precision
@@ -278,6 +270,7 @@ def train_denoiser(
     on_step=None,
     timestep_bias: float = 1.0,
     noise_scheduler=None,
+    losses: list[float] | None = None,
 ) -> list[float]:
     """Denoising training on cached latents, with the base model's noise schedule and target.
 
@@ -292,6 +285,8 @@ def train_denoiser(
     class prompt for a LoRA shared by all classes; with probability ``condition_dropout`` the empty prompt's embedding is
     used instead so that classifier-free guidance works. ``parameters`` are the ones to train
     (default: all of the UNet). ``on_step(step, optimizer)`` is called after each step.
+    Each step's loss is appended to ``losses`` (a new list by default), which is returned: a
+    caller's ``on_step`` can read the losses so far from the list it passed.
     ``timestep_bias`` > 1 draws noisier timesteps more often (t = T * u**(1/bias)): a class's
     global shape is decided at high noise, where the epsilon loss is otherwise tiny.
     """
@@ -302,7 +297,7 @@ def train_denoiser(
     noise_scheduler = noise_scheduler or DDPMScheduler(**SD_SCHEDULE)
     parameters = list(parameters if parameters is not None else unet.parameters())
     optimizer = optimizer or torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
-    losses = []
+    losses = [] if losses is None else losses
     unet.train()
     amp_dtype = next((p.dtype for p in unet.parameters() if not p.requires_grad), torch.float32)
     use_amp = device.type == "cuda" and amp_dtype in (torch.float16, torch.bfloat16)
@@ -435,56 +430,25 @@ def pretrain_small_model(
 
 
 # ---------------------------------------------------------------- loading any SD v1.x folder
-def check_base_model_folder(path: str | Path) -> Path:
-    """Raise a clear error unless ``path`` is a diffusers Stable Diffusion folder."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BaseModelError(
-            f"base_model.path {str(path)!r} does not exist. Point it at a local diffusers Stable "
-            "Diffusion v1.x folder (with model_index.json), or enable base_model.pretrain."
-        )
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise BaseModelError(
-            f"base_model.path {str(path)!r} is not a diffusers pipeline folder (no model_index.json). "
-            "Convert a single-file checkpoint with diffusers' convert script or use the folder layout."
-        )
-    components = json.loads(index.read_text())
-    pipeline_class = components.get("_class_name")
-    if pipeline_class not in SUPPORTED_PIPELINES:
-        raise BaseModelError(
-            f"base model folder {str(path)!r} holds a {pipeline_class} (model_index.json); meddap trains LoRAs on "
-            f"Stable Diffusion 1.x/2.x ({', '.join(SUPPORTED_PIPELINES)}) only. Point base_model.path at such a folder."
-        )
-    missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if name not in components or not (path / name).is_dir()]
-    if missing:
-        raise BaseModelError(f"base model folder {str(path)!r} lacks component(s) {missing}; it must be a full SD v1.x pipeline folder.")
-    return path
+def load_pipeline(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32):
+    """``StableDiffusionPipeline.from_pretrained`` on a local diffusers folder, with the hub offline.
 
-
-def load_pipeline(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32, allow_hub: bool = False):
-    """``StableDiffusionPipeline.from_pretrained`` on a local folder (or a hub id when allowed)."""
+    Hub ids and single files never reach here: rules download_base_model / convert_base_model
+    turn them into a local folder once (meddap.base_models).
+    """
     from diffusers import StableDiffusionPipeline
 
-    local = Path(path).exists() or not allow_hub
-    if local:
-        check_base_model_folder(path)
+    check_base_model_folder(path)
     previous = os.environ.get("HF_HUB_OFFLINE")
-    if local:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder never touches the network
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder never touches the network
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
-            str(path),
-            dtype=dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=local,
+            str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
         )
     finally:
-        if local:
-            if previous is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = previous
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)

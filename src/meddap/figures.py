@@ -149,6 +149,76 @@ def plot_image_grid(real: pd.DataFrame, synthetic: pd.DataFrame, target: str | P
     _save(fig, target)
 
 
+def _natural(names) -> list[str]:
+    """fold2 before fold10."""
+    return sorted(set(names), key=lambda name: (len(str(name)), str(name)))
+
+
+def plot_lora_losses(losses: pd.DataFrame, target: str | Path) -> None:
+    """One panel per LoRA (class, or shared), one line per arm: the loss per step, light, under its
+    moving average over 5% of the steps (single steps' losses scatter with their random timesteps)."""
+    plt = _pyplot()
+    names = sorted(losses["lora"].unique()) if len(losses) else []
+    arms = _natural(losses["arm"]) if len(losses) else []
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.3), squeeze=False, sharey=True)
+    window = 1
+    for ax, name in zip(axes[0], names):
+        for index, arm in enumerate(arms):
+            curve = losses[(losses["lora"] == name) & (losses["arm"] == arm)].sort_values("step")
+            if curve.empty:
+                continue
+            window = max(1, len(curve) // 20)
+            colour = colours[index % len(colours)]
+            ax.plot(curve["step"], curve["loss"], color=colour, alpha=0.2, linewidth=0.7)
+            ax.plot(curve["step"], curve["loss"].rolling(window, min_periods=1).mean(), color=colour, linewidth=1.6, label=arm)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    axes[0][0].set_ylabel("denoising loss (MSE)", fontsize=8)
+    if names:
+        axes[0][0].legend(fontsize=7)
+    else:
+        axes[0][0].text(0.5, 0.5, "no LoRA loss records", ha="center")
+    fig.suptitle(f"LoRA training loss per step (dark: moving average over {window} steps; light: each step)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, target)
+
+
+def plot_lora_validation(validation: pd.DataFrame, target: str | Path, size: int = 96, max_columns: int = 8) -> None:
+    """Rows: class x arm; columns: checkpoint steps (at most ``max_columns``, evenly spaced, always
+    the last); each cell the validation images of that step side by side, the same seeds in every
+    column, so a row shows how the LoRA's images changed while it trained."""
+    from meddap.images import load_array
+
+    plt = _pyplot()
+    steps = sorted(validation["step"].unique()) if len(validation) else []
+    if len(steps) > max_columns:
+        steps = [steps[round(i * (len(steps) - 1) / (max_columns - 1))] for i in range(max_columns)]
+    rows = [(cls, arm) for cls in sorted(validation["class"].unique()) for arm in _natural(validation.loc[validation["class"] == cls, "arm"])] if len(validation) else []
+    per_cell = int(validation.groupby(["class", "arm", "step"]).size().max()) if len(validation) else 1
+    fig, axes = plt.subplots(max(1, len(rows)), max(1, len(steps)), figsize=(max(4.0, 1.3 * per_cell * max(1, len(steps)) + 0.6), 1.4 * max(1, len(rows)) + 0.4), squeeze=False)
+    for r, (cls, arm) in enumerate(rows):
+        for c, step in enumerate(steps):
+            cell = validation[(validation["class"] == cls) & (validation["arm"] == arm) & (validation["step"] == step)].sort_values(["prompt", "image"])
+            tiles = [load_array(path, size) for path in cell["path"]]
+            tiles += [np.full((size, size, 3), 255, np.uint8)] * (per_cell - len(tiles))
+            gap = np.full((size, 2, 3), 255, np.uint8)  # a white line between the seeds' images
+            ax = axes[r][c]
+            ax.imshow(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"step {step}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{cls}\n{arm}", fontsize=8)
+    if not rows:
+        axes[0][0].text(0.5, 0.5, "no validation images (lora.validation.images: 0)", ha="center")
+        axes[0][0].axis("off")
+    fig.suptitle("LoRA validation images per checkpoint (same seeds in every column)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, target)
+
+
 def benchmark_runtimes(benchmark_files: Sequence[str | Path], root: str | Path) -> pd.DataFrame:
     """Per-rule job count and wall seconds (sum, mean, max) from Snakemake's benchmark TSVs."""
     rows = []

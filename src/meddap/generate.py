@@ -180,7 +180,6 @@ def generate_shard(
     negative_prompt: str = "",
     device: str = "auto",
     precision: str = "auto",
-    allow_hub: bool = False,
     provenance: dict | None = None,
     grayscale: bool = False,
     guidance_reference: str = "lora",
@@ -191,7 +190,7 @@ def generate_shard(
     from meddap.lora import apply_lora
 
     torch_device = pick_device(device)
-    pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, precision), allow_hub=allow_hub)
+    pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, precision))
     if guidance_reference not in ("lora", "base"):
         raise ValueError(f"generation.guidance_reference {guidance_reference!r}: use 'lora' (standard CFG) or 'base'")
     reference_unet = copy.deepcopy(pipeline.unet) if guidance_reference == "base" else None

@@ -5,6 +5,12 @@ Follows the diffusers/peft idiom: ``LoraConfig`` + ``unet.add_adapter``; saved w
 ``pipe.load_lora_weights(folder)`` reads it. VAE latents (both flips) and the prompt's text
 embedding are computed once and cached; LoRA parameters stay fp32 under mixed precision; a
 checkpoint every N steps lets a killed job resume where it stopped.
+
+Beside the weights, the LoRA folder holds its training history: ``loss.csv`` (one row per
+optimisation step) and, at every checkpoint step and the last step, a few validation images
+from the LoRA's prompt(s) with fixed seeds (``validation/``, listed in ``validation.csv``), so
+the images of successive checkpoints are comparable. The checkpoint carries the history so far,
+so a resumed run writes the same history as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,17 +22,25 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 
 from meddap.atomic import atomic_path, write_json
 from meddap.lineage import write_lineage
 from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser, training_scheduler
+from meddap.generate import set_scheduler
 from meddap.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+LOSS_FILE = "loss.csv"
+VALIDATION_FILE = "validation.csv"
+VALIDATION_DIR = "validation"
+# lora.validation in the config; images 0 renders none (the library default, so callers opt in).
+VALIDATION_DEFAULTS = {"images": 0, "steps": 20, "guidance_scale": 5.0, "scheduler": "dpm", "grayscale": False}
 
 
 class LoraError(ValueError):
@@ -85,6 +99,71 @@ def _is_up_weight(key: str) -> bool:
     return any(part in key for part in ("lora_B", "lora.up", "lora_up"))
 
 
+def validation_steps(steps: int, checkpoint_every: int) -> list[int]:
+    """The steps that get validation images: every checkpoint step below ``steps``, and the last."""
+    return [*range(checkpoint_every, steps, checkpoint_every), steps] if checkpoint_every else [steps]
+
+
+class TrainingHistory:
+    """Per-step losses and learning rates (index = step - 1) and the validation images so far."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.learning_rates: list[float] = []
+        self.validation_rows: list[dict] = []
+        self.validation_images: dict[str, np.ndarray] = {}
+
+    def loss_table(self) -> pd.DataFrame:
+        steps = range(1, len(self.losses) + 1)
+        return pd.DataFrame({"step": steps, "loss": self.losses, "lr": self.learning_rates[: len(self.losses)]})
+
+    def write(self, folder: Path) -> None:
+        from PIL import Image
+
+        self.loss_table().to_csv(folder / LOSS_FILE, index=False)
+        pd.DataFrame(self.validation_rows, columns=["step", "prompt", "image", "seed", "file"]).to_csv(folder / VALIDATION_FILE, index=False)
+        if self.validation_images:
+            (folder / VALIDATION_DIR).mkdir()
+        for name, array in self.validation_images.items():
+            Image.fromarray(array).save(folder / name)
+
+    @classmethod
+    def read(cls, folder: Path) -> "TrainingHistory":
+        from PIL import Image
+
+        history = cls()
+        losses = pd.read_csv(folder / LOSS_FILE)
+        history.losses, history.learning_rates = losses["loss"].tolist(), losses["lr"].tolist()
+        history.validation_rows = pd.read_csv(folder / VALIDATION_FILE).to_dict("records")
+        history.validation_images = {row["file"]: np.asarray(Image.open(folder / row["file"]).convert("RGB")) for row in history.validation_rows}
+        return history
+
+
+def render_validation(pipeline, prompts: list[str], seeds: list[int], resolution: int, settings: dict, step: int, history: TrainingHistory) -> None:
+    """Add ``settings["images"]`` images per prompt at ``step`` to ``history``, leaving training untouched.
+
+    The global RNGs are forked (their state after equals their state before), the latents come
+    from per-image generators seeded with ``seeds`` (the same at every checkpoint) and the UNet
+    runs in eval mode without gradients, then goes back to train mode.
+    """
+    from meddap.generate import generate_images, to_grey_rgb
+
+    device = pipeline._execution_device
+    dtype = pipeline.unet.dtype
+    use_amp = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)  # fp32 LoRA layers on a half-precision UNet
+    pipeline.unet.eval()
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []), torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+            for prompt_index, prompt in enumerate(prompts):
+                images = generate_images(pipeline, prompt, seeds, resolution, settings["steps"], settings["guidance_scale"], batch_size=len(seeds))
+                for index, (seed, image) in enumerate(zip(seeds, images)):
+                    name = f"{VALIDATION_DIR}/step{step:05d}_{prompt_index * len(seeds) + index:02d}.png"
+                    history.validation_rows.append({"step": step, "prompt": prompt, "image": index, "seed": seed, "file": name})
+                    history.validation_images[name] = to_grey_rgb(image) if settings["grayscale"] else image
+    finally:
+        pipeline.unet.train()
+
+
 def train_lora(
     base_model: str,
     image_paths: list[str],
@@ -103,15 +182,18 @@ def train_lora(
     precision: str = "auto",
     checkpoint_every: int = 0,
     checkpoint_dir: str | Path | None = None,
-    allow_hub: bool = False,
     provenance: dict | None = None,
     condition_dropout: float = 0.0,
     timestep_bias: float = 1.0,
+    validation: dict | None = None,
 ) -> dict:
     """Train one LoRA on ``image_paths`` with ``prompt``; write it to ``out_dir`` atomically.
 
     ``prompt`` is one prompt for every image (a LoRA per class) or one per image (one LoRA shared
     by all classes, each image trained with its own class prompt, as in the original method).
+    ``validation`` (keys of ``VALIDATION_DEFAULTS``): ``images`` images per distinct prompt at
+    every checkpoint step and the last step (see ``validation_steps``), ``steps`` sampling steps
+    with ``scheduler`` and classifier-free ``guidance_scale`` against the empty prompt.
     """
     from diffusers.training_utils import cast_training_params
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -125,9 +207,10 @@ def train_lora(
     if len(prompts) != len(image_paths):
         raise LoraError(f"{len(prompts)} prompts for {len(image_paths)} images: give one prompt, or one per image")
     distinct = sorted(set(prompts))
+    validation = {**VALIDATION_DEFAULTS, **(validation or {})}
     torch_device = pick_device(device)
     dtype = pick_dtype(torch_device, precision)
-    pipeline = load_pipeline(base_model, torch_device, dtype, allow_hub=allow_hub)
+    pipeline = load_pipeline(base_model, torch_device, dtype)
     unet, vae = pipeline.unet, pipeline.vae
     alpha = float(alpha if alpha is not None else rank)
     torch.manual_seed(derive_seed(seed, "lora-init"))  # the adapter's gaussian init is seeded too
@@ -149,39 +232,52 @@ def train_lora(
         condition = embeddings[torch.cat([per_image, per_image]) if flip else per_image]
     uncondition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [""], torch_device).float().cpu()
     noise_scheduler = training_scheduler(pipeline)  # the base model's schedule and prediction type
-    del pipeline.vae  # not needed once latents are cached
+    if validation["images"]:
+        set_scheduler(pipeline, validation["scheduler"])  # the VAE stays: it decodes the validation images
+        validation_seeds = [derive_seed(seed, "lora-validation", index) for index in range(validation["images"])]
+    else:
+        del pipeline.vae  # not needed once latents are cached
 
     parameters = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
     run_digest = _config_digest(
         {"base": str(base_model), "images": sorted(zip(image_paths, prompts)), "prompt": distinct, "rank": rank, "alpha": alpha,
          "targets": list(target_modules), "steps": steps, "batch": batch_size, "lr": lr, "res": resolution,
-         "flip": flip, "seed": seed, "dropout": condition_dropout, "bias": timestep_bias}
+         "flip": flip, "seed": seed, "dropout": condition_dropout, "bias": timestep_bias, "validation": validation}
     )
     start_step = 0
+    history = TrainingHistory()
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir and (checkpoint_dir / "state.json").is_file():
         state = json.loads((checkpoint_dir / "state.json").read_text())
         if state.get("digest") == run_digest:
             set_peft_model_state_dict(unet, load_file(checkpoint_dir / "lora.safetensors"))
             optimizer.load_state_dict(torch.load(checkpoint_dir / "optimizer.pt", weights_only=True))
+            history = TrainingHistory.read(checkpoint_dir)
             start_step = int(state["step"])
             log.info("resuming LoRA training from checkpoint %s at step %d", checkpoint_dir, start_step)
         else:
             log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint_dir)
 
+    render_at = set(validation_steps(steps, checkpoint_every)) if validation["images"] else set()
+
     def on_step(step: int, opt) -> None:
+        history.learning_rates.append(opt.param_groups[0]["lr"])
+        if step in render_at:
+            render_validation(pipeline, distinct, validation_seeds, resolution, validation, step, history)
         if checkpoint_dir and checkpoint_every and step % checkpoint_every == 0 and step < steps:
             with atomic_path(checkpoint_dir) as temporary:
                 temporary.mkdir()
                 save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}, temporary / "lora.safetensors")
                 torch.save(opt.state_dict(), temporary / "optimizer.pt")
+                history.write(temporary)  # the losses and images so far, for a resumed run's history
                 (temporary / "state.json").write_text(json.dumps({"step": step, "digest": run_digest}))
 
     losses = train_denoiser(
         unet, means * scaling, stds * scaling, condition, uncondition, steps, batch_size, lr, seed,
         parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias, noise_scheduler=noise_scheduler,
         description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=on_step,
+        losses=history.losses,  # filled from the checkpoint on resume: the list holds every step
     )
     info = {
         "prompt": distinct[0] if len(distinct) == 1 else distinct,
@@ -195,7 +291,8 @@ def train_lora(
         "steps": steps,
         "prediction_type": noise_scheduler.config.prediction_type,
         "resumed_from_step": start_step,
-        "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))) if losses else None,
+        "final_loss": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
+        "validation_images": len(history.validation_rows),
         "device": str(torch_device),
         "dtype": str(dtype),
         **(provenance or {}),
@@ -205,6 +302,7 @@ def train_lora(
         temporary.mkdir()
         save_lora(unet, temporary, rank, alpha)
         write_json(temporary / "lora_info.json", info)
+        history.write(temporary)
         write_lineage(temporary, "lora", images=image_paths, inputs={"base_model": base_model})
     if checkpoint_dir and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)

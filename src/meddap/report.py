@@ -61,6 +61,43 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     return out.reset_index()
 
 
+def read_lora_histories(lora_dirs: list[str | Path], prompt_classes: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training histories of LoRA folders ``results/lora/<arm>/<lora>/`` (see ``meddap.lora``).
+
+    Returns (losses: arm, lora, step, loss, lr; validation: arm, lora, class, step, prompt, image,
+    seed, path). ``class`` is the class of the image's prompt (``prompt_classes``: prompt -> class),
+    else the LoRA's name, so a shared LoRA's images sort under their classes. A folder written
+    before LoRAs kept their history contributes nothing.
+    """
+    from meddap.lora import LOSS_FILE, VALIDATION_FILE
+
+    losses, images = [], []
+    for folder in map(Path, lora_dirs):
+        arm, lora = folder.parent.name, folder.name
+        if (folder / LOSS_FILE).is_file():
+            losses.append(pd.read_csv(folder / LOSS_FILE).assign(arm=arm, lora=lora))
+        if (folder / VALIDATION_FILE).is_file():
+            frame = pd.read_csv(folder / VALIDATION_FILE).assign(arm=arm, lora=lora)
+            frame["class"] = frame["prompt"].map(prompt_classes or {}).fillna(lora)
+            frame["path"] = [str(folder / name) for name in frame["file"]]
+            images.append(frame.drop(columns="file"))
+    loss_columns = ["arm", "lora", "step", "loss", "lr"]
+    image_columns = ["arm", "lora", "class", "step", "prompt", "image", "seed", "path"]
+    return (
+        pd.concat(losses, ignore_index=True)[loss_columns] if losses else pd.DataFrame(columns=loss_columns),
+        pd.concat(images, ignore_index=True)[image_columns] if images else pd.DataFrame(columns=image_columns),
+    )
+
+
+def lora_loss_summary(losses: pd.DataFrame, window: int = 20) -> pd.DataFrame:
+    """Per LoRA and arm: steps, and the mean loss over the first and the last ``window`` steps."""
+    rows = []
+    for (lora, arm), part in losses.groupby(["lora", "arm"], sort=True):
+        loss = part.sort_values("step")["loss"]
+        rows.append({"lora": lora, "arm": arm, "steps": int(part["step"].max()), "loss_first": loss.head(window).mean(), "loss_last": loss.tail(window).mean()})
+    return pd.DataFrame(rows, columns=["lora", "arm", "steps", "loss_first", "loss_last"])
+
+
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -116,9 +153,11 @@ def readable_summary(
     quality: dict[str, pd.DataFrame] | None = None,
     near_duplicates: str | None = None,
     preface: list[str] | None = None,
+    lora_losses: pd.DataFrame | None = None,
 ) -> str:
     """A Markdown page: ``preface`` paragraphs (leakage warnings, the audit's verdict), then headline
-    metrics per test set, bootstrap CIs, robustness, class fidelity, quality."""
+    metrics per test set, bootstrap CIs, robustness, class fidelity, quality, LoRA training
+    (``lora_losses``: ``lora_loss_summary``)."""
     lines = ["# MEDDAP results", ""]
     for paragraph in preface or []:
         lines += [paragraph, ""]
@@ -185,4 +224,13 @@ def readable_summary(
         flagged = near[near["near_copy"].astype(bool)]
         lines += ["", "## Near copies of training images", ""]
         lines.append(f"{len(flagged.drop_duplicates('synthetic_id'))} synthetic images are closer to a training image than 99% of training images are to each other (see near_copies.csv for the closest pairs).")
+    if lora_losses is not None and not lora_losses.empty:
+        lines += ["", "## LoRA training", ""]
+        lines.append(
+            "Denoising loss per LoRA and arm, mean over its first and last 20 steps; the curves are in "
+            "`figures/lora_loss.png`, the validation images of each checkpoint in `figures/lora_validation.png`."
+        )
+        lines += ["", "| LoRA | arm | steps | loss, first steps | loss, last steps |", "|---|---|---|---|---|"]
+        for _, row in lora_losses.iterrows():
+            lines.append(f"| {row.lora} | {row.arm} | {row.steps} | {_fmt(row.loss_first)} | {_fmt(row.loss_last)} |")
     return "\n".join(lines) + "\n"

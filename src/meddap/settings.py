@@ -10,12 +10,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from meddap.base_models import PRETRAIN, BaseModelSource, base_model_source
 from meddap.dataset import list_class_images, split_counts
 from meddap.plan import Plan
 
 INTERNAL_TEST = "test"
 SYNTHETIC_TEST = "synthetic"
-PRETRAINED_BASE_DIR = "results/base_model"
 # lora.scope: "fold" trains one generative arm (LoRAs + shards) per cross-validation fold on that
 # fold's training originals only; "split" trains one arm on the whole training split (cheaper,
 # but its synthetic images were learnt from every fold's validation images).
@@ -48,6 +48,7 @@ class Settings:
     lora_scope: str = FOLD_SCOPE
     lora_mode: str = "per_class"
     pretrain_corpus: str | None = None
+    base_source: BaseModelSource | None = None  # what base_model.path names (meddap.base_models)
 
     @property
     def test_sets(self) -> list[str]:
@@ -90,17 +91,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     dataset, phantom = config["dataset"], config["phantom"]
     # The base model first: a wrong path should not wait for a dataset scan.
     base = config["base_model"]
-    pretrain = bool(base["pretrain"]["enabled"])
-    if pretrain:
-        base_model = base["path"] or PRETRAINED_BASE_DIR
-    elif base["path"]:
-        base_model = base["path"]
-        if not config["allow_hub"]:
-            from meddap.diffusion import check_base_model_folder
-
-            check_base_model_folder(base_model)
-    else:
-        raise ConfigError("base_model.path is not set and base_model.pretrain.enabled is false: set one of them")
+    base_source = base_model_source(base, config["allow_hub"])
+    pretrain = base_source.kind == PRETRAIN
     pretrain_corpus = base["pretrain"]["corpus"] if pretrain else None
     if pretrain_corpus == PHANTOM_CORPUS and not phantom["enabled"]:
         raise ConfigError(
@@ -185,7 +177,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         train_counts=train_counts,
         plan=plan,
         unseen=unseen,
-        base_model=str(base_model),
+        base_model=base_source.folder,
+        base_source=base_source,
         pretrain=pretrain,
         phantom=bool(phantom["enabled"]),
         architectures=architectures,

@@ -10,6 +10,7 @@ min_version("9.0")
 # The logic lives in the meddap package; it is importable without installation too (conda envs).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
 from meddap.plan import ORIGINAL  # noqa: E402
 from meddap.prompts import prompt_words  # noqa: E402
 from meddap.settings import (  # noqa: E402
@@ -100,8 +101,9 @@ def dataset_root_input(wildcards):
 
 
 def base_model_input(wildcards):
-    """The base model folder as an input when this workflow builds it (else nothing to wait for)."""
-    return [BASE_MODEL] if SETTINGS.pretrain else []
+    """The base model folder as an input when a rule writes it (pretrained, converted or downloaded);
+    the user's own folder is read in place."""
+    return [BASE_MODEL] if SETTINGS.base_source.built_here else []
 
 
 def pretrain_corpus_input(wildcards):

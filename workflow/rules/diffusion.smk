@@ -41,6 +41,59 @@ if SETTINGS.pretrain:
             "../scripts/pretrain_base.py"
 
 
+if SETTINGS.base_source.kind == SINGLE_FILE:
+
+    rule convert_base_model:
+        """Convert the single-file SD v1.x checkpoint once, offline, into the diffusers folder every job reads."""
+        input:
+            checkpoint=SETTINGS.base_source.location,
+            tokenizer=(
+                [SETTINGS.base_source.tokenizer]
+                if SETTINGS.base_source.tokenizer
+                else []
+            ),
+        output:
+            directory(BASE_MODEL),
+        log:
+            f"{LOGS}/convert_base_model.log",
+        benchmark:
+            f"{BENCH}/convert_base_model.tsv"
+        priority: 3
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=16000,
+            runtime=30,
+        script:
+            "../scripts/convert_base_model.py"
+
+
+if SETTINGS.base_source.kind == HUB:
+
+    rule download_base_model:
+        """Download the hub model once, at the pinned revision, into the folder every job reads offline."""
+        output:
+            directory(BASE_MODEL),
+        log:
+            f"{LOGS}/download_base_model.log",
+        benchmark:
+            f"{BENCH}/download_base_model.tsv"
+        priority: 3
+        localrule: True  # cluster nodes are often offline: download on the submitting host
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=120,
+        params:
+            repo_id=SETTINGS.base_source.location,
+            revision=SETTINGS.base_source.revision,
+        script:
+            "../scripts/download_base_model.py"
+
+
 rule train_lora:
     """One LoRA per class (or one shared by all classes) of one generative arm, trained only on
     the arm's originals: the training split less the fold's validation images (lora.scope: fold).
@@ -71,6 +124,5 @@ rule train_lora:
         seed=config["seed"],
         device=config["device"],
         precision=config["precision"],
-        allow_hub=config["allow_hub"],
     script:
         "../scripts/train_lora.py"

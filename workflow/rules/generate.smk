@@ -27,7 +27,6 @@ rule generate_shard:
         seed=config["seed"],
         device=config["device"],
         precision=config["precision"],
-        allow_hub=config["allow_hub"],
     script:
         "../scripts/generate_shard.py"
 

@@ -1,5 +1,6 @@
 rule report:
-    """Tables with paired tests and bootstrap CIs, robustness, synthetic-image quality, figures, HTML page."""
+    """Tables with paired tests and bootstrap CIs, robustness, synthetic-image quality, LoRA training
+    histories, figures, HTML page."""
     input:
         evaluations=evaluation_targets(),
         quality=expand(
@@ -17,6 +18,9 @@ rule report:
         audit_findings="results/audit/findings.csv",
         audit_verdict="results/audit/verdict.txt",
         shards=all_shard_dirs(),
+        loras=expand(
+            "results/lora/{arm}/{lora}", arm=SETTINGS.arms, lora=SETTINGS.lora_names
+        ),
     output:
         metrics="results/report/metrics.csv",
         summary="results/report/summary.csv",
@@ -41,6 +45,18 @@ rule report:
             "results/report/figures/image_grid.png",
             caption="../report/image_grid.rst",
             category="2. Synthetic images",
+        ),
+        fig_lora_loss=report(
+            "results/report/figures/lora_loss.png",
+            caption="../report/lora_loss.rst",
+            category="2. Synthetic images",
+            subcategory="LoRA training",
+        ),
+        fig_lora_validation=report(
+            "results/report/figures/lora_validation.png",
+            caption="../report/lora_validation.rst",
+            category="2. Synthetic images",
+            subcategory="LoRA training",
         ),
         fig_scores=report(
             "results/report/figures/scores.png",

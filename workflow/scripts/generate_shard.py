@@ -17,7 +17,7 @@ metadata = generate_shard(
     shard_size=params.size, seed=params.seed, resolution=settings["resolution"], steps=settings["steps"],
     guidance_scale=settings["guidance_scale"], scheduler=settings["scheduler"], batch_size=settings["batch_size"],
     lora_scale=settings["lora_scale"], negative_prompt=params.negative, device=params.device,
-    precision=params.precision, allow_hub=params.allow_hub,
+    precision=params.precision,
     provenance={"versions": library_versions()},
     grayscale=settings["grayscale"], guidance_reference=settings["guidance_reference"],
     compile_unet=settings["compile"], arm=wc.arm,

@@ -1,5 +1,5 @@
 """Rule report: tables (metrics, summary with paired tests, bootstrap CIs, fidelity, robustness,
-quality), figures and a self-contained HTML page in results/report/."""
+quality, LoRA losses), figures and a self-contained HTML page in results/report/."""
 
 from _meddap_script import start
 
@@ -13,7 +13,10 @@ import pandas as pd  # noqa: E402
 from meddap import figures  # noqa: E402
 from meddap.atomic import write_csv, write_text  # noqa: E402
 from meddap.generate import read_shards  # noqa: E402
-from meddap.report import class_fidelity, collect_metrics, leakage_notes, near_duplicate_note, readable_summary  # noqa: E402
+from meddap.prompts import training_prompt  # noqa: E402
+from meddap.report import (  # noqa: E402
+    class_fidelity, collect_metrics, leakage_notes, lora_loss_summary, near_duplicate_note, read_lora_histories, readable_summary,
+)
 from meddap.robustness import robustness_summary  # noqa: E402
 from meddap.settings import resolve  # noqa: E402
 from meddap.stats import bootstrap_table, summarise  # noqa: E402
@@ -65,6 +68,13 @@ bench_root = Path(snakemake.params.benchmarks)
 runtimes = figures.benchmark_runtimes(sorted(glob.glob(str(bench_root / "**" / "*.tsv"), recursive=True)), bench_root)
 write_csv(out.runtimes, runtimes)
 figures.plot_runtimes(runtimes, out.fig_runtimes)
+# LoRA training: loss curves and validation images per checkpoint (a shared LoRA's by class prompt).
+prompts = snakemake.config["prompts"]
+prompt_classes = {training_prompt(cls, prompts["template"], prompts["subjects"]): cls for cls in settings.classes}
+lora_losses, lora_validation = read_lora_histories(list(snakemake.input.loras), prompt_classes)
+lora_summary = lora_loss_summary(lora_losses)
+figures.plot_lora_losses(lora_losses, out.fig_lora_loss)
+figures.plot_lora_validation(lora_validation, out.fig_lora_validation)
 
 params = snakemake.params
 duplicates_note = near_duplicate_note(pd.read_csv(snakemake.input.near_duplicates), params.near_duplicate_distance, params.mixed_label_groups)
@@ -72,7 +82,7 @@ audit_summary = pd.read_csv(snakemake.input.audit_summary)
 preface = leakage_notes(params.lora_scope, params.pretrain_corpus, Path(snakemake.input.audit_verdict).read_text())
 text = readable_summary(
     summary, fidelity, chance=1.0 / len(plan.classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables,
-    near_duplicates=duplicates_note, preface=preface,
+    near_duplicates=duplicates_note, preface=preface, lora_losses=lora_summary,
 )
 write_text(out.readable, text)
 headline = summary[summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])]
@@ -83,6 +93,8 @@ figures.html_page(
     [
         ("Leakage and lineage audit", " ".join(preface).replace("**", ""), [], [audit_summary, pd.read_csv(snakemake.input.audit_findings).head(50)]),
         ("Data", duplicates_note, [], []),
+        ("LoRA training", "Loss per step of every LoRA (one line per arm), and its validation images at each checkpoint "
+         "(same seeds in every column).", [out.fig_lora_loss, out.fig_lora_validation], [lora_summary]),
         ("Synthetic images", "Real training images next to synthetic images of each adjective.", [out.fig_grid], []),
         ("Scores", "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.", [out.fig_scores],
          [headline[[c for c in columns if c in headline]].sort_values(["metric", "test_set", "arch", "variant"])]),

@@ -33,7 +33,8 @@ info = train_lora(
     resolution=settings["resolution"], flip=settings["flip"], seed=seed,
     device=params.device, precision=params.precision,
     checkpoint_every=settings["checkpoint_every"], checkpoint_dir=params.checkpoint_dir,
-    allow_hub=params.allow_hub, provenance={"arm": wc.arm, "seed": seed, "lora": settings, "versions": library_versions()},
+    provenance={"arm": wc.arm, "seed": seed, "lora": settings, "versions": library_versions()},
     condition_dropout=settings["condition_dropout"], timestep_bias=settings["timestep_bias"],
+    validation=settings["validation"],
 )
 log.info("trainable parameters: %d (%.4f%% of the UNet)", info["trainable_parameters"], 100 * info["trainable_share"])
