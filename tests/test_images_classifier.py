@@ -8,6 +8,7 @@ from PIL import Image
 
 from meddap.classifier import ClassifierError, build_classifier, load_classifier, predict_paths, random_blur, train_classifier
 from meddap.images import ImageReadError, load_array
+from meddap.stages import ClassifierSettings
 
 
 def test_image_modes_are_converted_not_rejected(tmp_path):
@@ -90,8 +91,9 @@ def test_train_save_load_predict_round_trip(tmp_path):
             Image.fromarray(np.clip(rng.normal(value, 10, (16, 16)), 0, 255).astype(np.uint8)).save(path)
             rows.append((str(path), cls, "original", i % 2))
     frame = pd.DataFrame(rows, columns=["path", "class", "source", "fold"])
+    settings = ClassifierSettings(image_size=16, epochs=3, batch_size=4, lr=1e-3, intensity_augmentation=False)
     history = train_classifier(frame[frame.fold == 0], frame[frame.fold == 1], ["bright", "dark"], "resnet18",
-                               tmp_path / "model", image_size=16, epochs=3, batch_size=4, lr=1e-3, seed=0)
+                               tmp_path / "model", settings, seed=0)
     assert len(history) == 3 and history["selected"].sum() == 1
     best = history.loc[history["selected"], "val_macro_f1"].iloc[0]
     assert best == history["val_macro_f1"].max()

@@ -1,4 +1,5 @@
 import hashlib
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ from PIL import Image
 from meddap.generate import generate_images, generate_shard, image_seed, read_shards
 from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora, validation_steps
 from meddap.sd15 import SD15_UNET
+from meddap.stages import SamplingSettings
 
 
 
@@ -91,8 +93,10 @@ def test_lora_from_another_base_model_is_a_clear_error(small_pipeline_dir, train
 
 
 def generate(small_pipeline_dir, trained_lora, out, **kwargs):
+    sampling = {"resolution": 32, "steps": 3, "guidance_scale": 3.0, "batch_size": 4}
+    sampling.update({key: kwargs.pop(key) for key in list(kwargs) if key in {f.name for f in fields(SamplingSettings)}})
     args = dict(cls="benign", adjective="bright", shard=2, prompt="a bright ultrasound photo of benign tumor in breast",
-                shard_size=4, seed=42, resolution=32, steps=3, guidance_scale=3.0, batch_size=4)
+                shard_size=4, seed=42, sampling=SamplingSettings(**sampling))
     args.update(kwargs)
     return generate_shard(str(small_pipeline_dir), trained_lora[0], out, **args)
 

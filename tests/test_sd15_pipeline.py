@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from meddap.stages import SamplingSettings
 from meddap.sd15 import SD15_TEXT, SD15_UNET, SD15_VAE, build_sd15_pipeline, sd15_components
 
 
@@ -73,8 +74,8 @@ def test_workflow_loader_lora_training_and_generation_accept_it(sd15_folder, tmp
     assert info["trainable_parameters"] > 0 and info["trainable_share"] < 0.05
     metadata = generate_shard(
         str(sd15_folder), tmp_path / "lora", tmp_path / "shard000", "benign", "bright", 0,
-        "a bright ultrasound photo of benign tumor in breast", shard_size=2, seed=42, resolution=64, steps=2,
-        guidance_scale=7.5, batch_size=2,
+        "a bright ultrasound photo of benign tumor in breast", shard_size=2, seed=42,
+        sampling=SamplingSettings(resolution=64, steps=2, guidance_scale=7.5, batch_size=2),
     )
     assert len(metadata) == 2
     for name in metadata["file"]:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEFAULT, REPO, SNAKEMAKE, snakemake
+from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, snakemake
 
 ALL_RULES = {
     "simulate_phantom", "simulate_pretrain_corpus", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard",
@@ -211,6 +211,38 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     outputs = set(re.findall(r"^\s*output: (\S+?),?$", out, re.M))
     assert "results/datasets/bright_x1/fold0.csv" in outputs and "results/classifiers/bright_x1/squeezenet1_1/fold0" in outputs
     assert not {o for o in outputs if o.startswith("results/") and ("fold1" in o or "none_x1" in o or "classic_x1" in o)}
+
+
+def params_changed(output: str) -> set[str]:
+    """The rules a dry run reruns because their params changed (its 'Reasons' section)."""
+    found = re.search(r"params have changed since last execution:\n\s+(.+)", output)
+    return set(found.group(1).split(", ")) if found else set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, rules, counts",
+    [
+        ({"precision": "fp32"}, {"train_lora", "generate_shard"}, {}),
+        ({"generation": {"guidance_scale": 4.5}}, {"generate_shard"}, {}),
+        ({"classifier": {"lr": 2.0e-3}}, {"train_classifier"}, {}),
+        ({"evaluation": {"specificity": 0.8}}, {"evaluate"}, {}),
+        ({"lora": {"validation": {"steps": 3}}}, {"train_lora"}, {"train_lora": 6}),
+        # One class reworded: only its LoRAs (2 folds) and its shards (2 folds x 2 adjectives) rerun.
+        ({"prompts": {"subjects": {"normal": "no tumor", "benign": "a benign mass"}}}, {"train_lora", "generate_shard"},
+         {"train_lora": 2, "generate_shard": 4}),
+    ],
+)
+def test_each_setting_reruns_exactly_the_jobs_that_read_it(tiny_run, tmp_path, change, rules, counts):
+    """Each stage's typed settings reach its jobs through params: a change reruns those jobs (and,
+    through their outputs, what depends on them) and nothing else."""
+    config = tmp_path / "change.yaml"
+    config.write_text(yaml.safe_dump(change))
+    dry = snakemake(tiny_run, "-n", configs=(DEFAULT, TINY, config))
+    output = dry.stdout + dry.stderr
+    assert params_changed(output) == rules
+    planned = planned_jobs(output)
+    assert all(planned.get(rule) == count for rule, count in counts.items()), planned
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from torch import nn
 
 from meddap.atomic import atomic_path, write_json
 from meddap.lineage import write_lineage
+from meddap.stages import ClassifierSettings
 
 log = logging.getLogger(__name__)
 
@@ -178,19 +179,10 @@ def train_classifier(
     classes: list[str],
     arch: str,
     out_dir: str | Path,
-    image_size: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
+    settings: ClassifierSettings,
     seed: int,
-    pretrained: bool = False,
-    weight_decay: float = 1e-4,
-    class_weighting: bool = True,
     device: str = "auto",
     provenance: dict | None = None,
-    lr_schedule: str = "onecycle",
-    blur_augmentation: bool = True,
-    intensity_augmentation: bool = False,
     lineage_inputs: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Train; keep the epoch with the best validation macro-F1; write the folder atomically.
@@ -207,22 +199,22 @@ def train_classifier(
     seed_everything(seed)
     torch_device = pick_device(device)
     class_index = {name: i for i, name in enumerate(classes)}
-    x_train = load_image_tensor(list(train_rows["path"]), image_size)
+    x_train = load_image_tensor(list(train_rows["path"]), settings.image_size)
     y_train = torch.tensor([class_index[c] for c in train_rows["class"]])
-    x_val = load_image_tensor(list(val_rows["path"]), image_size)
+    x_val = load_image_tensor(list(val_rows["path"]), settings.image_size)
     y_val = np.array([class_index[c] for c in val_rows["class"]])
 
-    model = build_classifier(arch, len(classes), pretrained).to(torch_device)
+    model = build_classifier(arch, len(classes), settings.pretrained).to(torch_device)
     model = model.to(memory_format=torch.channels_last) if torch_device.type == "cuda" else model
     counts = torch.bincount(y_train, minlength=len(classes)).float()
-    weights = (counts.sum() / (len(classes) * counts.clamp(min=1))) if class_weighting else torch.ones(len(classes))
+    weights = (counts.sum() / (len(classes) * counts.clamp(min=1))) if settings.class_weighting else torch.ones(len(classes))
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(torch_device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     # Cosine decay to 1% over the epochs: late epochs settle instead of jumping between minima.
-    steps_per_epoch = max(1, -(-len(x_train) // batch_size))
-    if lr_schedule == "onecycle":
+    steps_per_epoch = max(1, -(-len(x_train) // settings.batch_size))
+    if settings.lr_schedule == "onecycle":
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch + 1, pct_start=0.15, anneal_strategy="cos",
+            optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch + 1, pct_start=0.15, anneal_strategy="cos",
             div_factor=10.0, final_div_factor=10.0,
         )
     else:  # constant, as the original MEDDAP scripts
@@ -230,16 +222,16 @@ def train_classifier(
     generator = torch.Generator().manual_seed(seed)
 
     history, best_state, best_f1 = [], None, -1.0
-    for epoch in tqdm(range(1, epochs + 1), desc=f"train {arch}", mininterval=5):
+    for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {arch}", mininterval=5):
         started = time.time()
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         total_loss = 0.0
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        for start in range(0, len(order), settings.batch_size):
+            index = order[start : start + settings.batch_size]
             if len(index) < 2 and len(order) > 1:
                 continue  # a lone sample breaks batch norm
-            batch = augment(x_train[index], generator, blur=blur_augmentation, intensity=intensity_augmentation)
+            batch = augment(x_train[index], generator, blur=settings.blur_augmentation, intensity=settings.intensity_augmentation)
             logits = model(normalise(batch).to(torch_device))
             loss = loss_fn(logits, y_train[index].to(torch_device))
             optimizer.zero_grad(set_to_none=True)
@@ -264,7 +256,7 @@ def train_classifier(
     meta = {
         "arch": arch,
         "classes": classes,
-        "input_size": image_size,
+        "input_size": settings.image_size,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "best_epoch": best_epoch,
@@ -272,7 +264,7 @@ def train_classifier(
         "train_images": int(len(x_train)),
         "train_synthetic_images": int((train_rows["source"] == "synthetic").sum()) if "source" in train_rows else 0,
         "val_images": int(len(x_val)),
-        "pretrained": pretrained,
+        "pretrained": settings.pretrained,
         "seed": seed,
         **(provenance or {}),
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meddap.choices import MIXED_LABEL_GROUPS
 from meddap.images import IMAGE_EXTENSIONS
 from meddap.seeding import derive_seed
 
@@ -68,7 +69,7 @@ def split_counts(n_images: int, test_fraction: float) -> tuple[int, int]:
     return n_test, n_images - n_test
 
 
-MIXED_LABEL_ACTIONS = ("keep", "drop")
+MIXED_LABEL_ACTIONS = MIXED_LABEL_GROUPS
 DROPPED = "dropped"
 
 

@@ -17,11 +17,14 @@ import pandas as pd
 import torch
 
 from meddap.atomic import atomic_path, write_json
+from meddap.choices import GUIDANCE_REFERENCES
 from meddap.seeding import derive_seed
+from meddap.stages import RuntimeSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = {
+# generation.scheduler -> diffusers class (keyed by meddap.choices.SCHEDULERS, checked by a test)
+SCHEDULER_CLASSES = {
     "dpm": "DPMSolverMultistepScheduler",
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
@@ -48,9 +51,9 @@ def to_grey_rgb(image: np.ndarray) -> np.ndarray:
 def set_scheduler(pipeline, name: str) -> None:
     import diffusers
 
-    if name not in SCHEDULERS:
-        raise ValueError(f"generation.scheduler {name!r} unknown; choose one of {sorted(SCHEDULERS)}")
-    scheduler_class = getattr(diffusers, SCHEDULERS[name])
+    if name not in SCHEDULER_CLASSES:
+        raise ValueError(f"generation.scheduler {name!r} unknown; choose one of {sorted(SCHEDULER_CLASSES)}")
+    scheduler_class = getattr(diffusers, SCHEDULER_CLASSES[name])
     pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
 
 
@@ -171,35 +174,30 @@ def generate_shard(
     prompt: str,
     shard_size: int,
     seed: int,
-    resolution: int,
-    steps: int,
-    guidance_scale: float,
-    scheduler: str = "dpm",
-    batch_size: int = 16,
-    lora_scale: float = 1.0,
+    sampling: SamplingSettings,
+    runtime: RuntimeSettings = RuntimeSettings(),
     negative_prompt: str = "",
-    device: str = "auto",
-    precision: str = "auto",
-    provenance: dict | None = None,
-    grayscale: bool = False,
-    guidance_reference: str = "lora",
-    compile_unet: bool = False,
     arm: str = "",
+    provenance: dict | None = None,
 ) -> pd.DataFrame:
+    """Draw ``shard_size`` images of one (arm, class, adjective, shard) with the class LoRA; write the shard folder."""
     from meddap.diffusion import load_pipeline, pick_device, pick_dtype
     from meddap.lora import apply_lora
 
-    torch_device = pick_device(device)
-    pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, precision))
-    if guidance_reference not in ("lora", "base"):
-        raise ValueError(f"generation.guidance_reference {guidance_reference!r}: use 'lora' (standard CFG) or 'base'")
-    reference_unet = copy.deepcopy(pipeline.unet) if guidance_reference == "base" else None
-    apply_lora(pipeline, lora_dir, lora_scale)
-    set_scheduler(pipeline, scheduler)
-    compiled = prepare_for_generation(pipeline, reference_unet, compile_unet)
+    torch_device = pick_device(runtime.device)
+    pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, runtime.precision))
+    if sampling.guidance_reference not in GUIDANCE_REFERENCES:
+        raise ValueError(f"generation.guidance_reference {sampling.guidance_reference!r}: use one of {GUIDANCE_REFERENCES}")
+    reference_unet = copy.deepcopy(pipeline.unet) if sampling.guidance_reference == "base" else None
+    apply_lora(pipeline, lora_dir, sampling.lora_scale)
+    set_scheduler(pipeline, sampling.scheduler)
+    compiled = prepare_for_generation(pipeline, reference_unet, sampling.compile)
     seeds = [image_seed(seed, cls, adjective, shard, index, arm) for index in range(shard_size)]
-    images = generate_images(pipeline, prompt, seeds, resolution, steps, guidance_scale, batch_size, negative_prompt, reference_unet)
-    if grayscale:
+    images = generate_images(
+        pipeline, prompt, seeds, sampling.resolution, sampling.steps, sampling.guidance_scale, sampling.batch_size,
+        negative_prompt, reference_unet,
+    )
+    if sampling.grayscale:
         images = [to_grey_rgb(image) for image in images]
     info = {
         "class": cls,
@@ -208,21 +206,22 @@ def generate_shard(
         "prompt": prompt,
         "negative_prompt": negative_prompt,
         "images": len(images),
-        "resolution": resolution,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "guidance_reference": guidance_reference,
-        "scheduler": scheduler,
-        "grayscale": grayscale,
+        "resolution": sampling.resolution,
+        "steps": sampling.steps,
+        "guidance_scale": sampling.guidance_scale,
+        "guidance_reference": sampling.guidance_reference,
+        "scheduler": sampling.scheduler,
+        "grayscale": sampling.grayscale,
         "compiled": compiled,
         "lora": str(lora_dir),
-        "lora_scale": lora_scale,
+        "lora_scale": sampling.lora_scale,
         "base_model": str(base_model),
         "seed": seed,
         "arm": arm,
         **(provenance or {}),
     }
-    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, {"lora": str(lora_dir), "base_model": str(base_model)})
+    lineage = {"lora": str(lora_dir), "base_model": str(base_model)}
+    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, lineage)
 
 
 def read_shards(shard_dirs: list[str | Path]) -> pd.DataFrame:

@@ -7,26 +7,34 @@ config key and what to do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meddap.base_models import PRETRAIN, BaseModelSource, base_model_source
+from meddap.choices import LORA_SCOPES, PRETRAIN_CORPORA
 from meddap.dataset import list_class_images, split_counts
 from meddap.plan import Plan
+from meddap.stages import (
+    ClassifierSettings,
+    EvaluationSettings,
+    LoraSettings,
+    PretrainSettings,
+    PromptSettings,
+    RuntimeSettings,
+    SamplingSettings,
+)
 
 INTERNAL_TEST = "test"
 SYNTHETIC_TEST = "synthetic"
 # lora.scope: "fold" trains one generative arm (LoRAs + shards) per cross-validation fold on that
 # fold's training originals only; "split" trains one arm on the whole training split (cheaper,
 # but its synthetic images were learnt from every fold's validation images).
-FOLD_SCOPE = "fold"
-SPLIT_SCOPE = "split"
+FOLD_SCOPE, SPLIT_SCOPE = LORA_SCOPES
 SPLIT_ARM = "split"
 SHARED_LORA = "shared"
 # base_model.pretrain.corpus: "phantom" simulates a separate corpus (never part of the dataset);
 # "dataset" pretrains on the training split, which reaches every fold's validation images.
-PHANTOM_CORPUS = "phantom"
-DATASET_CORPUS = "dataset"
+PHANTOM_CORPUS, DATASET_CORPUS = PRETRAIN_CORPORA
 
 
 class ConfigError(ValueError):
@@ -49,6 +57,14 @@ class Settings:
     lora_mode: str = "per_class"
     pretrain_corpus: str | None = None
     base_source: BaseModelSource | None = None  # what base_model.path names (meddap.base_models)
+    # What each stage's jobs read (meddap.stages): built here once, passed to jobs through params.
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    pretraining: PretrainSettings | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
     @property
     def test_sets(self) -> list[str]:
@@ -67,6 +83,11 @@ class Settings:
     def lora_names(self) -> list[str]:
         """One LoRA per class, or one shared by every class (lora.mode)."""
         return [SHARED_LORA] if self.lora_mode == "shared" else list(self.classes)
+
+    def lora_prompts(self, lora: str) -> dict[str, str]:
+        """The training prompt of each class a LoRA learns: its own class, or every class (shared)."""
+        classes = self.classes if lora == SHARED_LORA else [lora]
+        return {cls: self.prompts.training_prompt(cls) for cls in classes}
 
     def lora_for_class(self, cls: str) -> str:
         return SHARED_LORA if self.lora_mode == "shared" else cls
@@ -186,6 +207,13 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         lora_scope=config["lora"]["scope"],
         lora_mode=config["lora"]["mode"],
         pretrain_corpus=pretrain_corpus,
+        runtime=RuntimeSettings.from_params(config),
+        prompts=PromptSettings.from_params(config["prompts"]),
+        pretraining=PretrainSettings.from_params(base["pretrain"]) if pretrain else None,
+        lora=LoraSettings.from_params(config["lora"]),
+        sampling=SamplingSettings.from_params(config["generation"]),
+        classifier=ClassifierSettings.from_params(config["classifier"]),
+        evaluation=EvaluationSettings.from_params(config["evaluation"]),
     )
 
 

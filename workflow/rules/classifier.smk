@@ -16,9 +16,9 @@ rule train_classifier:
         runtime=240,
         gpu=1,
     params:
-        classifier=config["classifier"],
+        classifier=SETTINGS.classifier.params(),
         classes=SETTINGS.classes,
         seed=config["seed"],
-        device=config["device"],
+        device=SETTINGS.runtime.device,  # the classifier runs in fp32 whatever `precision` says
     script:
         "../scripts/train_classifier.py"

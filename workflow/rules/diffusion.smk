@@ -23,8 +23,7 @@ if SETTINGS.pretrain:
             runtime=120,
             gpu=1,
         params:
-            pretrain=config["base_model"]["pretrain"],
-            corpus=SETTINGS.pretrain_corpus,
+            pretraining=SETTINGS.pretraining.params(),
             classes=SETTINGS.classes,
             adjectives=PLAN.adjectives,  # captions teach the adjectives that the shards will use
             # The words, not the adjective list: an adjective whose words the tokenizer already
@@ -117,12 +116,11 @@ rule train_lora:
         gpu=1,
     params:
         base_model=BASE_MODEL,
-        lora=config["lora"],
-        template=lambda wildcards: config["prompts"]["template"],
-        subjects=config["prompts"]["subjects"],
+        lora=SETTINGS.lora.params(),
+        # The training prompt(s) themselves: rewording one class retrains only its LoRAs.
+        prompts=lambda wc: SETTINGS.lora_prompts(wc.lora),
         checkpoint_dir=lambda wc: f"results/lora/.checkpoints/{wc.arm}/{wc.lora}",
         seed=config["seed"],
-        device=config["device"],
-        precision=config["precision"],
+        runtime=SETTINGS.runtime.params(),
     script:
         "../scripts/train_lora.py"

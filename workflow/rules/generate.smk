@@ -19,14 +19,13 @@ rule generate_shard:
         gpu=1,
     params:
         base_model=BASE_MODEL,
-        generation=config["generation"],
+        sampling=SETTINGS.sampling.params(),
         size=lambda wc: PLAN.shard_sizes(wc.cls)[int(wc.shard)],
-        template=lambda wildcards: config["prompts"]["template"],
-        subjects=config["prompts"]["subjects"],
-        negative=config["prompts"]["negative"],
+        # The prompt itself, not the template: rewording another class redraws nothing here.
+        prompt=lambda wc: SETTINGS.prompts.prompt(wc.cls, wc.adjective),
+        negative=SETTINGS.prompts.negative,
         seed=config["seed"],
-        device=config["device"],
-        precision=config["precision"],
+        runtime=SETTINGS.runtime.params(),
     script:
         "../scripts/generate_shard.py"
 

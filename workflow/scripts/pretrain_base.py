@@ -9,17 +9,18 @@ from meddap.diffusion import SmallModelSpec, pretrain_small_model  # noqa: E402
 from meddap.lineage import write_lineage  # noqa: E402
 from meddap.pretraining import decontaminate, pretraining_corpus  # noqa: E402
 from meddap.settings import PHANTOM_CORPUS, library_versions  # noqa: E402
+from meddap.stages import PretrainSettings  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
 params = snakemake.params
-settings = params.pretrain
+settings = PretrainSettings.from_params(params.pretraining)
 corpus = pretraining_corpus(
-    params.corpus, snakemake.input.corpus, list(params.classes), list(params.adjectives), settings["adjective_share"],
+    settings.corpus, snakemake.input.corpus, list(params.classes), list(params.adjectives), settings.adjective_share,
     params.seed,
 )
 dropped = corpus.iloc[:0]
-if params.corpus == PHANTOM_CORPUS:
+if settings.corpus == PHANTOM_CORPUS:
     # The corpus must not hold a near-copy of any image the classifiers are judged on.
     manifest = pd.read_csv(snakemake.input.manifest)
     unseen = [pd.read_csv(path) for path in snakemake.input.unseen]
@@ -27,16 +28,16 @@ if params.corpus == PHANTOM_CORPUS:
     reference_hashes = [*manifest["phash"], *[""] * (len(reference_paths) - len(manifest))]
     corpus, dropped = decontaminate(corpus, reference_paths, reference_hashes, params.max_distance)
     log.info("decontamination: dropped %d corpus images within %d hash bits of a dataset or unseen image", len(dropped), params.max_distance)
-log.info("pretraining corpus (%s): %d images, %d captioned with an adjective", params.corpus, len(corpus), int((corpus["adjective"] != "none").sum()))
-spec = SmallModelSpec.from_config({**settings["small"], "image_size": settings["image_size"]})
+log.info("pretraining corpus (%s): %d images, %d captioned with an adjective", settings.corpus, len(corpus), int((corpus["adjective"] != "none").sum()))
+spec = SmallModelSpec.from_config({**settings.small, "image_size": settings.image_size})
 with atomic_path(snakemake.output[0]) as folder:
     info = pretrain_small_model(
         list(corpus["path"]), list(corpus["caption"]), list(corpus["adjective"]), folder, spec, list(params.tokenizer_words),
-        vae_steps=settings["vae_steps"], unet_steps=settings["unet_steps"],
-        batch_size=settings["batch_size"], lr=settings["lr"], seed=params.seed, prediction_type=settings["prediction_type"],
+        vae_steps=settings.vae_steps, unet_steps=settings.unet_steps,
+        batch_size=settings.batch_size, lr=settings.lr, seed=params.seed, prediction_type=settings.prediction_type,
     )
     write_csv(folder / "pretraining_corpus.csv", corpus)
     write_csv(folder / "pretraining_corpus_dropped.csv", dropped)
-    write_lineage(folder, "base_model", images=corpus["path"], corpus=params.corpus)
-    write_json(folder / "meddap_pretrain.json", {**info, "corpus": params.corpus, "decontaminated_away": len(dropped), "settings": settings, "seed": params.seed, "versions": library_versions()})
+    write_lineage(folder, "base_model", images=corpus["path"], corpus=settings.corpus)
+    write_json(folder / "meddap_pretrain.json", {**info, "corpus": settings.corpus, "decontaminated_away": len(dropped), "settings": params.pretraining, "seed": params.seed, "versions": library_versions()})
 log.info("pretrained small SD: %s", info)

@@ -10,19 +10,18 @@ from meddap.classifier import train_classifier  # noqa: E402
 from meddap.merge import fold_rows  # noqa: E402
 from meddap.seeding import derive_seed  # noqa: E402
 from meddap.settings import library_versions  # noqa: E402
+from meddap.stages import ClassifierSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
-settings = params.classifier
+settings = ClassifierSettings.from_params(params.classifier)
 train_rows, val_rows = fold_rows(pd.read_csv(snakemake.input[0]))
 seed = derive_seed(params.seed, "classifier", wc.variant, wc.arch, wc.fold)
-log.info("%s fold %s: %d training rows (%d synthetic), %d validation rows", wc.variant, wc.fold, len(train_rows), int((train_rows.source == "synthetic").sum()), len(val_rows))
+synthetic = int((train_rows.source == "synthetic").sum())
+log.info("%s fold %s: %d training rows (%d synthetic), %d validation rows", wc.variant, wc.fold, len(train_rows), synthetic, len(val_rows))
 history = train_classifier(
-    train_rows, val_rows, list(params.classes), wc.arch, snakemake.output[0],
-    image_size=settings["image_size"], epochs=settings["epochs"], batch_size=settings["batch_size"],
-    lr=settings["lr"], seed=seed, pretrained=settings["pretrained"], weight_decay=settings["weight_decay"],
-    class_weighting=settings["class_weighting"], device=params.device, lr_schedule=settings["lr_schedule"],
-    blur_augmentation=settings["blur_augmentation"], intensity_augmentation=settings["intensity_augmentation"],
-    provenance={"seed": seed, "classifier": settings, "versions": library_versions(), "variant": wc.variant, "fold": int(wc.fold)},
+    train_rows, val_rows, list(params.classes), wc.arch, snakemake.output[0], settings, seed, device=params.device,
+    provenance={"seed": seed, "classifier": params.classifier, "versions": library_versions(), "variant": wc.variant,
+                "fold": int(wc.fold)},
     lineage_inputs={"dataset": snakemake.input[0]},
 )
 log.info("history:\n%s", history.to_string(index=False))

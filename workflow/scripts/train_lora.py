@@ -7,34 +7,35 @@ log = start(snakemake)  # noqa: F821
 import pandas as pd  # noqa: E402
 
 from meddap.lora import train_lora  # noqa: E402
-from meddap.prompts import training_prompt  # noqa: E402
 from meddap.seeding import derive_seed  # noqa: E402
 from meddap.settings import SHARED_LORA, arm_training_rows, library_versions  # noqa: E402
+from meddap.stages import LoraSettings, RuntimeSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
-settings = params.lora
+settings = LoraSettings.from_params(params.lora)
+runtime = RuntimeSettings.from_params(params.runtime)
 # Only the arm's originals: for fold k, the training split without fold k's validation images.
 train = arm_training_rows(pd.read_csv(snakemake.input.manifest), wc.arm)
 if wc.lora == SHARED_LORA:
     # One LoRA for every class: each image keeps its own class prompt.
     paths = list(train["path"])
-    prompt = [training_prompt(cls, params.template, params.subjects) for cls in train["class"]]
+    prompt = [params.prompts[cls] for cls in train["class"]]
     seed = derive_seed(params.seed, "lora", "shared")
     log.info("arm %s: one shared LoRA on %d images of %d classes", wc.arm, len(paths), train["class"].nunique())
 else:
     paths = list(train.loc[train["class"] == wc.lora, "path"])
-    prompt = training_prompt(wc.lora, params.template, params.subjects)
+    prompt = params.prompts[wc.lora]
     seed = derive_seed(params.seed, "lora", wc.lora)
     log.info("arm %s: LoRA for %s on %d images with prompt %r", wc.arm, wc.lora, len(paths), prompt)
 info = train_lora(
     params.base_model, paths, prompt, snakemake.output[0],
-    rank=settings["rank"], alpha=settings["alpha"], target_modules=settings["target_modules"],
-    steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-    resolution=settings["resolution"], flip=settings["flip"], seed=seed,
-    device=params.device, precision=params.precision,
-    checkpoint_every=settings["checkpoint_every"], checkpoint_dir=params.checkpoint_dir,
-    provenance={"arm": wc.arm, "seed": seed, "lora": settings, "versions": library_versions()},
-    condition_dropout=settings["condition_dropout"], timestep_bias=settings["timestep_bias"],
-    validation=settings["validation"],
+    rank=settings.rank, alpha=settings.alpha, target_modules=settings.target_modules,
+    steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+    resolution=settings.resolution, flip=settings.flip, seed=seed,
+    device=runtime.device, precision=runtime.precision,
+    checkpoint_every=settings.checkpoint_every, checkpoint_dir=params.checkpoint_dir,
+    provenance={"arm": wc.arm, "seed": seed, "lora": params.lora, "versions": library_versions()},
+    condition_dropout=settings.condition_dropout, timestep_bias=settings.timestep_bias,
+    validation=settings.validation.params(),
 )
 log.info("trainable parameters: %d (%.4f%% of the UNet)", info["trainable_parameters"], 100 * info["trainable_share"])

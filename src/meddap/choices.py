@@ -1,0 +1,38 @@
+"""The allowed values of every enum-like setting, in one place.
+
+The config schema's enums are checked against these (tests/test_stages.py), and the code's
+registries (schedulers, corruptions, variant families, ...) are keyed by them, so a value added in
+one place and forgotten in another fails a test instead of a job.
+"""
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MIXED_LABEL_GROUPS = ("keep", "drop")
+PRETRAIN_CORPORA = ("phantom", "dataset")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+LORA_MODES = ("per_class", "shared")
+LORA_SCOPES = ("fold", "split")
+SCHEDULERS = ("dpm", "ddim", "pndm", "euler", "unipc")
+GUIDANCE_REFERENCES = ("lora", "base")
+VARIANT_FAMILIES = ("adjective", "mixed", "classic")
+LR_SCHEDULES = ("onecycle", "constant")
+CORRUPTIONS = (
+    "speckle_noise", "motion_blur", "brightness_up", "brightness_down", "contrast_down", "jpeg_compression", "pixelate",
+)
+
+# Config key (dotted; [] = the items of a list) -> its allowed values.
+SCHEMA_ENUMS = {
+    "device": DEVICES,
+    "precision": PRECISIONS,
+    "dataset.mixed_label_groups": MIXED_LABEL_GROUPS,
+    "base_model.pretrain.corpus": PRETRAIN_CORPORA,
+    "base_model.pretrain.prediction_type": PREDICTION_TYPES,
+    "lora.mode": LORA_MODES,
+    "lora.scope": LORA_SCOPES,
+    "lora.validation.scheduler": SCHEDULERS,
+    "generation.scheduler": SCHEDULERS,
+    "generation.guidance_reference": GUIDANCE_REFERENCES,
+    "generation.variant_families[]": VARIANT_FAMILIES,
+    "classifier.lr_schedule": LR_SCHEDULES,
+    "evaluation.corruptions[]": CORRUPTIONS,
+}

@@ -1,0 +1,100 @@
+"""Settings travel typed: every config key of a stage is a field of its settings object (or shapes
+the DAG), params round-trip, and every enum in the schema is the one list in meddap.choices that
+the code's registries are keyed by."""
+
+import dataclasses
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from meddap import choices
+from meddap.settings import resolve
+from meddap.stages import (
+    ClassifierSettings,
+    EvaluationSettings,
+    LoraSettings,
+    PretrainSettings,
+    PromptSettings,
+    SamplingSettings,
+)
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+# Config keys that are no job's setting: they shape the DAG (classes, variants, jobs) or go to
+# one rule's params directly (bootstrap: report, knn_k: synthetic_quality).
+DAG_KEYS = {
+    "lora": {"mode", "scope"},
+    "generation": {"adjectives", "ratios", "variant_families", "shard_size"},
+    "classifier": {"architectures"},
+    "evaluation": {"bootstrap", "knn_k"},
+    "base_model.pretrain": {"enabled"},
+}
+STAGES = {
+    "lora": LoraSettings,
+    "generation": SamplingSettings,
+    "classifier": ClassifierSettings,
+    "evaluation": EvaluationSettings,
+    "base_model.pretrain": PretrainSettings,
+    "prompts": PromptSettings,
+}
+
+
+def schema_section(schema: dict, dotted: str) -> dict:
+    node = schema
+    for key in dotted.split("."):
+        node = node["properties"][key]
+    return node
+
+
+def default_config() -> dict:
+    config = yaml.safe_load(open("config/config.yaml"))
+    validate(config, SCHEMA)
+    return config
+
+
+@pytest.mark.parametrize("section", sorted(STAGES))
+def test_every_config_key_of_a_stage_is_a_typed_field_or_shapes_the_dag(section):
+    schema = yaml.safe_load(open(SCHEMA))
+    keys = set(schema_section(schema, section)["properties"])
+    fields = {field.name for field in dataclasses.fields(STAGES[section])}
+    assert keys - DAG_KEYS.get(section, set()) == fields
+    assert not fields & DAG_KEYS.get(section, set())
+
+
+def test_stage_settings_round_trip_through_params():
+    settings = resolve(default_config())
+    for stage in (settings.lora, settings.sampling, settings.classifier, settings.evaluation, settings.pretraining,
+                  settings.runtime, settings.prompts):
+        params = stage.params()
+        assert yaml.safe_load(yaml.safe_dump(params)) == params  # plain data Snakemake can hash
+        assert type(stage).from_params(params) == stage
+    assert settings.lora.validation.images == 2 and settings.lora.target_modules == ("to_q", "to_k", "to_v", "to_out.0")
+    assert settings.prompts.prompt("benign", "bright") == "a bright ultrasound photo of benign tumor in breast"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.sampling.steps = 3
+
+
+def enums(node, path=""):
+    """(dotted key, enum) of every enum in a schema node; list items get a [] suffix."""
+    if "enum" in node:
+        yield path, tuple(node["enum"])
+    for key, child in node.get("properties", {}).items():
+        yield from enums(child, f"{path}.{key}" if path else key)
+    if "items" in node:
+        yield from enums(node["items"], path + "[]")
+
+
+def test_schema_enums_are_the_choices_the_code_knows():
+    from meddap.dataset import MIXED_LABEL_ACTIONS
+    from meddap.generate import SCHEDULER_CLASSES
+    from meddap.plan import CLASSIC, MIXED
+    from meddap.robustness import CORRUPTIONS
+    from meddap.settings import DATASET_CORPUS, FOLD_SCOPE, PHANTOM_CORPUS, SPLIT_SCOPE
+
+    schema = yaml.safe_load(open(SCHEMA))
+    assert dict(enums(schema)) == choices.SCHEMA_ENUMS
+    assert set(SCHEDULER_CLASSES) == set(choices.SCHEDULERS)
+    assert set(CORRUPTIONS) == set(choices.CORRUPTIONS)
+    assert set(MIXED_LABEL_ACTIONS) == set(choices.MIXED_LABEL_GROUPS)
+    assert {MIXED, CLASSIC} < set(choices.VARIANT_FAMILIES)
+    assert (FOLD_SCOPE, SPLIT_SCOPE) == choices.LORA_SCOPES and (PHANTOM_CORPUS, DATASET_CORPUS) == choices.PRETRAIN_CORPORA
