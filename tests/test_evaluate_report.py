@@ -9,7 +9,7 @@ import pytest
 from meddap.evaluate import classification_metrics
 from meddap.kinds import SYNTHETIC, TestSet, TestSetKind, unseen_test_set
 from meddap.plan import Plan
-from meddap.report import class_fidelity, collect_metrics
+from meddap.report import class_fidelity, collect_metrics, of_kind, read_evaluations
 from meddap.stats import summarise
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -49,9 +49,13 @@ def test_summary_pairs_folds_against_original(tmp_path):
         for fold, score in enumerate(scores):
             path = tmp_path / f"{variant}{fold}.json"
             path.write_text(json.dumps({"macro_f1": score, "classes_present": ["a", "b"]}))
-            records.append({"variant": variant, "arch": "resnet18", "fold": fold, "test_set": "test", "metrics": str(path)})
-    metrics = collect_metrics(records, plan)
+            labels = {**plan.variant(variant).labels(), "arch": "resnet18", "fold": fold}
+            records.append({**labels, "test_set": "test", "test_set_kind": "internal", "metrics": str(path)})
+    metrics = collect_metrics(records)
     assert set(metrics["metric"]) == {"macro_f1"}
+    assert list(metrics.columns) == [
+        "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+    ]
     summary = summarise(metrics).set_index("variant")
     assert summary.loc["none_x1", "mean"] == pytest.approx(np.mean([0.75, 0.78, 0.77]))
     assert summary.loc["none_x1", "delta_vs_original"] == pytest.approx(np.mean([0.05, 0.06, 0.03]))
@@ -121,3 +125,23 @@ def test_evaluate_writes_what_it_evaluated_into_metrics_json(tmp_path, monkeypat
     assert corrupted == [["holdout/1.png", "holdout/2.png"]]
     robustness = pd.read_csv(out / "robustness.csv")
     assert list(robustness.columns[:6]) == ["variant", "family", "adjective", "ratio", "arch", "fold"]
+
+
+def test_report_reads_what_was_evaluated_from_metrics_json(tmp_path, monkeypatch):
+    out, _ = _evaluate_with_a_fake_model(tmp_path, monkeypatch)
+    records = read_evaluations([out])
+    kinds = {(r["test_set"], r["test_set_kind"]) for r in records}
+    assert kinds == {("holdout", "internal"), ("deviceB", "unseen"), ("synthetic", "synthetic")}
+    assert [r["test_set"] for r in of_kind(records, TestSetKind.SYNTHETIC)] == ["synthetic"]
+    metrics = collect_metrics(of_kind(records, TestSetKind.INTERNAL))
+    assert set(metrics["variant"]) == {"bright_x0.5"} and set(metrics["family"]) == {"adjective"}
+    assert set(metrics["ratio"]) == {0.5}
+    assert set(metrics["fold"]) == {1} and set(metrics["test_set_kind"]) == {"internal"}
+
+
+def test_report_refuses_an_evaluation_that_does_not_say_what_it_is(tmp_path):
+    folder = tmp_path / "original" / "resnet18" / "fold0" / "test"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"macro_f1": 0.5}))
+    with pytest.raises(ValueError, match="rerun its evaluate job"):
+        read_evaluations([folder.parent])
