@@ -1,13 +1,15 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from meddap.evaluate import classification_metrics
+from meddap.kinds import SYNTHETIC, TestSet, TestSetKind, unseen_test_set
 from meddap.plan import Plan
-from meddap.report import class_fidelity, collect_metrics
+from meddap.report import class_fidelity, collect_metrics, of_kind, read_evaluations
 from meddap.stats import summarise
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -47,9 +49,13 @@ def test_summary_pairs_folds_against_original(tmp_path):
         for fold, score in enumerate(scores):
             path = tmp_path / f"{variant}{fold}.json"
             path.write_text(json.dumps({"macro_f1": score, "classes_present": ["a", "b"]}))
-            records.append({"variant": variant, "arch": "resnet18", "fold": fold, "test_set": "test", "metrics": str(path)})
-    metrics = collect_metrics(records, plan)
+            labels = {**plan.variant(variant).labels(), "arch": "resnet18", "fold": fold}
+            records.append({**labels, "test_set": "test", "test_set_kind": "internal", "metrics": str(path)})
+    metrics = collect_metrics(records)
     assert set(metrics["metric"]) == {"macro_f1"}
+    assert list(metrics.columns) == [
+        "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+    ]
     summary = summarise(metrics).set_index("variant")
     assert summary.loc["none_x1", "mean"] == pytest.approx(np.mean([0.75, 0.78, 0.77]))
     assert summary.loc["none_x1", "delta_vs_original"] == pytest.approx(np.mean([0.05, 0.06, 0.03]))
@@ -71,3 +77,71 @@ def test_class_fidelity_per_adjective(tmp_path):
     assert fidelity.loc[("benign", "bright"), "fidelity_mean"] == 0.5
     assert fidelity.loc[("benign", "all"), "fidelity_mean"] == 0.75
     assert fidelity.loc[("normal", "all"), "fidelity_mean"] == 0.5
+
+
+def _evaluate_with_a_fake_model(tmp_path, monkeypatch) -> tuple[Path, list[list[str]]]:
+    """evaluate_classifier on three two-image test sets (internal "holdout", unseen "deviceB",
+    synthetic) with a model that calls every image class a; returns (its folder, the paths that
+    the corruption step scored)."""
+    import meddap.classifier
+    import meddap.robustness
+    from meddap.evaluate import evaluate_classifier
+
+    monkeypatch.setattr(meddap.classifier, "load_classifier", lambda folder: ("model", {"classes": ["a", "b"]}))
+    monkeypatch.setattr(meddap.classifier, "predict_paths", lambda m, meta, paths: np.tile([0.9, 0.1], (len(paths), 1)))
+    corrupted = []
+
+    def fake_corruptions(model, meta, paths, y_true, **kwargs):
+        corrupted.append(list(paths))
+        return pd.DataFrame({"corruption": ["clean"], "severity": [0], "balanced_error": [0.5]})
+
+    monkeypatch.setattr(meddap.robustness, "evaluate_corruptions", fake_corruptions)
+    tables = {}
+    for name in ("holdout", "deviceB", "synthetic"):
+        tables[name] = tmp_path / f"{name}.csv"
+        table = pd.DataFrame({"path": [f"{name}/1.png", f"{name}/2.png"], "class": ["a", "b"]})
+        table.to_csv(tables[name], index=False)
+    internal = TestSet("holdout", TestSetKind.INTERNAL)  # a name other than "test": the kind decides
+    deviceb = unseen_test_set("deviceB", "/data/b")
+    test_sets = {internal: tables["holdout"], deviceb: tables["deviceB"], SYNTHETIC: tables["synthetic"]}
+    plan = Plan(["a", "b"], {"a": 10, "b": 10}, ["bright"], [0.5], 8, families=("adjective", "classic"))
+    labels = {**plan.variant("bright_x0.5").labels(), "arch": "resnet18", "fold": 1}
+    out = tmp_path / "anywhere"  # the folder's name says nothing about what it holds
+    evaluate_classifier("model-dir", test_sets, out, corruptions=["pixelate"], severities=[1], labels=labels)
+    return out, corrupted
+
+
+def test_evaluate_writes_what_it_evaluated_into_metrics_json(tmp_path, monkeypatch):
+    """metrics.json carries the variant's data (family, ratio), arch, fold and the test set's kind;
+    robustness runs on the set of the internal kind, whatever its name."""
+    out, corrupted = _evaluate_with_a_fake_model(tmp_path, monkeypatch)
+    written = json.loads((out / "deviceB" / "metrics.json").read_text())
+    assert written["evaluated"] == {
+        "variant": "bright_x0.5", "family": "adjective", "adjective": "bright", "ratio": 0.5,
+        "arch": "resnet18", "fold": 1, "test_set": "deviceB", "test_set_kind": "unseen",
+    }
+    assert written["accuracy"] == pytest.approx(0.5)  # the metrics stay where they were
+    assert json.loads((out / "synthetic" / "metrics.json").read_text())["evaluated"]["test_set_kind"] == "synthetic"
+    assert corrupted == [["holdout/1.png", "holdout/2.png"]]
+    robustness = pd.read_csv(out / "robustness.csv")
+    assert list(robustness.columns[:6]) == ["variant", "family", "adjective", "ratio", "arch", "fold"]
+
+
+def test_report_reads_what_was_evaluated_from_metrics_json(tmp_path, monkeypatch):
+    out, _ = _evaluate_with_a_fake_model(tmp_path, monkeypatch)
+    records = read_evaluations([out])
+    kinds = {(r["test_set"], r["test_set_kind"]) for r in records}
+    assert kinds == {("holdout", "internal"), ("deviceB", "unseen"), ("synthetic", "synthetic")}
+    assert [r["test_set"] for r in of_kind(records, TestSetKind.SYNTHETIC)] == ["synthetic"]
+    metrics = collect_metrics(of_kind(records, TestSetKind.INTERNAL))
+    assert set(metrics["variant"]) == {"bright_x0.5"} and set(metrics["family"]) == {"adjective"}
+    assert set(metrics["ratio"]) == {0.5}
+    assert set(metrics["fold"]) == {1} and set(metrics["test_set_kind"]) == {"internal"}
+
+
+def test_report_refuses_an_evaluation_that_does_not_say_what_it_is(tmp_path):
+    folder = tmp_path / "original" / "resnet18" / "fold0" / "test"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"macro_f1": 0.5}))
+    with pytest.raises(ValueError, match="rerun its evaluate job"):
+        read_evaluations([folder.parent])

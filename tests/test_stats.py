@@ -9,7 +9,7 @@ from meddap.stats import (
     align_predictions,
     bootstrap_ci,
     bootstrap_difference_ci,
-    classic_baseline,
+    classic_partners,
     expected_calibration_error,
     paired_test,
     predictions_arrays,
@@ -22,20 +22,61 @@ BRIGHT = [0.76, 0.78, 0.77, 0.77, 0.74, 0.80]  # consistently better than origin
 CLASSIC = [0.75, 0.79, 0.78, 0.76, 0.75, 0.79]  # about as good as bright
 
 
-def _long(scores: dict[str, list[float]], metric="macro_f1", test_set="test", arch="resnet18") -> pd.DataFrame:
+def _family_and_ratio(name: str) -> tuple[str, float]:
+    """The plan's data for the usual names (the statistics never parse names themselves)."""
+    if name == "original":
+        return "original", 0.0
+    prefix, ratio = name.rsplit("_x", 1)
+    return ("classic" if prefix == "classic" else "mixed" if prefix == "mixed" else "adjective"), float(ratio)
+
+
+def _long(scores: dict[str, list[float]], metric="macro_f1", test_set="test", arch="resnet18", families=None):
+    families = families or {v: _family_and_ratio(v) for v in scores}
     rows = [
-        {"variant": v, "adjective": v.split("_")[0], "ratio": 1.0, "arch": arch, "fold": f, "test_set": test_set, "metric": metric, "value": x}
+        {"variant": v, "family": families[v][0], "adjective": v.split("_")[0], "ratio": families[v][1], "arch": arch,
+         "fold": f, "test_set": test_set, "metric": metric, "value": x}
         for v, values in scores.items()
         for f, x in enumerate(values)
     ]
     return pd.DataFrame(rows)
 
 
-def test_classic_baseline_matches_the_ratio():
-    assert classic_baseline("bright_x1") == "classic_x1"
-    assert classic_baseline("dark_x0.5") == "classic_x0.5"
-    assert classic_baseline("mixed_x2") == "classic_x2"
-    assert classic_baseline("original") is None and classic_baseline("classic_x1") is None
+def test_classic_partner_is_found_by_family_and_ratio_not_by_name():
+    # Names that a name-parsing rule reads wrongly: "bright_x1" holds ratio 0.5 here, "plain" is
+    # the classic variant of ratio 0.5, "classic_x2" is a synthetic variant of ratio 2 (mixed),
+    # "baseline" the original and "heavy" the classic variant of ratio 2.
+    families = {
+        "baseline": ("original", 0.0),
+        "bright_x1": ("adjective", 0.5),
+        "plain": ("classic", 0.5),
+        "classic_x2": ("mixed", 2.0),
+        "heavy": ("classic", 2.0),
+        "dark_x1": ("adjective", 1.0),  # no classic variant of ratio 1 in the run
+    }
+    scores = {"baseline": ORIGINAL, "bright_x1": BRIGHT, "plain": CLASSIC, "classic_x2": BRIGHT, "heavy": ORIGINAL}
+    metrics = _long({**scores, "dark_x1": BRIGHT}, families=families)
+    assert classic_partners(metrics) == {"bright_x1": "plain", "classic_x2": "heavy"}
+    s = summarise(metrics).set_index("variant")
+    assert s.loc["bright_x1", "classic_variant"] == "plain"
+    assert s.loc["bright_x1", "delta_vs_classic"] == pytest.approx(np.mean(np.subtract(BRIGHT, CLASSIC)))
+    assert s.loc["classic_x2", "classic_variant"] == "heavy"
+    assert s.loc["classic_x2", "delta_vs_classic"] == pytest.approx(np.mean(np.subtract(BRIGHT, ORIGINAL)))
+    # The original baseline is the variant of the original family, whatever its name.
+    assert s.loc["bright_x1", "delta_vs_original"] == pytest.approx(np.mean(np.subtract(BRIGHT, ORIGINAL)))
+    assert s.loc["baseline", "delta_vs_original"] == 0
+    for name in ("dark_x1", "plain", "heavy", "baseline"):
+        assert s.loc[name, "classic_variant"] == "" and math.isnan(s.loc[name, "delta_vs_classic"])
+    assert s.loc["bright_x1", "family"] == "adjective" and s.loc["bright_x1", "ratio"] == 0.5
+
+
+def test_summarise_needs_the_variant_data():
+    metrics = _long({"original": ORIGINAL, "bright_x1": BRIGHT}).drop(columns="family")
+    with pytest.raises(ValueError, match="family"):
+        summarise(metrics)
+    inconsistent = _long({"original": ORIGINAL, "bright_x1": BRIGHT})
+    inconsistent.loc[0, "ratio"] = 3.0
+    with pytest.raises(ValueError, match="original"):
+        summarise(inconsistent)
 
 
 def test_summarise_pairs_with_original_and_classic():
@@ -55,8 +96,8 @@ def test_summarise_pairs_with_original_and_classic():
     assert row["classic_variant"] == "classic_x1"
     assert row["delta_vs_classic"] == pytest.approx(np.mean(np.subtract(BRIGHT, CLASSIC)))
     assert row["p_t_vs_classic"] > 0.05 and row["n_pairs_vs_classic"] == 6
-    # dark_x2 has no classic_x2 run: NaN, not a wrong pairing
-    assert s.loc["dark_x2", "classic_variant"] == "classic_x2"
+    # dark_x2 has no classic variant of ratio 2 in the run: NaN, not a wrong pairing
+    assert s.loc["dark_x2", "classic_variant"] == ""
     assert math.isnan(s.loc["dark_x2", "delta_vs_classic"]) and s.loc["dark_x2", "n_pairs_vs_classic"] == 0
     # self comparisons
     assert s.loc["original", "delta_vs_original"] == 0 and math.isnan(s.loc["original", "p_t_vs_original"])

@@ -119,8 +119,20 @@ def test_end_to_end_outputs(tiny_run):
     metrics = json.loads((results / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "linear-L7" / "metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc", "sensitivity_malignant", "specificity_benign", "precision_normal"):
         assert key in metrics
-    long = pd.read_csv(results / "report" / "metrics.csv")
-    assert list(long.columns) == ["variant", "adjective", "ratio", "arch", "fold", "test_set", "metric", "value"]
+    assert metrics["evaluated"] == {
+        "variant": "original", "family": "original", "adjective": "", "ratio": 0.0,
+        "arch": "squeezenet1_1", "fold": 0, "test_set": "linear-L7", "test_set_kind": "unseen",
+    }
+    long = pd.read_csv(results / "report" / "metrics.csv", keep_default_na=False)
+    assert list(long.columns) == [
+        "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+    ]
+    kinds = set(zip(long["test_set"], long["test_set_kind"]))
+    assert kinds == {("test", "internal"), ("linear-L7", "unseen"), ("convex-C5", "unseen")}
+    assert set(zip(long["variant"], long["family"], long["ratio"])) == {
+        ("original", "original", 0.0), ("none_x1", "adjective", 1.0), ("bright_x1", "adjective", 1.0),
+        ("classic_x1", "classic", 1.0),
+    }
     assert set(long["test_set"]) == {"test", "linear-L7", "convex-C5"}
     summary = pd.read_csv(results / "report" / "summary.csv")
     assert {"mean", "std", "delta_vs_original", "p_t_vs_original"} <= set(summary.columns)

@@ -27,10 +27,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from meddap.kinds import INTERNAL_TEST, ORIGINAL_SOURCE, SYNTHETIC_SOURCE, TEST_SPLIT
 from meddap.lineage import lineage_images, read_lineage
+from meddap.plan import CLASSIC
 
 VALIDATION = "validation"
-TEST = "test"
 UNSEEN_PREFIX = "unseen:"
 DIRECT = "direct"
 FINDING_COLUMNS = ["variant", "arch", "fold", "classifier", "image", "via", "protected_set", "protected_image", "match", "accepted", "reason"]
@@ -101,10 +102,10 @@ def classifier_influences(rows: pd.DataFrame, influences: _Influences | None = N
     ``read_classifier_rows`` are ``rows``."""
     influences = influences or _Influences()
     train = rows[rows["role"] == "train"]
-    found = [(path, DIRECT) for path in train.loc[train["source"] == "original", "path"]]
-    classic = train[train["source"] == "classic"]
+    found = [(path, DIRECT) for path in train.loc[train["source"] == ORIGINAL_SOURCE, "path"]]
+    classic = train[train["source"] == CLASSIC]
     found += [(source, f"classic:{Path(path).parent.parent}") for path, source in zip(classic["path"], classic["derived_from"])]
-    for shard_dir in train.loc[train["source"] == "synthetic", "derived_from"].unique():
+    for shard_dir in train.loc[train["source"] == SYNTHETIC_SOURCE, "derived_from"].unique():
         found += influences.of_shard(shard_dir)
     return pd.DataFrame(found, columns=["image", "via"]).drop_duplicates(ignore_index=True)
 
@@ -147,13 +148,13 @@ def audit_classifiers(
     group_of = {_key(p): g for p, g in zip(manifest["path"], manifest["group"])} if "group" in manifest else {}
     hashes = _Hashes(manifest)
     influences = _Influences()
-    test_paths = list(manifest.loc[manifest["split"] == TEST, "path"])
+    test_paths = list(manifest.loc[manifest["split"] == TEST_SPLIT, "path"])
     findings, summary = [], []
     for classifier_dir in map(Path, classifier_dirs):
         variant, arch, fold = classifier_dir.parts[-3], classifier_dir.parts[-2], int(classifier_dir.name.removeprefix("fold"))
         rows = read_classifier_rows(classifier_dir)
         influence = classifier_influences(rows, influences)
-        protected = {VALIDATION: list(rows.loc[rows["role"] == VALIDATION, "path"]), TEST: test_paths}
+        protected = {VALIDATION: list(rows.loc[rows["role"] == VALIDATION, "path"]), INTERNAL_TEST: test_paths}
         protected.update({f"{UNSEEN_PREFIX}{name}": list(table["path"]) for name, table in unseen.items()})
         images = list(influence["image"])
         keys = [_key(p) for p in images]

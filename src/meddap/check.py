@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from meddap.kinds import TestSetKind
+from meddap.plan import ORIGINAL
+
 
 def check_audit(audit_dir: Path) -> list[str]:
     summary_path = audit_dir / "summary.csv"
@@ -46,7 +49,10 @@ def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[st
     summary = pd.read_csv(report_dir / "summary.csv")
     fidelity = pd.read_csv(report_dir / "fidelity.csv")
     failures = []
-    original = summary[(summary["variant"] == "original") & (summary["test_set"] == "test") & (summary["metric"] == "macro_f1")]
+    if not {"family", "test_set_kind"} <= set(summary.columns):
+        return [f"{report_dir / 'summary.csv'} has no family/test_set_kind columns: rerun the report rule"]
+    internal = summary["test_set_kind"] == TestSetKind.INTERNAL
+    original = summary[(summary["family"] == ORIGINAL) & internal & (summary["metric"] == "macro_f1")]
     if original.empty:
         return ["no macro_f1 of the original variant on the test split in summary.csv"]
     for _, row in original.iterrows():

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from meddap.atomic import atomic_path, write_json
+from meddap.kinds import SYNTHETIC_SOURCE
 from meddap.lineage import write_lineage
 from meddap.stages import ClassifierSettings
 
@@ -253,6 +254,7 @@ def train_classifier(
     frame["selected"] = frame["val_macro_f1"] == best_f1
     frame.loc[frame["selected"].idxmax() + 1 :, "selected"] = False  # first best epoch only
     best_epoch = int(frame.loc[frame["selected"], "epoch"].iloc[0])
+    n_synthetic = int((train_rows["source"] == SYNTHETIC_SOURCE).sum()) if "source" in train_rows else 0
     meta = {
         "arch": arch,
         "classes": classes,
@@ -262,7 +264,7 @@ def train_classifier(
         "best_epoch": best_epoch,
         "best_val_macro_f1": best_f1,
         "train_images": int(len(x_train)),
-        "train_synthetic_images": int((train_rows["source"] == "synthetic").sum()) if "source" in train_rows else 0,
+        "train_synthetic_images": n_synthetic,
         "val_images": int(len(x_val)),
         "pretrained": settings.pretrained,
         "seed": seed,

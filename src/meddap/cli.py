@@ -73,6 +73,7 @@ def audit(args: argparse.Namespace) -> int:
     import os
 
     from meddap.audit import AcceptedLeaks, AuditError, run_audit
+    from meddap.kinds import INTERNAL
 
     findings_out = Path(args.findings).resolve() if args.findings else None
     results = Path(args.results).resolve()
@@ -87,7 +88,8 @@ def audit(args: argparse.Namespace) -> int:
     if not classifiers:
         print(f"error: no trained classifiers under {results / 'classifiers'}", file=sys.stderr)
         return 2
-    unseen = {p.stem: p for p in sorted((results / "test_sets").glob("*.csv")) if p.stem != "test"}
+    # Every indexed test set but the internal split is an unseen set (the synthetic images lie in a subfolder).
+    unseen = {p.stem: p for p in sorted((results / "test_sets").glob("*.csv")) if p.stem != INTERNAL.name}
     try:
         findings, summary, text = run_audit(
             classifiers, manifest, unseen, args.near_duplicate_distance, AcceptedLeaks.from_settings(args.lora_scope, args.pretrain_corpus)

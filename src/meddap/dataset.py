@@ -11,6 +11,7 @@ import pandas as pd
 
 from meddap.choices import MIXED_LABEL_GROUPS
 from meddap.images import IMAGE_EXTENSIONS
+from meddap.kinds import TEST_SPLIT, TRAIN_SPLIT
 from meddap.seeding import derive_seed
 
 MANIFEST_COLUMNS = ["path", "class", "split", "fold", "group"]
@@ -119,7 +120,7 @@ def make_split(
         fold = min(range(folds), key=lambda k: (sum(fold_sizes[n][k] for n in names), k))
         for path, name in members:
             fold_sizes[name][fold] += 1
-            rows.append((path, name, "train", fold))
+            rows.append((path, name, TRAIN_SPLIT, fold))
 
     for name in sorted(class_images):
         paths = sorted(class_images[name])
@@ -147,11 +148,11 @@ def make_split(
         sizes = fold_sizes[name]
         for position, unit in enumerate(order):
             if position in test_units:
-                rows.extend((path, name, "test", -1) for path in unit)
+                rows.extend((path, name, TEST_SPLIT, -1) for path in unit)
                 continue
             fold = sizes.index(min(sizes))  # the smallest fold (lowest index on ties)
             sizes[fold] += len(unit)
-            rows.extend((path, name, "train", fold) for path in unit)
+            rows.extend((path, name, TRAIN_SPLIT, fold) for path in unit)
         if min(sizes) == 0:
             raise DatasetError(f"class {name!r}: a fold has no training images (near-duplicate groups too large); lower dataset.folds.")
     frame = pd.DataFrame(rows, columns=["path", "class", "split", "fold"])

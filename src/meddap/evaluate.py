@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from meddap.kinds import TestSet, TestSetKind
 from meddap.stats import expected_calibration_error, sensitivity_at_specificity
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+EVALUATED = "evaluated"  # metrics.json key: what was evaluated (variant, family, ratio, arch, fold, test set and kind)
 
 
 def classification_metrics(
@@ -73,7 +78,7 @@ def predictions_frame(paths: list[str], y_true: list[str], probabilities: np.nda
 
 def evaluate_classifier(
     model_dir: str | Path,
-    test_sets: dict[str, str | Path],
+    test_sets: Mapping[TestSet, str | Path],
     out_dir: str | Path,
     *,
     positive_class: str | None = "malignant",
@@ -85,34 +90,42 @@ def evaluate_classifier(
 ) -> dict[str, dict]:
     """One classifier on every test set, written atomically as one folder.
 
-    ``test_sets``: name -> CSV of (path, class[, extra columns kept in the predictions]).
+    ``test_sets``: test set -> CSV of (path, class[, extra columns kept in the predictions]).
     Writes ``out_dir/<name>/predictions.csv`` and ``out_dir/<name>/metrics.json`` per test set and,
-    when ``corruptions`` are given and a set named ``test`` is among them, ``out_dir/robustness.csv``
+    when ``corruptions`` are given and an internal test set is among them, ``out_dir/robustness.csv``
     (balanced error of the internal test split under each corruption and severity, with the
-    ``labels`` columns first). The model is loaded once: one job per classifier, not per test set,
-    because loading torch and the model costs more than scoring a few hundred images.
-    Returns the metrics per test set.
+    ``labels`` columns first). ``labels`` say what was evaluated (variant, family, adjective, ratio,
+    arch, fold): each metrics.json holds them, with ``test_set`` and ``test_set_kind``, under
+    ``EVALUATED``, so the report reads them as data instead of from folder names.
+    The model is loaded once: one job per classifier, not per test set, because loading torch
+    and the model costs more than scoring a few hundred images.
+    Returns the metrics per test set name.
     """
     from meddap.atomic import atomic_path, json_text
     from meddap.classifier import load_classifier, predict_paths
     from meddap.robustness import evaluate_corruptions
 
+    internal = [test_set for test_set in test_sets if test_set.kind == TestSetKind.INTERNAL]
+    if len(internal) > 1:
+        raise ValueError(f"more than one internal test set: {[t.name for t in internal]}")
     model, meta = load_classifier(model_dir)
     results: dict[str, dict] = {}
     with atomic_path(out_dir) as folder:
-        tables = {name: pd.read_csv(csv) for name, csv in test_sets.items()}
-        for name, table in tqdm(sorted(tables.items()), desc="test sets", unit="set"):
+        tables = {test_set: pd.read_csv(csv) for test_set, csv in test_sets.items()}
+        by_name = sorted(tables.items(), key=lambda item: item[0].name)
+        for test_set, table in tqdm(by_name, desc="test sets", unit="set"):
             probabilities = predict_paths(model, meta, list(table["path"]))
             predictions = predictions_frame(list(table["path"]), list(table["class"]), probabilities, meta["classes"])
             for extra in table.columns.difference(["path", "class"]):
                 predictions[extra] = table[extra].values
             metrics = classification_metrics(list(table["class"]), probabilities, meta["classes"], positive_class, specificity)
-            (folder / name).mkdir(parents=True)
-            predictions.to_csv(folder / name / "predictions.csv", index=False)
-            (folder / name / "metrics.json").write_text(json_text(metrics))
-            results[name] = metrics
-        if corruptions and "test" in tables:
-            table = tables["test"]
+            evaluated = {**(labels or {}), "test_set": test_set.name, "test_set_kind": str(test_set.kind)}
+            (folder / test_set.name).mkdir(parents=True)
+            predictions.to_csv(folder / test_set.name / PREDICTIONS_FILE, index=False)
+            (folder / test_set.name / METRICS_FILE).write_text(json_text({EVALUATED: evaluated, **metrics}))
+            results[test_set.name] = metrics
+        if corruptions and internal:
+            table = tables[internal[0]]
             errors = evaluate_corruptions(
                 model, meta, list(table["path"]), list(table["class"]), corruptions=corruptions, severities=severities, seed=seed
             )

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from meddap.kinds import ORIGINAL_SOURCE, SYNTHETIC_SOURCE, TRAIN_SPLIT
 from meddap.plan import CLASSIC, Plan, Variant
 
 VARIANT_COLUMNS = ["path", "class", "source", "role", "adjective", "prompt", "seed", "derived_from"]
 TRAIN_ROLE = "train"
 VALIDATION_ROLE = "validation"
-ORIGINAL_SOURCE = "original"
-SYNTHETIC_SOURCE = "synthetic"
 
 
 def _rows(paths, classes, source: str, role, adjective="", prompt="", seeds=None, derived_from="") -> pd.DataFrame:
@@ -51,7 +50,7 @@ def merge_fold(
     the fold, train elsewhere) + the first N synthetic rows per (class, adjective) of the fold's
     arm (``synthetic``: ``read_shards`` of that arm) or the first N classic copies per class
     (``classic``: ``read_classic`` of the fold's folder)."""
-    original = manifest[manifest["split"] == "train"]
+    original = manifest[manifest["split"] == TRAIN_SPLIT]
     roles = [VALIDATION_ROLE if int(f) == fold else TRAIN_ROLE for f in original["fold"]]
     parts = [_rows(original["path"], list(original["class"]), ORIGINAL_SOURCE, roles)]
     for cls in plan.classes:

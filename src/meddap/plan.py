@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# Variant families (generation.variant_families, and "original"); also the names of the
+# variants without an adjective.
 ORIGINAL = "original"
+ADJECTIVE = "adjective"
 MIXED = "mixed"
 CLASSIC = "classic"
 
@@ -24,9 +27,14 @@ def ratio_label(ratio: float) -> str:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # original | adjective | mixed | classic (standard augmentation, no synthetic images)
+    kind: str  # its family: original | adjective | mixed | classic (standard augmentation, no synthetic images)
     adjective: str = ""
     ratio: float = 0.0
+
+    def labels(self) -> dict:
+        """The variant as plain data for evaluation files: the statistics read its family and
+        ratio from here (a synthetic variant's classic partner has the same ratio), never from its name."""
+        return {"variant": self.name, "family": self.kind, "adjective": self.adjective, "ratio": float(self.ratio)}
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Plan:
     adjectives: list[str]
     ratios: list[float]
     shard_size: int
-    families: tuple[str, ...] = ("adjective", "mixed")
+    families: tuple[str, ...] = (ADJECTIVE, MIXED)
 
     def synthetic_count(self, cls: str, ratio: float) -> int:
         """Synthetic images of ``cls`` that a variant of ``ratio`` adds."""
@@ -66,11 +74,13 @@ class Plan:
         return [(cls, adj, shard) for cls in self.classes for adj in self.adjectives for shard in range(self.shards(cls))]
 
     def variants(self) -> list[Variant]:
-        out = [Variant(ORIGINAL, "original")]
-        if "adjective" in self.families:
-            out += [Variant(f"{adj}_{ratio_label(r)}", "adjective", adj, r) for adj in self.adjectives for r in self.ratios]
-        if "mixed" in self.families and len(self.adjectives) > 1:
-            out += [Variant(f"{MIXED}_{ratio_label(r)}", "mixed", "", r) for r in self.ratios]
+        out = [Variant(ORIGINAL, ORIGINAL)]
+        if ADJECTIVE in self.families:
+            out += [
+                Variant(f"{adj}_{ratio_label(r)}", ADJECTIVE, adj, r) for adj in self.adjectives for r in self.ratios
+            ]
+        if MIXED in self.families and len(self.adjectives) > 1:
+            out += [Variant(f"{MIXED}_{ratio_label(r)}", MIXED, "", r) for r in self.ratios]
         if CLASSIC in self.families:
             out += [Variant(f"{CLASSIC}_{ratio_label(r)}", CLASSIC, "", r) for r in self.ratios]
         return out
@@ -83,10 +93,10 @@ class Plan:
 
     def counts_per_adjective(self, variant: Variant, cls: str) -> dict[str, int]:
         """How many of each adjective's images (taken from the start) ``variant`` adds for ``cls``."""
-        if variant.kind in ("original", CLASSIC):
+        if variant.kind in (ORIGINAL, CLASSIC):
             return {}
         total = self.synthetic_count(cls, variant.ratio)
-        if variant.kind == "adjective":
+        if variant.kind == ADJECTIVE:
             return {variant.adjective: total}
         # Mixed: adjectives drawn evenly; the remainder goes to the first adjectives in order.
         base, extra = divmod(total, len(self.adjectives))

@@ -9,39 +9,67 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meddap.plan import ORIGINAL, Plan
+from meddap.evaluate import EVALUATED, METRICS_FILE, PREDICTIONS_FILE
+from meddap.kinds import TestSetKind
+from meddap.plan import CLASSIC, MIXED, ORIGINAL
 
-KEY = ["variant", "adjective", "ratio", "arch", "test_set"]
+METRICS_COLUMNS = [
+    "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+]
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "macro_auroc", "accuracy")
 
 
-def collect_metrics(records: list[dict], plan: Plan) -> pd.DataFrame:
-    """Long form from records {variant, arch, fold, test_set, path-to-metrics.json}."""
+def read_evaluations(evaluation_dirs: list[str | Path]) -> list[dict]:
+    """One record per (classifier, test set) in evaluation folders (``meddap.evaluate``): what its
+    metrics.json says was evaluated (variant, family, adjective, ratio, arch, fold, test_set,
+    test_set_kind) and the paths of its ``metrics`` and ``predictions`` files. Nothing is read
+    from folder names."""
+    records = []
+    for folder in map(Path, evaluation_dirs):
+        for metrics_path in sorted(folder.glob(f"*/{METRICS_FILE}")):
+            evaluated = json.loads(metrics_path.read_text()).get(EVALUATED)
+            if evaluated is None:
+                raise ValueError(
+                    f"{metrics_path} does not say what it evaluates (no {EVALUATED!r}): rerun its evaluate job"
+                )
+            predictions = metrics_path.with_name(PREDICTIONS_FILE)
+            records.append({**evaluated, "metrics": str(metrics_path), "predictions": str(predictions)})
+    return records
+
+
+def of_kind(records: list[dict], kind: TestSetKind) -> list[dict]:
+    """The records (``read_evaluations``) of test sets of one kind."""
+    return [record for record in records if record["test_set_kind"] == kind]
+
+
+def collect_metrics(records: list[dict]) -> pd.DataFrame:
+    """Long form (``METRICS_COLUMNS``) from records {variant, family, adjective, ratio, arch, fold,
+    test_set, test_set_kind, metrics: path to metrics.json} (``read_evaluations``)."""
     rows = []
     for record in records:
         metrics = json.loads(Path(record["metrics"]).read_text())
-        variant = plan.variant(record["variant"])
+        # The adjective column names the family where a variant has no single adjective.
+        adjective = record["adjective"] or (record["family"] if record["family"] in (MIXED, CLASSIC) else "")
+        labels = {
+            "variant": record["variant"],
+            "family": record["family"],
+            "adjective": adjective,
+            "ratio": float(record["ratio"]),
+            "arch": record["arch"],
+            "fold": int(record["fold"]),
+            "test_set": record["test_set"],
+            "test_set_kind": record["test_set_kind"],
+        }
         for metric, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                rows.append(
-                    {
-                        "variant": variant.name,
-                        "adjective": variant.adjective or (variant.kind if variant.kind in ("mixed", "classic") else ""),
-                        "ratio": variant.ratio,
-                        "arch": record["arch"],
-                        "fold": int(record["fold"]),
-                        "test_set": record["test_set"],
-                        "metric": metric,
-                        "value": float(value),
-                    }
-                )
-    return pd.DataFrame(rows, columns=[*KEY[:4], "fold", "test_set", "metric", "value"])
+                rows.append({**labels, "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=METRICS_COLUMNS)
 
 
 def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     """Share of each (class, adjective)'s synthetic images the ``original`` classifier assigns to that class.
 
-    ``prediction_files``: records {arch, fold, predictions} for the test set "synthetic".
+    ``prediction_files``: records {arch, fold, predictions} of the synthetic-images test set.
     One row per (arch, class, adjective) with mean and std over folds, plus 'all' adjectives.
     """
     frames = []

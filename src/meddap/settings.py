@@ -13,6 +13,15 @@ from pathlib import Path
 from meddap.base_models import PRETRAIN, BaseModelSource, base_model_source
 from meddap.choices import LORA_SCOPES, PRETRAIN_CORPORA
 from meddap.dataset import list_class_images, split_counts
+from meddap.kinds import (
+    INTERNAL,
+    RESERVED_TEST_SET_NAMES,
+    SYNTHETIC,
+    TRAIN_SPLIT,
+    TestSet,
+    TestSetKind,
+    unseen_test_set,
+)
 from meddap.plan import Plan
 from meddap.stages import (
     ClassifierSettings,
@@ -24,8 +33,6 @@ from meddap.stages import (
     SamplingSettings,
 )
 
-INTERNAL_TEST = "test"
-SYNTHETIC_TEST = "synthetic"
 # lora.scope: "fold" trains one generative arm (LoRAs + shards) per cross-validation fold on that
 # fold's training originals only; "split" trains one arm on the whole training split (cheaper,
 # but its synthetic images were learnt from every fold's validation images).
@@ -67,8 +74,20 @@ class Settings:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
     @property
-    def test_sets(self) -> list[str]:
-        return [INTERNAL_TEST, *self.unseen, SYNTHETIC_TEST]
+    def test_sets(self) -> list[TestSet]:
+        """Every test set: the internal split, each unseen set, the synthetic images."""
+        return [INTERNAL, *(unseen_test_set(name, root) for name, root in self.unseen.items()), SYNTHETIC]
+
+    @property
+    def indexed_test_sets(self) -> list[TestSet]:
+        """The test sets indexed as results/test_sets/<name>.csv (the synthetic images are indexed per arm)."""
+        return [test_set for test_set in self.test_sets if test_set.kind != TestSetKind.SYNTHETIC]
+
+    def test_set(self, name: str) -> TestSet:
+        for test_set in self.test_sets:
+            if test_set.name == name:
+                return test_set
+        raise KeyError(f"unknown test set {name!r}; known: {[t.name for t in self.test_sets]}")
 
     @property
     def arms(self) -> list[str]:
@@ -100,7 +119,7 @@ def arm_for_fold(fold: int, scope: str = FOLD_SCOPE) -> str:
 def arm_training_rows(manifest, arm: str):
     """The originals an arm's LoRAs (and the fold's classifiers) train on: the training split
     without the arm's validation fold, or the whole training split for the "split" arm."""
-    train = manifest[manifest["split"] == "train"]
+    train = manifest[manifest["split"] == TRAIN_SPLIT]
     if arm == SPLIT_ARM:
         return train
     if not arm.startswith("fold") or not arm.removeprefix("fold").isdigit():
@@ -172,7 +191,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
 
     unseen = {}
     for entry in config["unseen"]:
-        if entry["name"] in (INTERNAL_TEST, SYNTHETIC_TEST) or entry["name"] in unseen:
+        if entry["name"] in RESERVED_TEST_SET_NAMES or entry["name"] in unseen:
             raise ConfigError(f"unseen: the name {entry['name']!r} is reserved or repeated; give each unseen set its own name")
         unseen[entry["name"]] = entry["root"]
         root = Path(entry["root"])

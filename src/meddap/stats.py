@@ -10,46 +10,64 @@ Two sources of uncertainty, kept apart on purpose:
   gives a paired CI of their difference.
 
 Inputs are the project's tables: the long-form ``results/report/metrics.csv`` (columns variant,
-arch, fold, test_set, metric, value and optionally adjective, ratio) and the per-classifier
-``predictions.csv`` (path, class, predicted, prob_<class>...).
+family, ratio, arch, fold, test_set, metric, value and optionally adjective, test_set_kind) and
+the per-classifier ``predictions.csv`` (path, class, predicted, prob_<class>...). A variant's
+family and ratio are data the plan wrote; variant names are labels only, never parsed.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from meddap.plan import ORIGINAL, ratio_label
+from meddap.plan import ADJECTIVE, CLASSIC, MIXED, ORIGINAL
 
-CLASSIC_PREFIX = "classic"
 GROUP = ["variant", "arch", "test_set", "metric"]
 WILCOXON_MIN_PAIRS = 6  # below this the exact Wilcoxon p-value cannot reach 0.05 (2/2^5 = 0.0625)
-_RATIO_SUFFIX = re.compile(r"_x(\d+(?:\.\d+)?)$")
+SYNTHETIC_FAMILIES = (ADJECTIVE, MIXED)  # the families that add synthetic images, compared with classic
 
 
 # --------------------------------------------------------------------------- fold summaries
 
 
-def variant_ratio(name: str) -> float | None:
-    """The synthetic ratio a variant name carries ('bright_x0.5' -> 0.5); None for 'original'."""
-    match = _RATIO_SUFFIX.search(name)
-    return float(match.group(1)) if match else None
+def variant_data(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant (index: its name) with its family and ratio, as the table carries them."""
+    missing = {"variant", "family", "ratio"} - set(metrics.columns)
+    if missing:
+        raise ValueError(f"metrics table lacks columns {sorted(missing)} (written by the evaluate rule from the plan)")
+    grouped = metrics.groupby("variant", sort=False)[["family", "ratio"]]
+    inconsistent = grouped.nunique(dropna=False).max(axis=1) > 1
+    if inconsistent.any():
+        raise ValueError(f"variants {sorted(inconsistent[inconsistent].index)} have more than one family or ratio")
+    return grouped.first()
 
 
-def classic_baseline(name: str) -> str | None:
-    """The classic-augmentation variant with the same ratio ('bright_x1' -> 'classic_x1').
+def original_variant(metrics: pd.DataFrame) -> str | None:
+    """The variant of the ``original`` family (no extra images) in ``metrics``; None without one."""
+    families = variant_data(metrics)
+    names = list(families.index[families["family"] == ORIGINAL])
+    if len(names) > 1:
+        raise ValueError(f"more than one variant of the original family: {names}")
+    return names[0] if names else None
 
-    None for ``original`` and for classic variants themselves (no baseline to compare with).
+
+def classic_partners(metrics: pd.DataFrame) -> dict[str, str]:
+    """Synthetic variant -> the classic-augmentation variant of the same ratio, both in ``metrics``.
+
+    Paired by the family and ratio columns, so a variant's name does not matter; synthetic
+    variants whose ratio has no classic variant in the table are left out.
     """
-    ratio = variant_ratio(name)
-    if name == ORIGINAL or ratio is None or name.startswith(f"{CLASSIC_PREFIX}_"):
-        return None
-    return f"{CLASSIC_PREFIX}_{ratio_label(ratio)}"
+    families = variant_data(metrics)
+    classic = families[families["family"] == CLASSIC]
+    by_ratio = {float(ratio): name for name, ratio in classic["ratio"].items()}
+    if len(by_ratio) < len(classic):
+        raise ValueError(f"two classic variants share a ratio: {sorted(classic.index)}")
+    synthetic = families[families["family"].isin(SYNTHETIC_FAMILIES)]
+    return {name: by_ratio[float(ratio)] for name, ratio in synthetic["ratio"].items() if float(ratio) in by_ratio}
 
 
 def paired_test(values: Sequence[float], baseline: Sequence[float]) -> dict:
@@ -97,22 +115,24 @@ def _series(frame: pd.DataFrame) -> pd.Series:
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, arch, test_set, metric): mean/std over folds and paired tests vs two baselines.
 
-    ``metrics``: long form, one row per (variant, arch, fold, test_set, metric) with ``value``
-    (as ``meddap.report.collect_metrics`` writes it; extra columns such as adjective and ratio
-    are carried through). Baselines, paired on the shared folds of the same arch and test set:
+    ``metrics``: long form, one row per (variant, arch, fold, test_set, metric) with ``value`` and
+    the variant's ``family`` and ``ratio`` (as ``meddap.report.collect_metrics`` writes it; extra
+    columns such as adjective and test_set_kind are carried through). Baselines, paired on the
+    shared folds of the same arch and test set, found by family and ratio (``classic_partners``):
 
-    * ``original`` (columns ``*_vs_original``);
-    * the classic-augmentation variant of the same ratio, ``classic_x<ratio>``
-      (``*_vs_classic``; NaN where that variant was not run, and for original/classic rows).
+    * the variant of the ``original`` family (columns ``*_vs_original``);
+    * the classic-augmentation variant of the same ratio (``*_vs_classic``; NaN, and an empty
+      ``classic_variant``, where no such variant was run, and for original/classic rows).
 
     A variant compared with itself gets delta 0 and NaN p-values. Wilcoxon p-values need at
     least 6 paired folds (NaN below). Columns: the key, any carried columns, mean, std (ddof=1,
     NaN for one fold), n_folds, then for each baseline: delta, delta_ci_low/high (95% t-interval
     of the mean paired difference), p_t, p_wilcoxon, n_pairs; and ``classic_variant``.
     """
-    missing = {"variant", "arch", "fold", "test_set", "metric", "value"} - set(metrics.columns)
+    missing = {"variant", "family", "ratio", "arch", "fold", "test_set", "metric", "value"} - set(metrics.columns)
     if missing:
         raise ValueError(f"metrics table lacks columns {sorted(missing)}")
+    original, partners = original_variant(metrics), classic_partners(metrics)
     carried = [c for c in metrics.columns if c not in {*GROUP, "fold", "value"}]
     groups = {key: group for key, group in metrics.groupby(GROUP, sort=False)}
     series = {key: _series(group) for key, group in groups.items()}
@@ -123,9 +143,9 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(GROUP, key))
         row.update({c: first[c] for c in carried})
         row.update(mean=float(per_fold.mean()), std=float(per_fold.std(ddof=1)) if len(per_fold) > 1 else math.nan, n_folds=int(len(per_fold)))
-        classic = classic_baseline(variant)
+        classic = partners.get(variant)
         row["classic_variant"] = classic or ""
-        for suffix, base_name in (("original", ORIGINAL), ("classic", classic)):
+        for suffix, base_name in (("original", original), ("classic", classic)):
             if base_name == variant:
                 result = {"delta": 0.0, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_t": math.nan, "p_wilcoxon": math.nan, "n_pairs": len(per_fold)}
             elif base_name is None or (base_name, arch, test_set, metric) not in series:

@@ -11,15 +11,10 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
-from meddap.plan import ORIGINAL  # noqa: E402
+from meddap.kinds import SYNTHETIC, TestSetKind  # noqa: E402
+from meddap.plan import CLASSIC, ORIGINAL  # noqa: E402
 from meddap.prompts import prompt_words  # noqa: E402
-from meddap.settings import (  # noqa: E402
-    INTERNAL_TEST,
-    PHANTOM_CORPUS,
-    SYNTHETIC_TEST,
-    ConfigError,
-    resolve,
-)
+from meddap.settings import PHANTOM_CORPUS, ConfigError, resolve  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -50,7 +45,7 @@ wildcard_constraints:
     fold=r"\d+",
     arm=alternation(SETTINGS.arms),
     lora=alternation(SETTINGS.lora_names),
-    test_set=alternation([INTERNAL_TEST, *SETTINGS.unseen]),
+    test_set=alternation([test_set.name for test_set in SETTINGS.indexed_test_sets]),
     device=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
@@ -90,7 +85,7 @@ def lora_dir(wildcards):
 
 def fold_classic_dir(wildcards):
     """The classic-augmentation folder of the fold, for a classic_x<ratio> variant."""
-    if PLAN.variant(wildcards.variant).kind != "classic":
+    if PLAN.variant(wildcards.variant).kind != CLASSIC:
         return []
     return [f"results/classic/fold{wildcards.fold}"]
 
@@ -112,25 +107,34 @@ def pretrain_corpus_input(wildcards):
 
 
 def test_set_inputs(wildcards):
-    if wildcards.test_set == INTERNAL_TEST:
+    """What a test set is indexed from: the split manifest, or an unseen set's folder."""
+    test_set = SETTINGS.test_set(wildcards.test_set)
+    if test_set.kind == TestSetKind.INTERNAL:
         return [MANIFEST]
-    return [SETTINGS.unseen[wildcards.test_set]]
+    return [test_set.root]
 
 
 def synthetic_test_set(fold):
-    return f"results/test_sets/{SYNTHETIC_TEST}/{SETTINGS.arm(int(fold))}.csv"
+    return f"results/test_sets/{SYNTHETIC.name}/{SETTINGS.arm(int(fold))}.csv"
 
 
 def evaluation_test_sets(wildcards):
-    """Test-set name -> table for one classifier: the internal split, every unseen set, and for
+    """Test set -> table for one classifier: the internal split, every unseen set, and for
     `original` the synthetic images of its fold's arm (class fidelity)."""
-    sets = {
-        name: f"results/test_sets/{name}.csv"
-        for name in [INTERNAL_TEST, *SETTINGS.unseen]
-    }
-    if wildcards.variant == ORIGINAL:
-        sets[SYNTHETIC_TEST] = synthetic_test_set(wildcards.fold)
-    return sets
+    tables = {}
+    for test_set in SETTINGS.test_sets:
+        if test_set.kind != TestSetKind.SYNTHETIC:
+            tables[test_set] = f"results/test_sets/{test_set.name}.csv"
+        elif PLAN.variant(wildcards.variant).kind == ORIGINAL:
+            tables[test_set] = synthetic_test_set(wildcards.fold)
+    return tables
+
+
+def evaluation_labels(wildcards):
+    """What one evaluate job evaluates, as plain data for its metrics.json: the plan's data on
+    the variant (family, adjective, ratio), the architecture and the fold."""
+    variant = PLAN.variant(wildcards.variant)
+    return {**variant.labels(), "arch": wildcards.arch, "fold": int(wildcards.fold)}
 
 
 def classifier_dirs():

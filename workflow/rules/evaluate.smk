@@ -18,7 +18,11 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     params:
-        test_set_names=lambda wc: list(evaluation_test_sets(wc)),
+        # Plain data (test sets rebuilt in the script); the kinds and labels go into metrics.json.
+        test_sets=lambda wc: [
+            test_set.as_params() for test_set in evaluation_test_sets(wc)
+        ],
+        labels=evaluation_labels,
         positive_class=config["evaluation"]["positive_class"],
         specificity=config["evaluation"]["specificity"],
         corruptions=config["evaluation"]["corruptions"],

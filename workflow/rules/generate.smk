@@ -36,7 +36,7 @@ rule index_synthetic:
     input:
         lambda wc: arm_shard_dirs(wc.arm),
     output:
-        f"results/test_sets/{SYNTHETIC_TEST}/{{arm}}.csv",
+        f"results/test_sets/{SYNTHETIC.name}/{{arm}}.csv",
     log:
         f"{LOGS}/index_synthetic/{{arm}}.log",
     benchmark:

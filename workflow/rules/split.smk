@@ -35,7 +35,7 @@ rule split:
 
 
 rule index_test_set:
-    """A test set as a (path, class[, adjective]) table: internal test split, unseen set, or synthetic images."""
+    """A test set as a (path, class) table: the internal test split or an unseen set."""
     input:
         test_set_inputs,
     output:
@@ -51,6 +51,7 @@ rule index_test_set:
         mem_mb=1000,
         runtime=10,
     params:
+        kind=lambda wc: str(SETTINGS.test_set(wc.test_set).kind),
         classes=SETTINGS.classes,
         exclude=config["dataset"]["exclude"],
     script:

@@ -13,9 +13,11 @@ import pandas as pd  # noqa: E402
 from meddap import figures  # noqa: E402
 from meddap.atomic import write_csv, write_text  # noqa: E402
 from meddap.generate import read_shards  # noqa: E402
+from meddap.kinds import TestSetKind  # noqa: E402
 from meddap.prompts import training_prompt  # noqa: E402
 from meddap.report import (  # noqa: E402
-    class_fidelity, collect_metrics, leakage_notes, lora_loss_summary, near_duplicate_note, read_lora_histories, readable_summary,
+    class_fidelity, collect_metrics, leakage_notes, lora_loss_summary, near_duplicate_note, of_kind, read_evaluations,
+    read_lora_histories, readable_summary,
 )
 from meddap.robustness import robustness_summary  # noqa: E402
 from meddap.settings import resolve  # noqa: E402
@@ -24,19 +26,14 @@ from meddap.stats import bootstrap_table, summarise  # noqa: E402
 settings = resolve(snakemake.config, check_architectures=False)
 plan = settings.plan
 out = snakemake.output
-records, synthetic, error_frames = [], [], []
-for evaluation_dir in map(Path, snakemake.input.evaluations):
-    # results/evaluation/<variant>/<arch>/fold<k>/{<test_set>/metrics.json, robustness.csv}
-    variant, arch, fold = evaluation_dir.parts[-3], evaluation_dir.parts[-2], int(evaluation_dir.name.removeprefix("fold"))
-    for metrics_path in sorted(evaluation_dir.glob("*/metrics.json")):
-        test_set = metrics_path.parent.name
-        record = {"variant": variant, "arch": arch, "fold": fold, "test_set": test_set, "metrics": str(metrics_path),
-                  "predictions": str(metrics_path.with_name("predictions.csv"))}
-        (synthetic if test_set == "synthetic" else records).append(record)
-    if (evaluation_dir / "robustness.csv").is_file():
-        error_frames.append(pd.read_csv(evaluation_dir / "robustness.csv"))
+# What each evaluation is (variant, family, ratio, arch, fold, test set and its kind) is in its metrics.json.
+evaluations = read_evaluations(list(snakemake.input.evaluations))
+synthetic = of_kind(evaluations, TestSetKind.SYNTHETIC)
+records = [record for record in evaluations if record["test_set_kind"] != TestSetKind.SYNTHETIC]
+robustness_files = [Path(folder) / "robustness.csv" for folder in snakemake.input.evaluations]
+error_frames = [pd.read_csv(path) for path in robustness_files if path.is_file()]
 
-metrics = collect_metrics(records, plan)
+metrics = collect_metrics(records)
 summary = summarise(metrics)
 bootstrap = bootstrap_table(records, metric="macro_f1", n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed)
 fidelity = class_fidelity(synthetic)
@@ -59,7 +56,7 @@ write_csv(out.near_copies, quality_tables["near_copies"])
 # Figures: scores, robustness curves, confusion matrices, image grid, run times.
 figures.plot_variant_scores(summary, "macro_f1", out.fig_scores)
 figures.plot_robustness(errors, out.fig_robustness)
-internal = [r for r in records if r["test_set"] == "test"]
+internal = of_kind(records, TestSetKind.INTERNAL)
 predictions = pd.concat([pd.read_csv(r["predictions"]).assign(variant=r["variant"]) for r in internal], ignore_index=True)
 figures.plot_confusions(predictions, settings.classes, out.fig_confusion)
 manifest = pd.read_csv(snakemake.input.manifest)
