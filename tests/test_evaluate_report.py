@@ -10,6 +10,7 @@ from meddap.evaluate import classification_metrics
 from meddap.kinds import SYNTHETIC, TestSet, TestSetKind, unseen_test_set
 from meddap.plan import Plan
 from meddap.report import class_fidelity, collect_metrics, of_kind, read_evaluations
+from meddap.stages import EvaluationSettings
 from meddap.stats import summarise
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -107,7 +108,8 @@ def _evaluate_with_a_fake_model(tmp_path, monkeypatch) -> tuple[Path, list[list[
     plan = Plan(["a", "b"], {"a": 10, "b": 10}, ["bright"], [0.5], 8, families=("adjective", "classic"))
     labels = {**plan.variant("bright_x0.5").labels(), "arch": "resnet18", "fold": 1}
     out = tmp_path / "anywhere"  # the folder's name says nothing about what it holds
-    evaluate_classifier("model-dir", test_sets, out, corruptions=["pixelate"], severities=[1], labels=labels)
+    settings = EvaluationSettings(corruptions=("pixelate",), severities=(1,))
+    evaluate_classifier("model-dir", test_sets, out, settings, labels=labels)
     return out, corrupted
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from meddap.kinds import TestSet, TestSetKind
+from meddap.stages import EvaluationSettings
 from meddap.stats import expected_calibration_error, sensitivity_at_specificity
 
 METRICS_FILE = "metrics.json"
@@ -80,11 +81,8 @@ def evaluate_classifier(
     model_dir: str | Path,
     test_sets: Mapping[TestSet, str | Path],
     out_dir: str | Path,
+    settings: EvaluationSettings = EvaluationSettings(),
     *,
-    positive_class: str | None = "malignant",
-    specificity: float = 0.9,
-    corruptions: Sequence[str] = (),
-    severities: Sequence[int] = (),
     seed: int = 0,
     labels: dict[str, object] | None = None,
 ) -> dict[str, dict]:
@@ -92,7 +90,7 @@ def evaluate_classifier(
 
     ``test_sets``: test set -> CSV of (path, class[, extra columns kept in the predictions]).
     Writes ``out_dir/<name>/predictions.csv`` and ``out_dir/<name>/metrics.json`` per test set and,
-    when ``corruptions`` are given and an internal test set is among them, ``out_dir/robustness.csv``
+    when ``settings.corruptions`` are given and an internal test set is among them, ``out_dir/robustness.csv``
     (balanced error of the internal test split under each corruption and severity, with the
     ``labels`` columns first). ``labels`` say what was evaluated (variant, family, adjective, ratio,
     arch, fold): each metrics.json holds them, with ``test_set`` and ``test_set_kind``, under
@@ -118,16 +116,19 @@ def evaluate_classifier(
             predictions = predictions_frame(list(table["path"]), list(table["class"]), probabilities, meta["classes"])
             for extra in table.columns.difference(["path", "class"]):
                 predictions[extra] = table[extra].values
-            metrics = classification_metrics(list(table["class"]), probabilities, meta["classes"], positive_class, specificity)
+            metrics = classification_metrics(
+                list(table["class"]), probabilities, meta["classes"], settings.positive_class, settings.specificity
+            )
             evaluated = {**(labels or {}), "test_set": test_set.name, "test_set_kind": str(test_set.kind)}
             (folder / test_set.name).mkdir(parents=True)
             predictions.to_csv(folder / test_set.name / PREDICTIONS_FILE, index=False)
             (folder / test_set.name / METRICS_FILE).write_text(json_text({EVALUATED: evaluated, **metrics}))
             results[test_set.name] = metrics
-        if corruptions and internal:
+        if settings.corruptions and internal:
             table = tables[internal[0]]
             errors = evaluate_corruptions(
-                model, meta, list(table["path"]), list(table["class"]), corruptions=corruptions, severities=severities, seed=seed
+                model, meta, list(table["path"]), list(table["class"]),
+                corruptions=settings.corruptions, severities=settings.severities, seed=seed,
             )
             for position, (column, value) in enumerate((labels or {}).items()):
                 errors.insert(position, column, value)

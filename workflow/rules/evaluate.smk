@@ -23,10 +23,7 @@ rule evaluate:
             test_set.as_params() for test_set in evaluation_test_sets(wc)
         ],
         labels=evaluation_labels,
-        positive_class=config["evaluation"]["positive_class"],
-        specificity=config["evaluation"]["specificity"],
-        corruptions=config["evaluation"]["corruptions"],
-        severities=config["evaluation"]["severities"],
+        evaluation=SETTINGS.evaluation.params(),
         seed=config["seed"],
     script:
         "../scripts/evaluate.py"

@@ -6,16 +6,14 @@ log = start(snakemake)  # noqa: F821
 
 from meddap.evaluate import evaluate_classifier  # noqa: E402
 from meddap.kinds import TestSet  # noqa: E402
+from meddap.stages import EvaluationSettings  # noqa: E402
 
 test_sets = [TestSet(**params) for params in snakemake.params.test_sets]
 results = evaluate_classifier(
     snakemake.input.model,
     dict(zip(test_sets, snakemake.input.test_sets)),
     snakemake.output[0],
-    positive_class=snakemake.params.positive_class,
-    specificity=snakemake.params.specificity,
-    corruptions=snakemake.params.corruptions,
-    severities=snakemake.params.severities,
+    EvaluationSettings.from_params(snakemake.params.evaluation),
     seed=snakemake.params.seed,
     labels=dict(snakemake.params.labels),
 )
