@@ -28,7 +28,7 @@ def test_default_lora_on_the_small_model_is_under_one_percent(small_pipeline_dir
     import yaml
     from diffusers import UNet2DConditionModel
 
-    from meddap.diffusion import SmallModelSpec, build_small_components
+    from meddap.small_model import SmallModelSpec, build_small_components
 
     config = yaml.safe_load(open("config/config.yaml"))
     _, _, _, unet = build_small_components(SmallModelSpec(image_size=config["base_model"]["pretrain"]["image_size"]), ["a"], seed=0)
@@ -242,7 +242,8 @@ def test_validation_images_leave_the_trained_lora_unchanged(small_pipeline_dir, 
 def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_dir, class_images, tmp_path, monkeypatch):
     """lora.mode: shared: one LoRA on all classes; the denoiser sees each image's class prompt."""
     import meddap.lora as lora_module
-    from meddap.diffusion import encode_text, load_pipeline
+    from meddap.base_models import load_pipeline
+    from meddap.denoising import encode_text
 
     prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
     seen = {}

@@ -243,7 +243,9 @@ def build_embedded_pipeline(out_dir: Path, config: dict, seed: int) -> Path:
     """The embedded small SD of the config's size, random weights, saved with save_pretrained."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    from meddap.diffusion import SD_SCHEDULE, SmallModelSpec, build_small_components, prompt_words
+    from meddap.denoising import SD_SCHEDULE
+    from meddap.prompts import prompt_words
+    from meddap.small_model import SmallModelSpec, build_small_components
 
     pretrain = _section(config, "base_model", "pretrain")
     spec = SmallModelSpec.from_config({**(pretrain.get("small") or {}), "image_size": int(pretrain.get("image_size", 64))})
@@ -294,7 +296,7 @@ class BaselineGeneration:
     def __init__(self, args, pipeline_dir, lora_dir, prompt, device, dtype):
         from diffusers import PNDMScheduler
 
-        from meddap.diffusion import load_pipeline
+        from meddap.base_models import load_pipeline
 
         self.args, self.prompt, self.device = args, prompt, device
         self.pipe = load_pipeline(pipeline_dir, device, dtype)
@@ -332,7 +334,7 @@ class MeddapGeneration:
     """meddap.generate.generate_images on a pipeline set up as generate_shard sets it up."""
 
     def __init__(self, args, pipeline_dir, lora_dir, prompt, device, dtype, batch_size: int):
-        from meddap.diffusion import load_pipeline
+        from meddap.base_models import load_pipeline
         from meddap.generate import prepare_for_generation, set_scheduler
         from meddap.lora import apply_lora
 
@@ -392,7 +394,7 @@ class BaselineTraining:
         from PIL import Image
         from torchvision import transforms
 
-        from meddap.diffusion import load_pipeline
+        from meddap.base_models import load_pipeline
 
         self.args, self.prompt, self.device, self.dtype, self.out_dir = args, prompt, device, dtype, out_dir
         self.pipe = load_pipeline(pipeline_dir, device, dtype)
@@ -694,7 +696,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the benchmark; returns {'generation': DataFrame|None, 'lora_training': DataFrame|None, 'info': dict}."""
-    from meddap.diffusion import pick_device, pick_dtype
+    from meddap.devices import pick_device, pick_dtype
     from meddap.generate import image_seed
     from meddap.prompts import build_prompt, training_prompt
     from meddap.settings import library_versions
@@ -787,7 +789,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _generation_flops(pipeline_dir, args, device, dtype) -> int:
-    from meddap.diffusion import encode_text, load_pipeline
+    from meddap.base_models import load_pipeline
+    from meddap.denoising import encode_text
 
     pipe = load_pipeline(pipeline_dir, device, dtype)
     embeds = encode_text(pipe.tokenizer, pipe.text_encoder, [""], device)

@@ -186,7 +186,8 @@ def generate_shard(
     compile_unet: bool = False,
     arm: str = "",
 ) -> pd.DataFrame:
-    from meddap.diffusion import load_pipeline, pick_device, pick_dtype
+    from meddap.base_models import load_pipeline
+    from meddap.devices import pick_device, pick_dtype
     from meddap.lora import apply_lora
 
     torch_device = pick_device(device)

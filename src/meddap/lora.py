@@ -27,8 +27,9 @@ import pandas as pd
 import torch
 
 from meddap.atomic import atomic_path, write_json
+from meddap.base_models import load_pipeline
+from meddap.denoising import encode_latents, encode_text, images_to_tensor, train_denoiser, training_scheduler
 from meddap.lineage import write_lineage
-from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser, training_scheduler
 from meddap.generate import set_scheduler
 from meddap.seeding import derive_seed
 
@@ -199,7 +200,7 @@ def train_lora(
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    from meddap.diffusion import pick_device, pick_dtype
+    from meddap.devices import pick_device, pick_dtype
 
     if not image_paths:
         raise LoraError(f"no training images for the LoRA prompt {prompt!r}")
