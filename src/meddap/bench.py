@@ -469,35 +469,6 @@ class BaselineTraining:
         del self.pipe, self.optimizer, self.parameters
 
 
-@contextlib.contextmanager
-def _step_clock(stamps: list[tuple[float, float]]):
-    """Time-stamp the steps of meddap.lora.train_lora's loop (its own train_denoiser call).
-
-    stamps[0] is the start of the loop, stamps[k] the end of step k (after ``loss.item()``).
-    """
-    import meddap.lora as lora_module
-
-    real = lora_module.train_denoiser
-
-    def timed(*args, **kwargs):
-        inner = kwargs.get("on_step")
-
-        def on_step(step, optimizer):
-            if inner is not None:
-                inner(step, optimizer)
-            stamps.append(_clock())
-
-        kwargs["on_step"] = on_step
-        stamps.append(_clock())
-        return real(*args, **kwargs)
-
-    lora_module.train_denoiser = timed
-    try:
-        yield
-    finally:
-        lora_module.train_denoiser = real
-
-
 class MeddapTraining:
     """meddap.lora.train_lora itself (one call per round: load, cache latents + text, warm-up, steps)."""
 
@@ -514,15 +485,16 @@ class MeddapTraining:
     def timed(self, steps: int) -> tuple[float, float]:
         from meddap.lora import train_lora
 
+        # stamps[0]: the start of train_lora's loop; stamps[k]: the end of step k (after its loss.item()).
         warmup, stamps = self.args.lora_warmup, []
         start = time.perf_counter()
-        with _step_clock(stamps):
-            train_lora(
-                str(self.pipeline_dir), self.image_paths, self.prompt, self.out_dir, rank=self.args.rank,
-                alpha=self.args.alpha, target_modules=self.args.target_modules, steps=warmup + steps,
-                batch_size=self.batch_size, lr=self.args.lr, resolution=self.args.resolution, flip=True,
-                seed=self.args.seed, device=str(self.device), precision=self.args.dtype, checkpoint_every=0,
-            )
+        train_lora(
+            str(self.pipeline_dir), self.image_paths, self.prompt, self.out_dir, rank=self.args.rank,
+            alpha=self.args.alpha, target_modules=self.args.target_modules, steps=warmup + steps,
+            batch_size=self.batch_size, lr=self.args.lr, resolution=self.args.resolution, flip=True,
+            seed=self.args.seed, device=str(self.device), precision=self.args.dtype, checkpoint_every=0,
+            on_step=lambda step, loss: stamps.append(_clock()),
+        )
         if len(stamps) != warmup + steps + 1:
             raise RuntimeError(f"timed {len(stamps) - 1} train_lora steps, expected {warmup + steps}")
         self.setups.append(stamps[0][0] - start)
