@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.generate import generate_images, generate_shard, image_seed, read_shards
+from meddap.generate import generate_shard, image_seed, read_shards
 from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora, validation_steps
 from meddap.sd15 import SD15_UNET
 

@@ -15,7 +15,6 @@ import pandas as pd
 from meddap.plan import ORIGINAL, Plan
 
 KEY = ["variant", "adjective", "ratio", "arch", "test_set"]
-HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "macro_auroc", "accuracy")
 
 
 def collect_metrics(records: list[dict], plan: Plan) -> pd.DataFrame:
