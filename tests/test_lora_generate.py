@@ -146,16 +146,16 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
             raise Killed
 
     with pytest.raises(Killed):
-        train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt",
-                   on_step=dies_after_step_4, **common)
+        train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
+                   checkpoint_dir=tmp_path / "ckpt", on_step=dies_after_step_4, **common)
     assert not (tmp_path / "resumed").exists()  # nothing that looks complete
     assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 4
     assert len(pd.read_csv(tmp_path / "ckpt" / "loss.csv")) == 4  # the history so far travels with the checkpoint
 
     calls = []
     with caplog.at_level(logging.INFO, logger="meddap.lora"):
-        resumed = train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt",
-                             on_step=lambda step, loss: calls.append((step, loss)), **common)
+        resumed = train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
+                             checkpoint_dir=tmp_path / "ckpt", on_step=lambda step, loss: calls.append((step, loss)), **common)
     assert resumed["resumed_from_step"] == 4
     assert [step for step, _ in calls] == [4, 5, 6] and calls[0][1] is None  # the start, then each step with its loss
     assert "resuming LoRA training from checkpoint" in caplog.text
@@ -240,14 +240,15 @@ def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_
     from meddap.lora import prompt_conditions
 
     prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
-    info = train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2, batch_size=2,
-                      lr=1e-3, resolution=32, seed=0)
+    info = train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2,
+                      batch_size=2, lr=1e-3, resolution=32, seed=0)
     assert (tmp_path / "shared" / LORA_WEIGHT_NAME).is_file() and sorted(info["prompt"]) == sorted(set(prompts))
     cpu = torch.device("cpu")
     pipe = load_pipeline(str(small_pipeline_dir), cpu, torch.float32)
     with torch.no_grad():
         expected = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, cpu).float()
-    condition, uncondition = prompt_conditions(pipe, prompts, flip=True, device=cpu)  # what train_lora gives the denoiser
+    # What train_lora gives the denoiser: each image's own prompt embedding.
+    condition, uncondition = prompt_conditions(pipe, prompts, flip=True, device=cpu)
     assert len(condition) == 8  # 4 images + their flips, one embedding each
     assert torch.allclose(condition[:4], expected, atol=1e-5) and torch.allclose(condition[4:], expected, atol=1e-5)
     assert len(prompt_conditions(pipe, prompts, flip=False, device=cpu)[0]) == 4

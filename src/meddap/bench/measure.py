@@ -173,10 +173,11 @@ def unet_flops(unet, latent_size: int, text_embeds: torch.Tensor, backward: bool
 
 
 # ---------------------------------------------------------------- runners, timed in interleaved rounds
-# Each measured method is a runner (meddap.bench.generation, meddap.bench.lora): constructing it is the one-time setup (model load, LoRA, ...),
-# ``warm_up(chunk)`` runs untimed work at the timed shapes, ``timed(chunk)`` returns the (wall,
-# process CPU) seconds the chunk took. ``interleave`` alternates the runners round by round so that both see the same
-# machine (on a shared machine the load changes from minute to minute).
+# Each measured method is a runner (meddap.bench.generation, meddap.bench.lora): constructing it
+# is the one-time setup (model load, LoRA, ...), ``warm_up(chunk)`` runs untimed work at the
+# timed shapes, ``timed(chunk)`` returns the (wall, process CPU) seconds the chunk took.
+# ``interleave`` alternates the runners round by round so that both see the same machine (on a
+# shared machine the load changes from minute to minute).
 
 
 def interleave(makers: dict, chunks: list | dict, device: torch.device) -> tuple[dict, dict]:
