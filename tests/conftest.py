@@ -67,7 +67,9 @@ def small_pipeline_dir(tmp_path_factory) -> Path:
     import torch
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    from meddap.diffusion import SD_SCHEDULE, SmallModelSpec, build_small_components, prompt_words
+    from meddap.denoising import SD_SCHEDULE
+    from meddap.prompts import prompt_words
+    from meddap.small_model import SmallModelSpec, build_small_components
 
     torch.manual_seed(0)
     spec = SmallModelSpec(image_size=32)

@@ -54,7 +54,7 @@ def test_single_file_converts_exactly_and_generates(sd15_checkpoint, tmp_path):
     from diffusers import StableDiffusionPipeline
     from safetensors import safe_open
 
-    from meddap.diffusion import load_pipeline
+    from meddap.base_models import load_pipeline
 
     folder, checkpoint = sd15_checkpoint
     with safe_open(str(checkpoint), framework="pt") as handle:

@@ -4,8 +4,10 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from meddap import bench
+from meddap.bench.measure import interleave
 
 
 def test_bench_writes_both_methods_with_ratios(tmp_path, capsys):
@@ -68,4 +70,4 @@ def test_bench_on_the_sd15_architecture_with_a_smaller_baseline_count(tmp_path, 
 
 def test_interleave_needs_the_same_rounds_for_every_runner():
     with pytest.raises(ValueError, match="same number of rounds"):
-        bench.interleave({"a": lambda: None, "b": lambda: None}, {"a": [[1]], "b": [[1], [2]]}, bench.torch.device("cpu"))
+        interleave({"a": lambda: None, "b": lambda: None}, {"a": [[1]], "b": [[1], [2]]}, torch.device("cpu"))

@@ -2,7 +2,6 @@
 from a read-only copy of the dataset that the run must leave byte-identical."""
 
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -1,7 +1,5 @@
 """Leak-free by construction: per-fold arms, the pretraining corpus, and the lineage audit."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.generate import generate_images, generate_shard, image_seed, read_shards
+from meddap.generate import generate_shard, image_seed, read_shards
 from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora, validation_steps
 from meddap.sd15 import SD15_UNET
 from meddap.stages import SamplingSettings
@@ -30,7 +30,7 @@ def test_default_lora_on_the_small_model_is_under_one_percent(small_pipeline_dir
     import yaml
     from diffusers import UNet2DConditionModel
 
-    from meddap.diffusion import SmallModelSpec, build_small_components
+    from meddap.small_model import SmallModelSpec, build_small_components
 
     config = yaml.safe_load(open("config/config.yaml"))
     _, _, _, unet = build_small_components(SmallModelSpec(image_size=config["base_model"]["pretrain"]["image_size"]), ["a"], seed=0)
@@ -131,11 +131,10 @@ def test_read_shards_gives_paths_in_order(small_pipeline_dir, trained_lora, tmp_
     assert image.shape == (32, 32, 3) and (image[..., 0] == image[..., 2]).all()
 
 
-def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_path, caplog, monkeypatch):
+def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_path, caplog):
     import json
     import logging
 
-    import meddap.lora as lora_module
     from safetensors.torch import load_file
 
     prompt = "an ultrasound photo of benign tumor in breast"
@@ -146,29 +145,23 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
     class Killed(Exception):
         pass
 
-    original = lora_module.train_denoiser
+    def dies_after_step_4(step, loss):
+        if step == 4:
+            raise Killed
 
-    def dies_after_step_4(*args, **kwargs):
-        inner = kwargs["on_step"]
-
-        def on_step(step, optimizer):
-            inner(step, optimizer)
-            if step == 4:
-                raise Killed
-
-        return original(*args, **{**kwargs, "on_step": on_step})
-
-    monkeypatch.setattr(lora_module, "train_denoiser", dies_after_step_4)
     with pytest.raises(Killed):
-        train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt", **common)
+        train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
+                   checkpoint_dir=tmp_path / "ckpt", on_step=dies_after_step_4, **common)
     assert not (tmp_path / "resumed").exists()  # nothing that looks complete
     assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 4
     assert len(pd.read_csv(tmp_path / "ckpt" / "loss.csv")) == 4  # the history so far travels with the checkpoint
-    monkeypatch.undo()
 
+    calls = []
     with caplog.at_level(logging.INFO, logger="meddap.lora"):
-        resumed = train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed", checkpoint_dir=tmp_path / "ckpt", **common)
+        resumed = train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
+                             checkpoint_dir=tmp_path / "ckpt", on_step=lambda step, loss: calls.append((step, loss)), **common)
     assert resumed["resumed_from_step"] == 4
+    assert [step for step, _ in calls] == [4, 5, 6] and calls[0][1] is None  # the start, then each step with its loss
     assert "resuming LoRA training from checkpoint" in caplog.text
     a = load_file(tmp_path / "straight" / LORA_WEIGHT_NAME)
     b = load_file(tmp_path / "resumed" / LORA_WEIGHT_NAME)
@@ -178,6 +171,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
     straight_losses, resumed_losses = (pd.read_csv(tmp_path / run / "loss.csv") for run in ("straight", "resumed"))
     assert resumed_losses["step"].tolist() == list(range(1, 7))
     pd.testing.assert_frame_equal(straight_losses, resumed_losses, check_exact=True)
+    assert [loss for _, loss in calls[1:]] == resumed_losses["loss"].tolist()[4:]
     straight_images, resumed_images = (pd.read_csv(tmp_path / run / "validation.csv") for run in ("straight", "resumed"))
     pd.testing.assert_frame_equal(straight_images, resumed_images)
     assert straight_images["step"].tolist() == [2, 4, 6]
@@ -243,27 +237,27 @@ def test_validation_images_leave_the_trained_lora_unchanged(small_pipeline_dir, 
     assert torch.equal(rng0, rng2)  # the global RNG stream is as if no image was rendered
 
 
-def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_dir, class_images, tmp_path, monkeypatch):
+def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_dir, class_images, tmp_path):
     """lora.mode: shared: one LoRA on all classes; the denoiser sees each image's class prompt."""
-    import meddap.lora as lora_module
-    from meddap.diffusion import encode_text, load_pipeline
+    from meddap.base_models import load_pipeline
+    from meddap.denoising import encode_text
+    from meddap.lora import prompt_conditions
 
     prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
-    seen = {}
-    real = lora_module.train_denoiser
-
-    def spy(unet, means, stds, condition, *args, **kwargs):
-        seen["condition"], seen["n_latents"] = condition.clone(), len(means)
-        return real(unet, means, stds, condition, *args, **kwargs)
-
-    monkeypatch.setattr(lora_module, "train_denoiser", spy)
-    info = train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2, batch_size=2, lr=1e-3, resolution=32, seed=0)
+    info = train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2,
+                      batch_size=2, lr=1e-3, resolution=32, seed=0)
     assert (tmp_path / "shared" / LORA_WEIGHT_NAME).is_file() and sorted(info["prompt"]) == sorted(set(prompts))
-    pipe = load_pipeline(str(small_pipeline_dir), torch.device("cpu"), torch.float32)
+    cpu = torch.device("cpu")
+    pipe = load_pipeline(str(small_pipeline_dir), cpu, torch.float32)
     with torch.no_grad():
-        expected = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, torch.device("cpu")).float()
-    condition = seen["condition"]
-    assert seen["n_latents"] == len(condition) == 8  # 4 images + their flips, one embedding each
+        expected = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, cpu).float()
+    # What train_lora gives the denoiser: each image's own prompt embedding.
+    condition, uncondition = prompt_conditions(pipe, prompts, flip=True, device=cpu)
+    assert len(condition) == 8  # 4 images + their flips, one embedding each
     assert torch.allclose(condition[:4], expected, atol=1e-5) and torch.allclose(condition[4:], expected, atol=1e-5)
+    assert len(prompt_conditions(pipe, prompts, flip=False, device=cpu)[0]) == 4
+    one, _ = prompt_conditions(pipe, prompts[:1] * 4, flip=True, device=cpu)
+    assert len(one) == 1 and torch.allclose(one[0], expected[0], atol=1e-5)  # one prompt: broadcast over every latent
+    assert len(uncondition) == 1
     with pytest.raises(LoraError, match="one per image"):
         train_lora(str(small_pipeline_dir), class_images, prompts[:3], tmp_path / "bad", steps=1, resolution=32)

@@ -43,7 +43,7 @@ def test_folder_has_the_layout_and_configs_of_a_downloaded_checkpoint(sd15_folde
 
 
 def test_workflow_loader_lora_training_and_generation_accept_it(sd15_folder, tmp_path):
-    from meddap.diffusion import load_pipeline
+    from meddap.base_models import load_pipeline
     from meddap.generate import generate_shard
     from meddap.lora import LORA_WEIGHT_NAME, train_lora
     from meddap.phantom import DEFAULT_DEVICES, simulate_case

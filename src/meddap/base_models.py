@@ -22,10 +22,15 @@ import gzip
 import importlib.util
 import json
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +142,7 @@ def base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
     )
 
 
-# ---------------------------------------------------------------- diffusers folders
+# ---------------------------------------------------------------- diffusers folders: check and load
 def check_base_model_folder(path: str | Path) -> Path:
     """Raise a clear error unless ``path`` is a diffusers Stable Diffusion folder."""
     path = Path(path)
@@ -163,6 +168,34 @@ def check_base_model_folder(path: str | Path) -> Path:
     if missing:
         raise BaseModelError(f"base model folder {str(path)!r} lacks component(s) {missing}; it must be a full SD v1.x pipeline folder.")
     return path
+
+
+def load_pipeline(path: str | Path, device: torch.device, dtype: torch.dtype | None = None):
+    """``StableDiffusionPipeline.from_pretrained`` on a local diffusers folder (checked first with
+    ``check_base_model_folder``), with the hub offline, moved to the torch ``device``, in ``dtype``
+    (default fp32).
+
+    Hub ids and single files never reach here: rules download_base_model / convert_base_model
+    turn them into a local folder once.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    check_base_model_folder(path)
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder never touches the network
+    try:
+        pipeline = StableDiffusionPipeline.from_pretrained(
+            str(path), dtype=dtype if dtype is not None else torch.float32, safety_checker=None,
+            requires_safety_checker=False, local_files_only=True,
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
 
 
 # ---------------------------------------------------------------- single-file checkpoints
@@ -266,7 +299,7 @@ def clip_vit_l14_tokenizer():
     """
     from transformers import CLIPTokenizer
 
-    from meddap.diffusion import _bytes_to_unicode
+    from meddap.tokenizer import bytes_to_unicode
 
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
@@ -274,7 +307,7 @@ def clip_vit_l14_tokenizer():
     bpe_file = Path(spec.submodule_search_locations[0]) / CLIP_BPE_FILE
     lines = gzip.open(bpe_file, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : CLIP_MERGES + 1]]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=77)
 

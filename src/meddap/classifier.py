@@ -194,7 +194,7 @@ def train_classifier(
     from sklearn.metrics import f1_score
     from tqdm import tqdm
 
-    from meddap.diffusion import pick_device
+    from meddap.devices import pick_device
     from meddap.seeding import seed_everything
 
     seed_everything(seed)

@@ -181,7 +181,8 @@ def generate_shard(
     provenance: dict | None = None,
 ) -> pd.DataFrame:
     """Draw ``shard_size`` images of one (arm, class, adjective, shard) with the class LoRA; write the shard folder."""
-    from meddap.diffusion import load_pipeline, pick_device, pick_dtype
+    from meddap.base_models import load_pipeline
+    from meddap.devices import pick_device, pick_dtype
     from meddap.lora import apply_lora
 
     torch_device = pick_device(runtime.device)

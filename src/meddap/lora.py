@@ -20,15 +20,16 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from meddap.atomic import atomic_path, write_json
+from meddap.base_models import load_pipeline
+from meddap.denoising import encode_latents, encode_text, images_to_tensor, train_denoiser, training_scheduler
 from meddap.lineage import write_lineage
-from meddap.diffusion import encode_latents, encode_text, images_to_tensor, load_pipeline, train_denoiser, training_scheduler
 from meddap.generate import set_scheduler
 from meddap.seeding import derive_seed
 
@@ -164,6 +165,26 @@ def render_validation(pipeline, prompts: list[str], seeds: list[int], resolution
         pipeline.unet.train()
 
 
+def prompt_conditions(
+    pipeline, prompts: list[str], flip: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(condition, uncondition) of ``train_denoiser`` for images trained with ``prompts`` (one per image).
+
+    ``condition`` is the one text embedding of a single distinct prompt, broadcast over every
+    latent, or else one embedding per latent: each image's prompt, then the same again for the
+    flipped copies when ``flip``. ``uncondition`` is the empty prompt's. Both fp32 on the CPU.
+    """
+    distinct = sorted(set(prompts))
+    embeddings = encode_text(pipeline.tokenizer, pipeline.text_encoder, distinct, device).float().cpu()
+    if len(distinct) == 1:
+        condition = embeddings  # one embedding broadcast over every image
+    else:
+        per_image = torch.tensor([distinct.index(p) for p in prompts])
+        condition = embeddings[torch.cat([per_image, per_image]) if flip else per_image]
+    uncondition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [""], device).float().cpu()
+    return condition, uncondition
+
+
 def train_lora(
     base_model: str,
     image_paths: list[str],
@@ -186,6 +207,7 @@ def train_lora(
     condition_dropout: float = 0.0,
     timestep_bias: float = 1.0,
     validation: dict | None = None,
+    on_step: Callable[[int, float | None], None] | None = None,
 ) -> dict:
     """Train one LoRA on ``image_paths`` with ``prompt``; write it to ``out_dir`` atomically.
 
@@ -194,12 +216,16 @@ def train_lora(
     ``validation`` (keys of ``VALIDATION_DEFAULTS``): ``images`` images per distinct prompt at
     every checkpoint step and the last step (see ``validation_steps``), ``steps`` sampling steps
     with ``scheduler`` and classifier-free ``guidance_scale`` against the empty prompt.
+    ``on_step(step, loss)`` follows the training loop: it is called with ``(start_step, None)`` as
+    the loop starts (0, or the checkpoint's step when resuming), then with each optimisation
+    step's number and loss once that step's checkpoint and validation images are written. An
+    exception it raises stops the training there, as a killed job would.
     """
     from diffusers.training_utils import cast_training_params
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    from meddap.diffusion import pick_device, pick_dtype
+    from meddap.devices import pick_device, pick_dtype
 
     if not image_paths:
         raise LoraError(f"no training images for the LoRA prompt {prompt!r}")
@@ -224,13 +250,7 @@ def train_lora(
         images = torch.cat([images, images.flip(-1)])
     means, stds = encode_latents(vae, images)
     scaling = vae.config.scaling_factor
-    embeddings = encode_text(pipeline.tokenizer, pipeline.text_encoder, distinct, torch_device).float().cpu()
-    if len(distinct) == 1:
-        condition = embeddings  # one embedding broadcast over every image
-    else:
-        per_image = torch.tensor([distinct.index(p) for p in prompts])
-        condition = embeddings[torch.cat([per_image, per_image]) if flip else per_image]
-    uncondition = encode_text(pipeline.tokenizer, pipeline.text_encoder, [""], torch_device).float().cpu()
+    condition, uncondition = prompt_conditions(pipeline, prompts, flip, torch_device)
     noise_scheduler = training_scheduler(pipeline)  # the base model's schedule and prediction type
     if validation["images"]:
         set_scheduler(pipeline, validation["scheduler"])  # the VAE stays: it decodes the validation images
@@ -261,7 +281,7 @@ def train_lora(
 
     render_at = set(validation_steps(steps, checkpoint_every)) if validation["images"] else set()
 
-    def on_step(step: int, opt) -> None:
+    def after_step(step: int, opt) -> None:
         history.learning_rates.append(opt.param_groups[0]["lr"])
         if step in render_at:
             render_validation(pipeline, distinct, validation_seeds, resolution, validation, step, history)
@@ -272,11 +292,15 @@ def train_lora(
                 torch.save(opt.state_dict(), temporary / "optimizer.pt")
                 history.write(temporary)  # the losses and images so far, for a resumed run's history
                 (temporary / "state.json").write_text(json.dumps({"step": step, "digest": run_digest}))
+        if on_step is not None:
+            on_step(step, history.losses[-1])
 
+    if on_step is not None:
+        on_step(start_step, None)
     losses = train_denoiser(
         unet, means * scaling, stds * scaling, condition, uncondition, steps, batch_size, lr, seed,
         parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias, noise_scheduler=noise_scheduler,
-        description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=on_step,
+        description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=after_step,
         losses=history.losses,  # filled from the checkpoint on resume: the list holds every step
     )
     info = {

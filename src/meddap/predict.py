@@ -54,13 +54,14 @@ def load_members(members: list[Path], device: str = "cpu"):
 
 
 def pick_device(requested: str) -> str:
+    """``meddap.devices.pick_device`` for ``--device``, as a name; a clear error where CUDA is asked for and absent."""
     import torch
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    from meddap.devices import pick_device as torch_device
+
     if requested == "cuda" and not torch.cuda.is_available():
         raise PredictError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    return requested
+    return str(torch_device(requested))
 
 
 def predict_ensemble(models, meta: dict, paths: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:

@@ -1,12 +1,15 @@
-"""Aggregate evaluations: long-form metrics, fold summaries with paired tests, class fidelity."""
+"""Aggregate evaluations: long-form metrics, fold summaries with paired tests, class fidelity, and
+the report itself (``build_report``: tables, figures, Markdown summary, HTML page)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Mapping
 
-import numpy as np
 import pandas as pd
 
 from meddap.evaluate import EVALUATED, METRICS_FILE, PREDICTIONS_FILE
@@ -16,7 +19,6 @@ from meddap.plan import CLASSIC, MIXED, ORIGINAL
 METRICS_COLUMNS = [
     "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
 ]
-HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "macro_auroc", "accuracy")
 
 
 def read_evaluations(evaluation_dirs: list[str | Path]) -> list[dict]:
@@ -262,3 +264,115 @@ def readable_summary(
         for _, row in lora_losses.iterrows():
             lines.append(f"| {row.lora} | {row.arm} | {row.steps} | {_fmt(row.loss_first)} | {_fmt(row.loss_last)} |")
     return "\n".join(lines) + "\n"
+
+
+def read_robustness(evaluation_dirs: list[str | Path]) -> pd.DataFrame:
+    """Every evaluation folder's ``robustness.csv`` (its first columns say what was evaluated)."""
+    frames = [pd.read_csv(Path(d) / "robustness.csv") for d in evaluation_dirs if (Path(d) / "robustness.csv").is_file()]
+    if not frames:
+        return pd.DataFrame(columns=["variant", "arch", "fold", "corruption", "severity", "balanced_error"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_report(
+    inputs: Mapping,
+    outputs: Mapping[str, str],
+    classes: list[str],
+    prompt_classes: dict[str, str],
+    n_bootstrap: int,
+    seed: int,
+    benchmarks: str | Path,
+    near_duplicate_distance: int,
+    mixed_label_groups: str,
+    lora_scope: str,
+    pretrain_corpus: str | None,
+) -> str:
+    """Rule report: write every table, figure, the Markdown summary and the HTML page; return the summary.
+
+    ``inputs`` and ``outputs`` hold the files of rule ``report`` under its names (evaluation
+    folders, quality tables, manifest, audit, shards, LoRA folders; metrics.csv ... index.html and
+    the figures); ``prompt_classes`` maps each class's LoRA training prompt to the class (a shared
+    LoRA's validation images are shown by class); ``benchmarks`` is the folder of the rules'
+    benchmark files (run times); the rest are the rule's params.
+    """
+    from meddap import figures
+    from meddap.atomic import write_csv, write_text
+    from meddap.generate import read_shards
+    from meddap.robustness import robustness_summary
+    from meddap.stats import bootstrap_table, summarise
+
+    inputs, out = SimpleNamespace(**inputs), SimpleNamespace(**outputs)
+    # What each evaluation is (variant, family, ratio, arch, fold, test set and its kind) is in its metrics.json.
+    evaluations = read_evaluations(list(inputs.evaluations))
+    synthetic = of_kind(evaluations, TestSetKind.SYNTHETIC)
+    records = [record for record in evaluations if record["test_set_kind"] != TestSetKind.SYNTHETIC]
+    errors = read_robustness(list(inputs.evaluations))
+
+    metrics = collect_metrics(records)
+    summary = summarise(metrics)
+    bootstrap = bootstrap_table(records, metric="macro_f1", n_boot=n_bootstrap, seed=seed)
+    fidelity = class_fidelity(synthetic)
+    robustness = robustness_summary(errors)
+    quality_tables = {}
+    for name in ("quality", "adjective_effect", "near_copies"):
+        frames = [pd.read_csv(path).assign(arch=Path(path).parent.name) for path in getattr(inputs, name)]
+        quality_tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    write_csv(out.metrics, metrics)
+    write_csv(out.summary, summary)
+    write_csv(out.bootstrap, bootstrap)
+    write_csv(out.fidelity, fidelity)
+    write_csv(out.robustness, robustness)
+    write_csv(out.quality, quality_tables["quality"])
+    write_csv(out.adjective_effect, quality_tables["adjective_effect"])
+    write_csv(out.near_copies, quality_tables["near_copies"])
+
+    # Figures: scores, robustness curves, confusion matrices, image grid, run times.
+    figures.plot_variant_scores(summary, "macro_f1", out.fig_scores)
+    figures.plot_robustness(errors, out.fig_robustness)
+    internal = of_kind(records, TestSetKind.INTERNAL)
+    predictions = pd.concat([pd.read_csv(r["predictions"]).assign(variant=r["variant"]) for r in internal], ignore_index=True)
+    figures.plot_confusions(predictions, classes, out.fig_confusion)
+    manifest = pd.read_csv(inputs.manifest)
+    figures.plot_image_grid(manifest[manifest["split"] == "train"], read_shards(list(inputs.shards)), out.fig_grid)
+    bench_root = Path(benchmarks)
+    runtimes = figures.benchmark_runtimes(sorted(glob.glob(str(bench_root / "**" / "*.tsv"), recursive=True)), bench_root)
+    write_csv(out.runtimes, runtimes)
+    figures.plot_runtimes(runtimes, out.fig_runtimes)
+    # LoRA training: loss curves and validation images per checkpoint (a shared LoRA's by class prompt).
+    lora_losses, lora_validation = read_lora_histories(list(inputs.loras), prompt_classes)
+    lora_summary = lora_loss_summary(lora_losses)
+    figures.plot_lora_losses(lora_losses, out.fig_lora_loss)
+    figures.plot_lora_validation(lora_validation, out.fig_lora_validation)
+
+    duplicates_note = near_duplicate_note(pd.read_csv(inputs.near_duplicates), near_duplicate_distance, mixed_label_groups)
+    audit_summary = pd.read_csv(inputs.audit_summary)
+    preface = leakage_notes(lora_scope, pretrain_corpus, Path(inputs.audit_verdict).read_text())
+    text = readable_summary(
+        summary, fidelity, chance=1.0 / len(classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables,
+        near_duplicates=duplicates_note, preface=preface, lora_losses=lora_summary,
+    )
+    write_text(out.readable, text)
+    headline = summary[summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])]
+    columns = ["test_set", "arch", "variant", "metric", "mean", "std", "delta_vs_original", "p_t_vs_original", "delta_vs_classic", "p_t_vs_classic"]
+    figures.html_page(
+        out.html,
+        "MEDDAP results",
+        [
+            ("Leakage and lineage audit", " ".join(preface).replace("**", ""), [], [audit_summary, pd.read_csv(inputs.audit_findings).head(50)]),
+            ("Data", duplicates_note, [], []),
+            ("LoRA training", "Loss per step of every LoRA (one line per arm), and its validation images at each checkpoint "
+             "(same seeds in every column).", [out.fig_lora_loss, out.fig_lora_validation], [lora_summary]),
+            ("Synthetic images", "Real training images next to synthetic images of each adjective.", [out.fig_grid], []),
+            ("Scores", "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.", [out.fig_scores],
+             [headline[[c for c in columns if c in headline]].sort_values(["metric", "test_set", "arch", "variant"])]),
+            ("Bootstrap confidence intervals", "95% percentile intervals over test images of the fold-mean macro-F1 and of its difference to original.", [], [bootstrap]),
+            ("Robustness", "Balanced error on corrupted copies of the internal test split; nBE and rBE relative to original (MedMNIST-C).", [out.fig_robustness],
+             [robustness[robustness["corruption"] == "mean"].groupby(["variant", "arch"])[["be_clean", "be_mean", "nbe", "rbe"]].agg(["mean", "std"]).pipe(lambda f: f.set_axis([f"{a}_{b}" for a, b in f.columns], axis=1)).reset_index()]),
+            ("Confusion matrices", "", [out.fig_confusion], []),
+            ("Synthetic-image quality", "Fréchet distance, precision and recall in the feature space of the original classifiers; class fidelity; adjective effects; nearest training images.", [],
+             [fidelity, quality_tables["quality"], quality_tables["adjective_effect"], quality_tables["near_copies"]]),
+            ("Run time per rule", "", [out.fig_runtimes], [runtimes]),
+        ],
+    )
+    return text

@@ -6,7 +6,7 @@ the text encoder's) while the depth, block types, attention layout and schedules
 written by ``build_sd15_pipeline`` is what a downloaded SD v1.5 checkpoint looks like to the
 workflow, so tests can prove that the loader, LoRA training and generation accept one, and the
 benchmark can time full-size arithmetic without downloading weights. The tokenizer is the
-offline one (meddap.diffusion.build_tokenizer): the real CLIP BPE vocabulary cannot be built
+offline one (meddap.tokenizer.build_tokenizer): the real CLIP BPE vocabulary cannot be built
 offline, and the text encoder keeps SD's 49408-token embedding table all the same.
 """
 
@@ -66,7 +66,7 @@ def sd15_components(width_divisor: int = 1, tokenizer_words: list[str] | None = 
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from meddap.diffusion import build_tokenizer
+    from meddap.tokenizer import build_tokenizer
 
     if width_divisor < 1 or any((c // width_divisor) % 32 or c % width_divisor for c in SD15_UNET["block_out_channels"]):
         raise ValueError(f"width_divisor must keep the UNet widths whole multiples of 32 (1, 2, 5 or 10), got {width_divisor}")

@@ -89,6 +89,11 @@ rule report:
         mem_mb=4000,
         runtime=30,
     params:
+        classes=SETTINGS.classes,
+        # A shared LoRA's validation images are shown by class: its training prompt -> class.
+        prompt_classes={
+            SETTINGS.prompts.training_prompt(cls): cls for cls in SETTINGS.classes
+        },
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["seed"],
         benchmarks=BENCH,

@@ -5,7 +5,7 @@ from _meddap_script import start
 log = start(snakemake)  # noqa: F821
 
 from meddap.atomic import atomic_path, write_csv, write_json  # noqa: E402
-from meddap.diffusion import SmallModelSpec, pretrain_small_model  # noqa: E402
+from meddap.small_model import SmallModelSpec, pretrain_small_model  # noqa: E402
 from meddap.lineage import write_lineage  # noqa: E402
 from meddap.pretraining import decontaminate, pretraining_corpus  # noqa: E402
 from meddap.settings import PHANTOM_CORPUS, library_versions  # noqa: E402

@@ -4,8 +4,6 @@ from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
 
-import pandas as pd  # noqa: E402
-
 from meddap.atomic import write_csv  # noqa: E402
 from meddap.dataset import DROPPED, DatasetError, check_images, find_cross_class_duplicates, list_class_images, make_split  # noqa: E402
 from meddap.near_duplicates import duplicate_report, hash_images, hash_to_hex, near_duplicate_groups  # noqa: E402
