@@ -10,8 +10,14 @@ from PIL import Image
 from meddap.generate import generate_shard, image_seed, read_shards
 from meddap.lora import DEFAULT_TARGET_MODULES, LORA_WEIGHT_NAME, LoraError, add_lora, apply_lora, lora_share, train_lora, validation_steps
 from meddap.sd15 import SD15_UNET
-from meddap.stages import SamplingSettings
+from meddap.stages import LoraSettings, SamplingSettings
 
+
+
+def train(base_model, image_paths, prompt, out_dir, seed=0, checkpoint_dir=None, on_step=None, **settings):
+    """``train_lora`` with its LoraSettings given as keywords (validation as a dict), as the rule's params do."""
+    return train_lora(base_model, image_paths, prompt, out_dir, LoraSettings.from_params(settings), seed,
+                      checkpoint_dir=checkpoint_dir, on_step=on_step)
 
 
 def test_rank4_lora_on_sd15_unet_is_under_a_tenth_of_a_percent():
@@ -55,7 +61,7 @@ def class_images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_lora(small_pipeline_dir, class_images, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "benign"
-    info = train_lora(str(small_pipeline_dir), class_images, "an ultrasound photo of benign tumor in breast", out,
+    info = train(str(small_pipeline_dir), class_images, "an ultrasound photo of benign tumor in breast", out,
                       rank=2, steps=3, batch_size=2, lr=1e-3, resolution=32, seed=0)
     return out, info
 
@@ -139,7 +145,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
 
     prompt = "an ultrasound photo of benign tumor in breast"
     common = dict(rank=2, steps=6, batch_size=2, lr=1e-3, resolution=32, seed=5, checkpoint_every=2, validation={"images": 1, "steps": 2})
-    train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "straight", checkpoint_dir=tmp_path / "ckpt0", **common)
+    train(str(small_pipeline_dir), class_images, prompt, tmp_path / "straight", checkpoint_dir=tmp_path / "ckpt0", **common)
     assert not (tmp_path / "ckpt0").exists()  # a finished run removes its checkpoint
 
     class Killed(Exception):
@@ -150,7 +156,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
             raise Killed
 
     with pytest.raises(Killed):
-        train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
+        train(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
                    checkpoint_dir=tmp_path / "ckpt", on_step=dies_after_step_4, **common)
     assert not (tmp_path / "resumed").exists()  # nothing that looks complete
     assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 4
@@ -158,7 +164,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
 
     calls = []
     with caplog.at_level(logging.INFO, logger="meddap.lora"):
-        resumed = train_lora(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
+        resumed = train(str(small_pipeline_dir), class_images, prompt, tmp_path / "resumed",
                              checkpoint_dir=tmp_path / "ckpt", on_step=lambda step, loss: calls.append((step, loss)), **common)
     assert resumed["resumed_from_step"] == 4
     assert [step for step, _ in calls] == [4, 5, 6] and calls[0][1] is None  # the start, then each step with its loss
@@ -191,7 +197,7 @@ def test_lora_writes_its_loss_per_step_and_validation_images_at_each_checkpoint(
     import json
 
     out = tmp_path / "benign"
-    info = train_lora(str(small_pipeline_dir), class_images, "an ultrasound photo of benign tumor in breast", out, rank=2, steps=5,
+    info = train(str(small_pipeline_dir), class_images, "an ultrasound photo of benign tumor in breast", out, rank=2, steps=5,
                       batch_size=2, lr=1e-3, resolution=32, seed=0, checkpoint_every=2, validation={"images": 2, "steps": 2, "grayscale": True})
     losses = pd.read_csv(out / "loss.csv")
     assert losses["step"].tolist() == [1, 2, 3, 4, 5]
@@ -213,7 +219,7 @@ def test_lora_writes_its_loss_per_step_and_validation_images_at_each_checkpoint(
 
 def test_shared_lora_renders_validation_images_for_every_class_prompt(small_pipeline_dir, class_images, tmp_path):
     prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
-    train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2, batch_size=2, lr=1e-3,
+    train(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2, batch_size=2, lr=1e-3,
                resolution=32, seed=0, validation={"images": 1, "steps": 2})
     images = pd.read_csv(tmp_path / "shared" / "validation.csv")
     assert sorted(images["prompt"]) == sorted(set(prompts)) and set(images["step"]) == {2}
@@ -228,7 +234,7 @@ def test_validation_images_leave_the_trained_lora_unchanged(small_pipeline_dir, 
     for images in (0, 2):
         out = tmp_path / f"images{images}"
         torch.manual_seed(123)
-        train_lora(str(small_pipeline_dir), class_images, prompt, out, validation={"images": images, "steps": 3}, **common)
+        train(str(small_pipeline_dir), class_images, prompt, out, validation={"images": images, "steps": 3}, **common)
         runs[images] = (load_file(out / LORA_WEIGHT_NAME), pd.read_csv(out / "loss.csv"), torch.get_rng_state())
     assert not (tmp_path / "images0" / "validation").exists() and len(pd.read_csv(tmp_path / "images2" / "validation.csv")) == 4
     (weights0, losses0, rng0), (weights2, losses2, rng2) = runs[0], runs[2]
@@ -244,7 +250,7 @@ def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_
     from meddap.lora import prompt_conditions
 
     prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
-    info = train_lora(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2,
+    info = train(str(small_pipeline_dir), class_images, prompts, tmp_path / "shared", rank=2, steps=2,
                       batch_size=2, lr=1e-3, resolution=32, seed=0)
     assert (tmp_path / "shared" / LORA_WEIGHT_NAME).is_file() and sorted(info["prompt"]) == sorted(set(prompts))
     cpu = torch.device("cpu")
@@ -260,4 +266,4 @@ def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_
     assert len(one) == 1 and torch.allclose(one[0], expected[0], atol=1e-5)  # one prompt: broadcast over every latent
     assert len(uncondition) == 1
     with pytest.raises(LoraError, match="one per image"):
-        train_lora(str(small_pipeline_dir), class_images, prompts[:3], tmp_path / "bad", steps=1, resolution=32)
+        train(str(small_pipeline_dir), class_images, prompts[:3], tmp_path / "bad", steps=1, resolution=32)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.stages import SamplingSettings
+from meddap.stages import LoraSettings, SamplingSettings
 from meddap.sd15 import SD15_TEXT, SD15_UNET, SD15_VAE, build_sd15_pipeline, sd15_components
 
 
@@ -68,7 +68,8 @@ def test_workflow_loader_lora_training_and_generation_accept_it(sd15_folder, tmp
         Image.fromarray(simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=i, image_size=64).image).save(path)
         images.append(str(path))
     prompt = "an ultrasound photo of benign tumor in breast"
-    info = train_lora(str(sd15_folder), images, prompt, tmp_path / "lora", rank=4, steps=2, batch_size=2, lr=1e-4, resolution=64, seed=0)
+    settings = LoraSettings(rank=4, steps=2, batch_size=2, lr=1e-4, resolution=64)
+    info = train_lora(str(sd15_folder), images, prompt, tmp_path / "lora", settings, seed=0)
     assert (tmp_path / "lora" / LORA_WEIGHT_NAME).is_file()
     # SD v1.5's layout: 16 attention blocks with to_q/k/v/out.0 in self- and cross-attention.
     assert info["trainable_parameters"] > 0 and info["trainable_share"] < 0.05

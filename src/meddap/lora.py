@@ -29,19 +29,18 @@ import torch
 from meddap.atomic import atomic_path, write_json
 from meddap.base_models import load_pipeline
 from meddap.denoising import encode_latents, encode_text, images_to_tensor, train_denoiser, training_scheduler
-from meddap.lineage import write_lineage
 from meddap.generate import set_scheduler
+from meddap.lineage import write_lineage
 from meddap.seeding import derive_seed
+from meddap.stages import LoraSettings, LoraValidationSettings, RuntimeSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+DEFAULT_TARGET_MODULES = LoraSettings.target_modules  # the attention projections, as USLoRA
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 LOSS_FILE = "loss.csv"
 VALIDATION_FILE = "validation.csv"
 VALIDATION_DIR = "validation"
-# lora.validation in the config; images 0 renders none (the library default, so callers opt in).
-VALIDATION_DEFAULTS = {"images": 0, "steps": 20, "guidance_scale": 5.0, "scheduler": "dpm", "grayscale": False}
 
 
 class LoraError(ValueError):
@@ -140,8 +139,11 @@ class TrainingHistory:
         return history
 
 
-def render_validation(pipeline, prompts: list[str], seeds: list[int], resolution: int, settings: dict, step: int, history: TrainingHistory) -> None:
-    """Add ``settings["images"]`` images per prompt at ``step`` to ``history``, leaving training untouched.
+def render_validation(
+    pipeline, prompts: list[str], seeds: list[int], resolution: int, settings: LoraValidationSettings, step: int,
+    history: TrainingHistory,
+) -> None:
+    """Add ``settings.images`` images per prompt at ``step`` to ``history``, leaving training untouched.
 
     The global RNGs are forked (their state after equals their state before), the latents come
     from per-image generators seeded with ``seeds`` (the same at every checkpoint) and the UNet
@@ -156,11 +158,11 @@ def render_validation(pipeline, prompts: list[str], seeds: list[int], resolution
     try:
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []), torch.autocast(device.type, dtype=dtype, enabled=use_amp):
             for prompt_index, prompt in enumerate(prompts):
-                images = generate_images(pipeline, prompt, seeds, resolution, settings["steps"], settings["guidance_scale"], batch_size=len(seeds))
+                images = generate_images(pipeline, prompt, seeds, resolution, settings.steps, settings.guidance_scale, batch_size=len(seeds))
                 for index, (seed, image) in enumerate(zip(seeds, images)):
                     name = f"{VALIDATION_DIR}/step{step:05d}_{prompt_index * len(seeds) + index:02d}.png"
                     history.validation_rows.append({"step": step, "prompt": prompt, "image": index, "seed": seed, "file": name})
-                    history.validation_images[name] = to_grey_rgb(image) if settings["grayscale"] else image
+                    history.validation_images[name] = to_grey_rgb(image) if settings.grayscale else image
     finally:
         pipeline.unet.train()
 
@@ -190,32 +192,20 @@ def train_lora(
     image_paths: list[str],
     prompt: str | Sequence[str],
     out_dir: str | Path,
-    rank: int = 4,
-    alpha: float | None = None,
-    target_modules: list[str] | tuple[str, ...] = DEFAULT_TARGET_MODULES,
-    steps: int = 500,
-    batch_size: int = 8,
-    lr: float = 1e-4,
-    resolution: int = 64,
-    flip: bool = True,
+    settings: LoraSettings = LoraSettings(),
     seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
-    checkpoint_every: int = 0,
+    runtime: RuntimeSettings = RuntimeSettings(),
     checkpoint_dir: str | Path | None = None,
     provenance: dict | None = None,
-    condition_dropout: float = 0.0,
-    timestep_bias: float = 1.0,
-    validation: dict | None = None,
     on_step: Callable[[int, float | None], None] | None = None,
 ) -> dict:
     """Train one LoRA on ``image_paths`` with ``prompt``; write it to ``out_dir`` atomically.
 
     ``prompt`` is one prompt for every image (a LoRA per class) or one per image (one LoRA shared
     by all classes, each image trained with its own class prompt, as in the original method).
-    ``validation`` (keys of ``VALIDATION_DEFAULTS``): ``images`` images per distinct prompt at
-    every checkpoint step and the last step (see ``validation_steps``), ``steps`` sampling steps
-    with ``scheduler`` and classifier-free ``guidance_scale`` against the empty prompt.
+    ``settings.validation``: ``images`` images per distinct prompt at every checkpoint step and
+    the last step (see ``validation_steps``), ``steps`` sampling steps with ``scheduler`` and
+    classifier-free ``guidance_scale`` against the empty prompt.
     ``on_step(step, loss)`` follows the training loop: it is called with ``(start_step, None)`` as
     the loop starts (0, or the checkpoint's step when resuming), then with each optimisation
     step's number and loss once that step's checkpoint and validation images are written. An
@@ -233,37 +223,38 @@ def train_lora(
     if len(prompts) != len(image_paths):
         raise LoraError(f"{len(prompts)} prompts for {len(image_paths)} images: give one prompt, or one per image")
     distinct = sorted(set(prompts))
-    validation = {**VALIDATION_DEFAULTS, **(validation or {})}
-    torch_device = pick_device(device)
-    dtype = pick_dtype(torch_device, precision)
+    validation = settings.validation
+    torch_device = pick_device(runtime.device)
+    dtype = pick_dtype(torch_device, runtime.precision)
     pipeline = load_pipeline(base_model, torch_device, dtype)
     unet, vae = pipeline.unet, pipeline.vae
-    alpha = float(alpha if alpha is not None else rank)
+    rank, target_modules, steps = settings.rank, settings.target_modules, settings.steps
+    alpha = float(settings.alpha if settings.alpha is not None else rank)
     torch.manual_seed(derive_seed(seed, "lora-init"))  # the adapter's gaussian init is seeded too
     add_lora(unet, rank, alpha, target_modules)
     cast_training_params(unet, dtype=torch.float32)  # LoRA weights train in fp32
     trainable, base, share = lora_share(unet)
     log.info("LoRA rank %d on %s: %d trainable parameters = %.4f%% of the UNet's %d", rank, list(target_modules), trainable, 100 * share, base)
 
-    images = images_to_tensor(image_paths, resolution)
-    if flip:
+    images = images_to_tensor(image_paths, settings.resolution)
+    if settings.flip:
         images = torch.cat([images, images.flip(-1)])
     means, stds = encode_latents(vae, images)
     scaling = vae.config.scaling_factor
-    condition, uncondition = prompt_conditions(pipeline, prompts, flip, torch_device)
+    condition, uncondition = prompt_conditions(pipeline, prompts, settings.flip, torch_device)
     noise_scheduler = training_scheduler(pipeline)  # the base model's schedule and prediction type
-    if validation["images"]:
-        set_scheduler(pipeline, validation["scheduler"])  # the VAE stays: it decodes the validation images
-        validation_seeds = [derive_seed(seed, "lora-validation", index) for index in range(validation["images"])]
+    if validation.images:
+        set_scheduler(pipeline, validation.scheduler)  # the VAE stays: it decodes the validation images
+        validation_seeds = [derive_seed(seed, "lora-validation", index) for index in range(validation.images)]
     else:
         del pipeline.vae  # not needed once latents are cached
 
     parameters = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=1e-2)
     run_digest = _config_digest(
         {"base": str(base_model), "images": sorted(zip(image_paths, prompts)), "prompt": distinct, "rank": rank, "alpha": alpha,
-         "targets": list(target_modules), "steps": steps, "batch": batch_size, "lr": lr, "res": resolution,
-         "flip": flip, "seed": seed, "dropout": condition_dropout, "bias": timestep_bias, "validation": validation}
+         "targets": list(target_modules), "steps": steps, "batch": settings.batch_size, "lr": settings.lr, "res": settings.resolution,
+         "flip": settings.flip, "seed": seed, "dropout": settings.condition_dropout, "bias": settings.timestep_bias, "validation": validation.params()}
     )
     start_step = 0
     history = TrainingHistory()
@@ -279,13 +270,13 @@ def train_lora(
         else:
             log.info("ignoring checkpoint %s: it belongs to another configuration", checkpoint_dir)
 
-    render_at = set(validation_steps(steps, checkpoint_every)) if validation["images"] else set()
+    render_at = set(validation_steps(steps, settings.checkpoint_every)) if validation.images else set()
 
     def after_step(step: int, opt) -> None:
         history.learning_rates.append(opt.param_groups[0]["lr"])
         if step in render_at:
-            render_validation(pipeline, distinct, validation_seeds, resolution, validation, step, history)
-        if checkpoint_dir and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+            render_validation(pipeline, distinct, validation_seeds, settings.resolution, validation, step, history)
+        if checkpoint_dir and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < steps:
             with atomic_path(checkpoint_dir) as temporary:
                 temporary.mkdir()
                 save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}, temporary / "lora.safetensors")
@@ -298,8 +289,8 @@ def train_lora(
     if on_step is not None:
         on_step(start_step, None)
     losses = train_denoiser(
-        unet, means * scaling, stds * scaling, condition, uncondition, steps, batch_size, lr, seed,
-        parameters=parameters, condition_dropout=condition_dropout, timestep_bias=timestep_bias, noise_scheduler=noise_scheduler,
+        unet, means * scaling, stds * scaling, condition, uncondition, steps, settings.batch_size, settings.lr, seed,
+        parameters=parameters, condition_dropout=settings.condition_dropout, timestep_bias=settings.timestep_bias, noise_scheduler=noise_scheduler,
         description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=after_step,
         losses=history.losses,  # filled from the checkpoint on resume: the list holds every step
     )

@@ -19,6 +19,7 @@ import torch
 
 from meddap.base_models import BaseModelError
 from meddap.denoising import SD_SCHEDULE, encode_latents, encode_text, train_denoiser
+from meddap.stages import PretrainSettings
 from meddap.tokenizer import build_tokenizer
 
 
@@ -150,18 +151,14 @@ def pretrain_small_model(
     captions: list[str],
     adjectives: list[str],
     out_dir: str | Path,
-    spec: SmallModelSpec,
+    settings: PretrainSettings,
     tokenizer_words: list[str],
-    vae_steps: int,
-    unet_steps: int,
-    batch_size: int,
-    lr: float,
     seed: int,
-    prediction_type: str = "epsilon",
 ) -> dict:
-    """Build the small SD, train VAE then UNet on ``image_paths`` with their captions, save it.
+    """Build the small SD (``settings.small`` widths at ``settings.image_size``), train VAE then
+    UNet on ``image_paths`` with their captions, save it.
 
-    ``prediction_type`` "v_prediction" (as SD 2.x) makes the UNet predict the velocity, whose
+    ``settings.prediction_type`` "v_prediction" (as SD 2.x) makes the UNet predict the velocity, whose
     loss at high noise rewards knowing the image's global look (brightness, contrast, shape),
     which is what a caption's adjective and a class decide; epsilon leaves that loss tiny there.
 
@@ -173,9 +170,11 @@ def pretrain_small_model(
 
     if len(captions) != len(image_paths):
         raise ValueError(f"{len(captions)} captions for {len(image_paths)} pretraining images")
+    spec = SmallModelSpec.from_config({**settings.small, "image_size": settings.image_size})
+    lr, batch_size, prediction_type = settings.lr, settings.batch_size, settings.prediction_type
     vae, text_encoder, tokenizer, unet = build_small_components(spec, tokenizer_words, seed)
     images = corpus_tensor(image_paths, adjectives, spec.image_size)
-    vae_losses = train_vae(vae, images, vae_steps, batch_size=16, lr=lr, seed=seed)
+    vae_losses = train_vae(vae, images, settings.vae_steps, batch_size=16, lr=lr, seed=seed)
     # Latents of both flips, scaled to unit variance as SD's 0.18215 factor does for SD v1.x.
     means, stds = encode_latents(vae, torch.cat([images, images.flip(-1)]))
     scaling = float(1.0 / means.std())
@@ -186,7 +185,7 @@ def pretrain_small_model(
     condition = embeddings[torch.cat([per_image, per_image])] if len(distinct) > 1 else embeddings
     uncondition = encode_text(tokenizer, text_encoder, [""], torch.device("cpu"))
     unet_losses = train_denoiser(
-        unet, means * scaling, stds * scaling, condition, uncondition, unet_steps, batch_size, lr, seed, description="pretrain UNet",
+        unet, means * scaling, stds * scaling, condition, uncondition, settings.unet_steps, batch_size, lr, seed, description="pretrain UNet",
         noise_scheduler=DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type),
     )
     scheduler = PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type=prediction_type)

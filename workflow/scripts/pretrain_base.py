@@ -4,14 +4,14 @@ from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
 
+import pandas as pd  # noqa: E402
+
 from meddap.atomic import atomic_path, write_csv, write_json  # noqa: E402
-from meddap.small_model import SmallModelSpec, pretrain_small_model  # noqa: E402
 from meddap.lineage import write_lineage  # noqa: E402
 from meddap.pretraining import decontaminate, pretraining_corpus  # noqa: E402
 from meddap.settings import PHANTOM_CORPUS, library_versions  # noqa: E402
+from meddap.small_model import pretrain_small_model  # noqa: E402
 from meddap.stages import PretrainSettings  # noqa: E402
-
-import pandas as pd  # noqa: E402
 
 params = snakemake.params
 settings = PretrainSettings.from_params(params.pretraining)
@@ -27,17 +27,19 @@ if settings.corpus == PHANTOM_CORPUS:
     reference_paths = [*manifest["path"], *(p for table in unseen for p in table["path"])]
     reference_hashes = [*manifest["phash"], *[""] * (len(reference_paths) - len(manifest))]
     corpus, dropped = decontaminate(corpus, reference_paths, reference_hashes, params.max_distance)
-    log.info("decontamination: dropped %d corpus images within %d hash bits of a dataset or unseen image", len(dropped), params.max_distance)
-log.info("pretraining corpus (%s): %d images, %d captioned with an adjective", settings.corpus, len(corpus), int((corpus["adjective"] != "none").sum()))
-spec = SmallModelSpec.from_config({**settings.small, "image_size": settings.image_size})
+    log.info("decontamination: dropped %d corpus images within %d hash bits of a dataset or unseen image",
+             len(dropped), params.max_distance)
+n_captioned = int((corpus["adjective"] != "none").sum())
+log.info("pretraining corpus (%s): %d images, %d captioned with an adjective", settings.corpus, len(corpus), n_captioned)
 with atomic_path(snakemake.output[0]) as folder:
     info = pretrain_small_model(
-        list(corpus["path"]), list(corpus["caption"]), list(corpus["adjective"]), folder, spec, list(params.tokenizer_words),
-        vae_steps=settings.vae_steps, unet_steps=settings.unet_steps,
-        batch_size=settings.batch_size, lr=settings.lr, seed=params.seed, prediction_type=settings.prediction_type,
+        list(corpus["path"]), list(corpus["caption"]), list(corpus["adjective"]), folder, settings,
+        list(params.tokenizer_words), params.seed,
     )
     write_csv(folder / "pretraining_corpus.csv", corpus)
     write_csv(folder / "pretraining_corpus_dropped.csv", dropped)
     write_lineage(folder, "base_model", images=corpus["path"], corpus=settings.corpus)
-    write_json(folder / "meddap_pretrain.json", {**info, "corpus": settings.corpus, "decontaminated_away": len(dropped), "settings": params.pretraining, "seed": params.seed, "versions": library_versions()})
+    summary = {**info, "corpus": settings.corpus, "decontaminated_away": len(dropped), "settings": params.pretraining,
+               "seed": params.seed, "versions": library_versions()}
+    write_json(folder / "meddap_pretrain.json", summary)
 log.info("pretrained small SD: %s", info)

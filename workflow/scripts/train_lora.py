@@ -28,14 +28,7 @@ else:
     seed = derive_seed(params.seed, "lora", wc.lora)
     log.info("arm %s: LoRA for %s on %d images with prompt %r", wc.arm, wc.lora, len(paths), prompt)
 info = train_lora(
-    params.base_model, paths, prompt, snakemake.output[0],
-    rank=settings.rank, alpha=settings.alpha, target_modules=settings.target_modules,
-    steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
-    resolution=settings.resolution, flip=settings.flip, seed=seed,
-    device=runtime.device, precision=runtime.precision,
-    checkpoint_every=settings.checkpoint_every, checkpoint_dir=params.checkpoint_dir,
+    params.base_model, paths, prompt, snakemake.output[0], settings, seed, runtime, checkpoint_dir=params.checkpoint_dir,
     provenance={"arm": wc.arm, "seed": seed, "lora": params.lora, "versions": library_versions()},
-    condition_dropout=settings.condition_dropout, timestep_bias=settings.timestep_bias,
-    validation=settings.validation.params(),
 )
 log.info("trainable parameters: %d (%.4f%% of the UNet)", info["trainable_parameters"], 100 * info["trainable_share"])

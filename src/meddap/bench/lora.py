@@ -113,15 +113,19 @@ class MeddapTraining:
 
     def timed(self, steps: int) -> tuple[float, float]:
         from meddap.lora import train_lora
+        from meddap.stages import LoraSettings, RuntimeSettings
 
         # stamps[0]: the start of train_lora's loop; stamps[k]: the end of step k (after its loss.item()).
         warmup, stamps = self.args.lora_warmup, []
         start = time.perf_counter()
+        settings = LoraSettings(
+            rank=self.args.rank, alpha=self.args.alpha, target_modules=tuple(self.args.target_modules),
+            steps=warmup + steps, batch_size=self.batch_size, lr=self.args.lr, resolution=self.args.resolution,
+            flip=True, checkpoint_every=0,
+        )
         train_lora(
-            str(self.pipeline_dir), self.image_paths, self.prompt, self.out_dir, rank=self.args.rank,
-            alpha=self.args.alpha, target_modules=self.args.target_modules, steps=warmup + steps,
-            batch_size=self.batch_size, lr=self.args.lr, resolution=self.args.resolution, flip=True,
-            seed=self.args.seed, device=str(self.device), precision=self.args.dtype, checkpoint_every=0,
+            str(self.pipeline_dir), self.image_paths, self.prompt, self.out_dir, settings, self.args.seed,
+            RuntimeSettings(device=str(self.device), precision=self.args.dtype),
             on_step=lambda step, loss: stamps.append(clock()),
         )
         if len(stamps) != warmup + steps + 1:
