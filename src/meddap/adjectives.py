@@ -36,7 +36,9 @@ def _shear(image: Image.Image) -> Image.Image:
     width, height = image.size
     shear = 0.3
     # x_in = x_out + shear * (y_out - h/2): a horizontal shear about the centre line.
-    return image.transform((width, height), Image.Transform.AFFINE, (1, shear, -shear * height / 2, 0, 1, 0), Image.Resampling.BILINEAR)
+    return image.transform(
+        (width, height), Image.Transform.AFFINE, (1, shear, -shear * height / 2, 0, 1, 0), Image.Resampling.BILINEAR
+    )
 
 
 # Moderate strengths, as a photo captioned "bright" is brighter but still a plausible scan.
@@ -48,8 +50,12 @@ OPERATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "posterized": lambda a: _pil(a, lambda im: ImageOps.posterize(im, 2)),
     "solarized": lambda a: _pil(a, lambda im: ImageOps.solarize(im, 128)),
     "sheared": lambda a: _pil(a, _shear),
-    "colorful": lambda a: _pil(a, lambda im: ImageOps.colorize(im.convert("L"), black=(30, 0, 90), white=(255, 230, 40), mid=(220, 40, 120))),
-    "stylized": lambda a: _pil(a, lambda im: im.filter(ImageFilter.MedianFilter(5)).filter(ImageFilter.EDGE_ENHANCE_MORE)),
+    "colorful": lambda a: _pil(
+        a, lambda im: ImageOps.colorize(im.convert("L"), black=(30, 0, 90), white=(255, 230, 40), mid=(220, 40, 120))
+    ),
+    "stylized": lambda a: _pil(
+        a, lambda im: im.filter(ImageFilter.MedianFilter(5)).filter(ImageFilter.EDGE_ENHANCE_MORE)
+    ),
 }
 
 

@@ -20,10 +20,14 @@ def _registered_names(source: str) -> list[str]:
         if not isinstance(node, ast.FunctionDef):
             continue
         for decorator in node.decorator_list:
-            call_name = getattr(getattr(decorator, "func", None), "id", None) or getattr(getattr(decorator, "func", None), "attr", None)
+            call_name = getattr(getattr(decorator, "func", None), "id", None) or getattr(
+                getattr(decorator, "func", None), "attr", None
+            )
             if call_name != "register_model":
                 continue
-            explicit = [k.value.value for k in decorator.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)]
+            explicit = [
+                k.value.value for k in decorator.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)
+            ]
             names.append(explicit[0] if explicit else node.name)
     return names
 

@@ -34,8 +34,30 @@ from meddap.plan import CLASSIC
 VALIDATION = "validation"
 UNSEEN_PREFIX = "unseen:"
 DIRECT = "direct"
-FINDING_COLUMNS = ["variant", "arch", "fold", "classifier", "image", "via", "protected_set", "protected_image", "match", "accepted", "reason"]
-SUMMARY_COLUMNS = ["variant", "arch", "fold", "classifier", "influencing_images", "findings", "accepted", "unaccepted", "status"]
+FINDING_COLUMNS = [
+    "variant",
+    "arch",
+    "fold",
+    "classifier",
+    "image",
+    "via",
+    "protected_set",
+    "protected_image",
+    "match",
+    "accepted",
+    "reason",
+]
+SUMMARY_COLUMNS = [
+    "variant",
+    "arch",
+    "fold",
+    "classifier",
+    "influencing_images",
+    "findings",
+    "accepted",
+    "unaccepted",
+    "status",
+]
 
 
 class AuditError(RuntimeError):
@@ -54,9 +76,13 @@ class AcceptedLeaks:
 
         rules = {}
         if lora_scope == SPLIT_SCOPE:
-            rules[(VALIDATION, "lora")] = "lora.scope: split (one LoRA per class for every fold, trained on the validation folds too)"
+            rules[(VALIDATION, "lora")] = (
+                "lora.scope: split (one LoRA per class for every fold, trained on the validation folds too)"
+            )
         if pretrain_corpus == DATASET_CORPUS:
-            rules[(VALIDATION, "base_model")] = "base_model.pretrain.corpus: dataset (the base model saw every fold's validation images)"
+            rules[(VALIDATION, "base_model")] = (
+                "base_model.pretrain.corpus: dataset (the base model saw every fold's validation images)"
+            )
         return cls(rules)
 
     def reason(self, protected_set: str, via: str) -> str:
@@ -77,7 +103,9 @@ class _Influences:
         if shard_dir not in self._cache:
             record = read_lineage(shard_dir)
             if record is None:
-                raise AuditError(f"{shard_dir} has no lineage.json: regenerate the shard (rule generate_shard) so it can be audited")
+                raise AuditError(
+                    f"{shard_dir} has no lineage.json: regenerate the shard (rule generate_shard) so it can be audited"
+                )
             found = []
             for role in ("lora", "base_model"):
                 source = record["inputs"].get(role)
@@ -104,7 +132,10 @@ def classifier_influences(rows: pd.DataFrame, influences: _Influences | None = N
     train = rows[rows["role"] == "train"]
     found = [(path, DIRECT) for path in train.loc[train["source"] == ORIGINAL_SOURCE, "path"]]
     classic = train[train["source"] == CLASSIC]
-    found += [(source, f"classic:{Path(path).parent.parent}") for path, source in zip(classic["path"], classic["derived_from"])]
+    found += [
+        (source, f"classic:{Path(path).parent.parent}")
+        for path, source in zip(classic["path"], classic["derived_from"])
+    ]
     for shard_dir in train.loc[train["source"] == SYNTHETIC_SOURCE, "derived_from"].unique():
         found += influences.of_shard(shard_dir)
     return pd.DataFrame(found, columns=["image", "via"]).drop_duplicates(ignore_index=True)
@@ -118,7 +149,9 @@ class _Hashes:
 
         self._known = {}
         if "phash" in manifest:
-            self._known = {_key(p): hex_to_hash(h) for p, h in zip(manifest["path"], manifest["phash"]) if isinstance(h, str)}
+            self._known = {
+                _key(p): hex_to_hash(h) for p, h in zip(manifest["path"], manifest["phash"]) if isinstance(h, str)
+            }
 
     def __call__(self, paths: Sequence[str]) -> np.ndarray:
         from meddap.near_duplicates import HASH_BITS, perceptual_hash
@@ -151,7 +184,11 @@ def audit_classifiers(
     test_paths = list(manifest.loc[manifest["split"] == TEST_SPLIT, "path"])
     findings, summary = [], []
     for classifier_dir in map(Path, classifier_dirs):
-        variant, arch, fold = classifier_dir.parts[-3], classifier_dir.parts[-2], int(classifier_dir.name.removeprefix("fold"))
+        variant, arch, fold = (
+            classifier_dir.parts[-3],
+            classifier_dir.parts[-2],
+            int(classifier_dir.name.removeprefix("fold")),
+        )
         rows = read_classifier_rows(classifier_dir)
         influence = classifier_influences(rows, influences)
         protected = {VALIDATION: list(rows.loc[rows["role"] == VALIDATION, "path"]), INTERNAL_TEST: test_paths}
@@ -177,7 +214,11 @@ def audit_classifiers(
                     own.append((i, set_name, by_group[group_of[key]], "near-duplicate group"))
                     matched[i] = True
             # Images outside the dataset (a pretraining corpus, unseen sets) have no group: compare hashes.
-            outside = [i for i in range(len(images)) if not matched[i] and (keys[i] not in group_of or set_name.startswith(UNSEEN_PREFIX))]
+            outside = [
+                i
+                for i in range(len(images))
+                if not matched[i] and (keys[i] not in group_of or set_name.startswith(UNSEEN_PREFIX))
+            ]
             if not outside:
                 continue
             if max_distance >= 0:
@@ -199,11 +240,27 @@ def audit_classifiers(
             via = influence["via"].iloc[i]
             reason = accepted.reason(set_name, via)
             n_accepted += bool(reason)
-            findings.append((variant, arch, fold, str(classifier_dir), images[i], via, set_name, protected_image, match, bool(reason), reason))
+            findings.append(
+                (
+                    variant,
+                    arch,
+                    fold,
+                    str(classifier_dir),
+                    images[i],
+                    via,
+                    set_name,
+                    protected_image,
+                    match,
+                    bool(reason),
+                    reason,
+                )
+            )
         n_findings = len(seen)
         unaccepted = n_findings - n_accepted
         status = "clean" if not n_findings else ("LEAK" if unaccepted else "accepted leak")
-        summary.append((variant, arch, fold, str(classifier_dir), len(set(images)), n_findings, n_accepted, unaccepted, status))
+        summary.append(
+            (variant, arch, fold, str(classifier_dir), len(set(images)), n_findings, n_accepted, unaccepted, status)
+        )
     return pd.DataFrame(findings, columns=FINDING_COLUMNS), pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
 
 

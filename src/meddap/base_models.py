@@ -104,7 +104,9 @@ def base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
     if not path:
         raise BaseModelError("base_model.path is not set and base_model.pretrain.enabled is false: set one of them")
     if revision and not (not Path(path).exists() and HUB_ID.match(path)):
-        raise BaseModelError(f"base_model.revision is set but base_model.path {path!r} is not a hub id: remove the revision")
+        raise BaseModelError(
+            f"base_model.revision is set but base_model.path {path!r} is not a hub id: remove the revision"
+        )
     if tokenizer and not str(path).endswith(".safetensors"):
         raise BaseModelError("base_model.tokenizer is only read for a single-file .safetensors checkpoint: remove it")
     local = Path(path)
@@ -118,7 +120,9 @@ def base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
         )
     if local.suffix == ".safetensors":
         if not local.is_file():
-            raise BaseModelError(f"base_model.path {path!r} does not exist: point it at a single-file SD v1.x .safetensors checkpoint")
+            raise BaseModelError(
+                f"base_model.path {path!r} does not exist: point it at a single-file SD v1.x .safetensors checkpoint"
+            )
         check_single_file(local)
         if tokenizer:
             check_tokenizer_folder(tokenizer)
@@ -164,9 +168,15 @@ def check_base_model_folder(path: str | Path) -> Path:
             f"base model folder {str(path)!r} holds a {pipeline_class} (model_index.json); meddap trains LoRAs on "
             f"Stable Diffusion 1.x/2.x ({', '.join(SUPPORTED_PIPELINES)}) only. Point base_model.path at such a folder."
         )
-    missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if name not in components or not (path / name).is_dir()]
+    missing = [
+        name
+        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+        if name not in components or not (path / name).is_dir()
+    ]
     if missing:
-        raise BaseModelError(f"base model folder {str(path)!r} lacks component(s) {missing}; it must be a full SD v1.x pipeline folder.")
+        raise BaseModelError(
+            f"base model folder {str(path)!r} lacks component(s) {missing}; it must be a full SD v1.x pipeline folder."
+        )
     return path
 
 
@@ -186,8 +196,11 @@ def load_pipeline(path: str | Path, device: torch.device, dtype: torch.dtype | N
     os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder never touches the network
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
-            str(path), dtype=dtype if dtype is not None else torch.float32, safety_checker=None,
-            requires_safety_checker=False, local_files_only=True,
+            str(path),
+            dtype=dtype if dtype is not None else torch.float32,
+            safety_checker=None,
+            requires_safety_checker=False,
+            local_files_only=True,
         )
     finally:
         if previous is None:
@@ -249,7 +262,10 @@ def single_file_configs(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict]:
 
     unet_levels = len(SD15_UNET["block_out_channels"])
     per_level = SD15_UNET["layers_per_block"] + 1
-    unet_widths = tuple(shapes[f"{UNET_PREFIX}input_blocks.{per_level * level + 1}.0.in_layers.2.weight"][0] for level in range(unet_levels))
+    unet_widths = tuple(
+        shapes[f"{UNET_PREFIX}input_blocks.{per_level * level + 1}.0.in_layers.2.weight"][0]
+        for level in range(unet_levels)
+    )
     cross_attention = shapes[f"{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"][1]
     vae_levels = _blocks(shapes, VAE_PREFIX + "encoder.down.", r"(\d+)\.")
     vae_widths = tuple(shapes[f"{VAE_PREFIX}encoder.down.{level}.block.0.conv1.weight"][0] for level in vae_levels)
@@ -257,7 +273,12 @@ def single_file_configs(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict]:
     vocab_size, text_width = shapes[TEXT_PREFIX + "text_model.embeddings.token_embedding.weight"]
     text_layers = len(_blocks(shapes, TEXT_PREFIX + "text_model.encoder.layers.", r"(\d+)\."))
     return {
-        "unet": {"_class_name": "UNet2DConditionModel", **SD15_UNET, "block_out_channels": unet_widths, "cross_attention_dim": cross_attention},
+        "unet": {
+            "_class_name": "UNet2DConditionModel",
+            **SD15_UNET,
+            "block_out_channels": unet_widths,
+            "cross_attention_dim": cross_attention,
+        },
         "vae": {
             "_class_name": "AutoencoderKL",
             **SD15_VAE,
@@ -283,7 +304,10 @@ def single_file_configs(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict]:
 
 def check_tokenizer_folder(folder: str | Path) -> Path:
     folder = Path(folder)
-    if not ((folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
+    if not (
+        (folder / "tokenizer.json").is_file()
+        or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+    ):
         raise BaseModelError(
             f"base_model.tokenizer {str(folder)!r} holds no CLIP tokenizer (tokenizer.json, or vocab.json and merges.txt): "
             "point it at the tokenizer/ folder of an SD v1.x diffusers model, or leave it null"
@@ -303,12 +327,16 @@ def clip_vit_l14_tokenizer():
 
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        raise BaseModelError("open_clip_torch is not installed: it ships CLIP's vocabulary (pip install open_clip_torch)")
+        raise BaseModelError(
+            "open_clip_torch is not installed: it ships CLIP's vocabulary (pip install open_clip_torch)"
+        )
     bpe_file = Path(spec.submodule_search_locations[0]) / CLIP_BPE_FILE
     lines = gzip.open(bpe_file, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : CLIP_MERGES + 1]]
     symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    tokens = (
+        symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    )
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, model_max_length=77)
 
 
@@ -324,7 +352,10 @@ def write_config_folder(shapes: dict, out_dir: Path, tokenizer_folder: str | Pat
     (out_dir / "scheduler").mkdir()
     (out_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(configs["scheduler"], indent=2))
     text_config = CLIPTextConfig(
-        **configs["text_encoder"], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        **configs["text_encoder"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     text_config.architectures = ["CLIPTextModel"]
     text_config.save_pretrained(out_dir / "text_encoder")
@@ -344,7 +375,9 @@ def write_config_folder(shapes: dict, out_dir: Path, tokenizer_folder: str | Pat
     return out_dir
 
 
-def convert_single_file(checkpoint: str | Path, out_dir: str | Path, tokenizer_folder: str | Path | None = None) -> dict:
+def convert_single_file(
+    checkpoint: str | Path, out_dir: str | Path, tokenizer_folder: str | Path | None = None
+) -> dict:
     """Convert a single-file SD v1.x checkpoint into a diffusers folder at ``out_dir`` (atomically, offline)."""
     from diffusers import StableDiffusionPipeline
 
@@ -356,7 +389,11 @@ def convert_single_file(checkpoint: str | Path, out_dir: str | Path, tokenizer_f
     with tempfile.TemporaryDirectory() as scratch:
         configs = write_config_folder(shapes, Path(scratch) / "configs", tokenizer_folder)
         pipeline = StableDiffusionPipeline.from_single_file(
-            str(checkpoint), config=str(configs), local_files_only=True, safety_checker=None, requires_safety_checker=False
+            str(checkpoint),
+            config=str(configs),
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
         )
     unet = pipeline.unet
     source = {
@@ -387,7 +424,9 @@ def download_base_model(repo_id: str, revision: str, out_dir: str | Path) -> dic
     commit = HfApi().model_info(repo_id, revision=revision).sha
     with atomic_path(out_dir) as temporary:
         snapshot_download(repo_id, revision=commit, local_dir=temporary, allow_patterns=HUB_FILES)
-        missing = [f"{part}/{name}" for part, name in WEIGHT_FILES.items() if not (Path(temporary) / part / name).is_file()]
+        missing = [
+            f"{part}/{name}" for part, name in WEIGHT_FILES.items() if not (Path(temporary) / part / name).is_file()
+        ]
         if missing:
             raise BaseModelError(
                 f"{repo_id}@{revision} has no safetensors weights {missing}; meddap loads no pickled weights: "

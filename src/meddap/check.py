@@ -26,8 +26,10 @@ def check_audit(audit_dir: Path) -> list[str]:
     summary = pd.read_csv(summary_path)
     findings = int(summary["findings"].sum())
     verdict = "ok" if findings == 0 and len(summary) else "FAIL"
-    print(f"{verdict}: lineage audit of {len(summary)} classifiers: {findings} finding(s) "
-          f"({int(summary['accepted'].sum())} accepted by the config)")
+    print(
+        f"{verdict}: lineage audit of {len(summary)} classifiers: {findings} finding(s) "
+        f"({int(summary['accepted'].sum())} accepted by the config)"
+    )
     return [] if verdict == "ok" else [f"lineage audit: {findings} finding(s), see {audit_dir / 'findings.csv'}"]
 
 
@@ -38,8 +40,10 @@ def check_adjectives(report_dir: Path) -> list[str]:
     failures = []
     for _, row in targeted.iterrows():
         verdict = "ok" if row["verdict"] == "as expected" else "FAIL"
-        print(f"{verdict}: adjective {row['adjective']} ({row['arch']}, {row['class']}): {row['measure']} "
-              f"{row['mean_adjective']:.2f} vs none {row['mean_none']:.2f} (expected {row['expected']}, p = {float(row['p_value']):.2g})")
+        print(
+            f"{verdict}: adjective {row['adjective']} ({row['arch']}, {row['class']}): {row['measure']} "
+            f"{row['mean_adjective']:.2f} vs none {row['mean_none']:.2f} (expected {row['expected']}, p = {float(row['p_value']):.2g})"
+        )
         if verdict == "FAIL":
             failures.append(f"adjective {row['adjective']} in {row['class']}: {row['measure']} {row['verdict']}")
     return failures
@@ -57,17 +61,23 @@ def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[st
         return ["no macro_f1 of the original variant on the test split in summary.csv"]
     for _, row in original.iterrows():
         verdict = "ok" if row["mean"] >= min_macro_f1 else "FAIL"
-        print(f"{verdict}: original {row['arch']} macro-F1 on the test split = {row['mean']:.3f} ± {row['std']:.3f} (floor {min_macro_f1})")
+        print(
+            f"{verdict}: original {row['arch']} macro-F1 on the test split = {row['mean']:.3f} ± {row['std']:.3f} (floor {min_macro_f1})"
+        )
         if verdict == "FAIL":
             failures.append(f"original {row['arch']} macro-F1 {row['mean']:.3f} < {min_macro_f1}")
     overall = fidelity[fidelity["adjective"] == "all"]
     for _, row in overall.iterrows():
         verdict = "ok" if row["fidelity_mean"] >= min_fidelity else "FAIL"
-        print(f"{verdict}: class fidelity {row['arch']} {row['class']} = {row['fidelity_mean']:.3f} ± {row['fidelity_std']:.3f} over {row['n_images']} images (floor {min_fidelity})")
+        print(
+            f"{verdict}: class fidelity {row['arch']} {row['class']} = {row['fidelity_mean']:.3f} ± {row['fidelity_std']:.3f} over {row['n_images']} images (floor {min_fidelity})"
+        )
         if verdict == "FAIL":
             failures.append(f"fidelity of {row['class']} {row['fidelity_mean']:.3f} < {min_fidelity}")
     for _, row in summary[(summary["metric"] == "macro_f1")].sort_values(["test_set", "variant"]).iterrows():
-        print(f"  macro-F1 {row['test_set']:>10} {row['variant']:>12}: {row['mean']:.3f} ± {row['std']:.3f}  Δ {row['delta_vs_original']:+.3f}")
+        print(
+            f"  macro-F1 {row['test_set']:>10} {row['variant']:>12}: {row['mean']:.3f} ± {row['std']:.3f}  Δ {row['delta_vs_original']:+.3f}"
+        )
     return failures
 
 

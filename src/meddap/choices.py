@@ -17,7 +17,13 @@ GUIDANCE_REFERENCES = ("lora", "base")
 VARIANT_FAMILIES = ("adjective", "mixed", "classic")
 LR_SCHEDULES = ("onecycle", "constant")
 CORRUPTIONS = (
-    "speckle_noise", "motion_blur", "brightness_up", "brightness_down", "contrast_down", "jpeg_compression", "pixelate",
+    "speckle_noise",
+    "motion_blur",
+    "brightness_up",
+    "brightness_down",
+    "contrast_down",
+    "jpeg_compression",
+    "pixelate",
 )
 
 # Config key (dotted; [] = the items of a list) -> its allowed values.

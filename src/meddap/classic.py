@@ -37,7 +37,9 @@ def classic_transform():
 def classic_sources(manifest: pd.DataFrame, fold: int, cls: str, seed: int, count: int) -> list[str]:
     """``count`` source images of ``cls`` for ``fold``: its training originals (not the fold's
     validation images), each used once per round in a seeded order, so copies spread evenly."""
-    pool = sorted(manifest.loc[(manifest["split"] == "train") & (manifest["class"] == cls) & (manifest["fold"] != fold), "path"])
+    pool = sorted(
+        manifest.loc[(manifest["split"] == "train") & (manifest["class"] == cls) & (manifest["fold"] != fold), "path"]
+    )
     if not pool:
         raise ValueError(f"class {cls!r} has no training images outside fold {fold}")
     sources: list[str] = []
@@ -49,7 +51,9 @@ def classic_sources(manifest: pd.DataFrame, fold: int, cls: str, seed: int, coun
     return sources[:count]
 
 
-def write_classic_images(manifest: pd.DataFrame, fold: int, counts: dict[str, int], seed: int, out_dir: str | Path) -> pd.DataFrame:
+def write_classic_images(
+    manifest: pd.DataFrame, fold: int, counts: dict[str, int], seed: int, out_dir: str | Path
+) -> pd.DataFrame:
     """Write ``counts[cls]`` augmented PNGs per class into ``out_dir/<class>/`` plus metadata.csv.
 
     Each image's seed derives from (seed, class, fold, index), so a folder regenerates identically.
@@ -65,7 +69,9 @@ def write_classic_images(manifest: pd.DataFrame, fold: int, counts: dict[str, in
     rows = []
     for cls, count in counts.items():
         (out_dir / cls).mkdir(parents=True, exist_ok=True)
-        for index, source in enumerate(tqdm(classic_sources(manifest, fold, cls, seed, count), desc=f"classic {cls}", mininterval=5)):
+        for index, source in enumerate(
+            tqdm(classic_sources(manifest, fold, cls, seed, count), desc=f"classic {cls}", mininterval=5)
+        ):
             image_seed = derive_seed(seed, "classic", cls, fold, index)
             torch.manual_seed(image_seed)  # torchvision's random transforms draw from torch's global RNG
             image = transform(load_rgb(source))

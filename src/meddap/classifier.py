@@ -8,9 +8,9 @@ best validation macro-F1 is the one saved.
 from __future__ import annotations
 
 import copy
-import math
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -73,10 +73,14 @@ def build_classifier(arch: str, n_classes: int, pretrained: bool = False) -> nn.
 
     names = available_architectures()
     if arch not in names:
-        raise ClassifierError(f"unknown architecture {arch!r}; choose a torchvision classifier such as densenet121, resnet34, squeezenet1_1 (all: {', '.join(names)})")
+        raise ClassifierError(
+            f"unknown architecture {arch!r}; choose a torchvision classifier such as densenet121, resnet34, squeezenet1_1 (all: {', '.join(names)})"
+        )
     if arch.startswith("inception") or arch.startswith("googlenet"):
         # their auxiliary heads change the training API; keep the loop one simple shape
-        raise ClassifierError(f"architecture {arch!r} (auxiliary outputs) is not supported; use another torchvision classifier")
+        raise ClassifierError(
+            f"architecture {arch!r} (auxiliary outputs) is not supported; use another torchvision classifier"
+        )
     if not pretrained:
         model = torchvision.models.get_model(arch, weights=None, num_classes=n_classes)
     else:
@@ -110,7 +114,9 @@ def normalise(batch: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torc
     return (batch - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def random_blur(batch: torch.Tensor, generator: torch.Generator, probability: float = 0.5, max_sigma: float = 1.5) -> torch.Tensor:
+def random_blur(
+    batch: torch.Tensor, generator: torch.Generator, probability: float = 0.5, max_sigma: float = 1.5
+) -> torch.Tensor:
     """Gaussian blur of a random strength on a random half of the batch.
 
     Scanners differ in point-spread function (resolution), and synthetic images are smoother than
@@ -126,13 +132,23 @@ def random_blur(batch: torch.Tensor, generator: torch.Generator, probability: fl
         kernel = torch.exp(-0.5 * (x / sigma) ** 2)
         kernel = kernel / kernel.sum()
         image = out[i : i + 1]
-        image = nn.functional.conv2d(nn.functional.pad(image, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
-        image = nn.functional.conv2d(nn.functional.pad(image, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+        image = nn.functional.conv2d(
+            nn.functional.pad(image, (radius, radius, 0, 0), mode="reflect"),
+            kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1),
+            groups=3,
+        )
+        image = nn.functional.conv2d(
+            nn.functional.pad(image, (0, 0, radius, radius), mode="reflect"),
+            kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1),
+            groups=3,
+        )
         out[i] = image[0]
     return out
 
 
-def random_intensity(batch: torch.Tensor, generator: torch.Generator, max_gamma: float = 1.4, max_contrast: float = 1.3) -> torch.Tensor:
+def random_intensity(
+    batch: torch.Tensor, generator: torch.Generator, max_gamma: float = 1.4, max_contrast: float = 1.3
+) -> torch.Tensor:
     """A random gamma (overall gain, in [1/max_gamma, max_gamma]) and contrast about the image mean
     per image, on the 0-255 scale: scanners, gain and TGC settings differ in brightness and
     contrast, and "bright" or "low-contrast" synthetic images should be judged by their anatomy."""
@@ -144,7 +160,9 @@ def random_intensity(batch: torch.Tensor, generator: torch.Generator, max_gamma:
     return (mean + contrast * (out - mean)).clamp(0, 255)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, blur: bool = True, intensity: bool = False) -> torch.Tensor:
+def augment(
+    batch: torch.Tensor, generator: torch.Generator, blur: bool = True, intensity: bool = False
+) -> torch.Tensor:
     """Horizontal flip, a small random translation (reflect-padded crop), optional blur and
     optional brightness/contrast jitter."""
     flip = torch.rand(len(batch), generator=generator) < 0.5
@@ -164,7 +182,9 @@ def augment(batch: torch.Tensor, generator: torch.Generator, blur: bool = True, 
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 64, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> np.ndarray:
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -208,15 +228,22 @@ def train_classifier(
     model = build_classifier(arch, len(classes), settings.pretrained).to(torch_device)
     model = model.to(memory_format=torch.channels_last) if torch_device.type == "cuda" else model
     counts = torch.bincount(y_train, minlength=len(classes)).float()
-    weights = (counts.sum() / (len(classes) * counts.clamp(min=1))) if settings.class_weighting else torch.ones(len(classes))
+    weights = (
+        (counts.sum() / (len(classes) * counts.clamp(min=1))) if settings.class_weighting else torch.ones(len(classes))
+    )
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(torch_device))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     # Cosine decay to 1% over the epochs: late epochs settle instead of jumping between minima.
     steps_per_epoch = max(1, -(-len(x_train) // settings.batch_size))
     if settings.lr_schedule == "onecycle":
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch + 1, pct_start=0.15, anneal_strategy="cos",
-            div_factor=10.0, final_div_factor=10.0,
+            optimizer,
+            max_lr=settings.lr,
+            total_steps=settings.epochs * steps_per_epoch + 1,
+            pct_start=0.15,
+            anneal_strategy="cos",
+            div_factor=10.0,
+            final_div_factor=10.0,
         )
     else:  # constant, as the original MEDDAP scripts
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -232,7 +259,9 @@ def train_classifier(
             index = order[start : start + settings.batch_size]
             if len(index) < 2 and len(order) > 1:
                 continue  # a lone sample breaks batch norm
-            batch = augment(x_train[index], generator, blur=settings.blur_augmentation, intensity=settings.intensity_augmentation)
+            batch = augment(
+                x_train[index], generator, blur=settings.blur_augmentation, intensity=settings.intensity_augmentation
+            )
             logits = model(normalise(batch).to(torch_device))
             loss = loss_fn(logits, y_train[index].to(torch_device))
             optimizer.zero_grad(set_to_none=True)
@@ -243,10 +272,18 @@ def train_classifier(
         probabilities = predict_proba(model, x_val)
         predicted = probabilities.argmax(1)
         val_f1 = float(f1_score(y_val, predicted, labels=range(len(classes)), average="macro", zero_division=0))
-        val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-8)), torch.from_numpy(y_val)))
+        val_loss = float(
+            nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-8)), torch.from_numpy(y_val))
+        )
         history.append(
-            {"epoch": epoch, "train_loss": total_loss / len(order), "val_loss": val_loss, "val_macro_f1": val_f1,
-             "val_accuracy": float((predicted == y_val).mean()), "seconds": time.time() - started}
+            {
+                "epoch": epoch,
+                "train_loss": total_loss / len(order),
+                "val_loss": val_loss,
+                "val_macro_f1": val_f1,
+                "val_accuracy": float((predicted == y_val).mean()),
+                "seconds": time.time() - started,
+            }
         )
         if val_f1 > best_f1:
             best_f1, best_state = val_f1, copy.deepcopy(model.state_dict())

@@ -17,7 +17,14 @@ def _list_images(folder: Path) -> list[Path]:
 
 def predict(args: argparse.Namespace) -> int:
     from meddap.evaluate import classification_metrics, predictions_frame
-    from meddap.predict import PredictError, ensemble_members, load_members, metrics_table, pick_device, predict_ensemble
+    from meddap.predict import (
+        PredictError,
+        ensemble_members,
+        load_members,
+        metrics_table,
+        pick_device,
+        predict_ensemble,
+    )
 
     folder, out = Path(args.images), Path(args.out)
     try:
@@ -40,13 +47,17 @@ def predict(args: argparse.Namespace) -> int:
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    frame = predictions_frame([str(p) for p in paths], labels if labelled else [""] * len(paths), probabilities, meta["classes"])
+    frame = predictions_frame(
+        [str(p) for p in paths], labels if labelled else [""] * len(paths), probabilities, meta["classes"]
+    )
     if not labelled:
         frame = frame.drop(columns="class")
     frame["ensemble_members"] = len(members)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
-    print(f"wrote {len(frame)} predictions to {out} ({len(members)} classifier{'s' if len(members) > 1 else ''}: {', '.join(map(str, members))})")
+    print(
+        f"wrote {len(frame)} predictions to {out} ({len(members)} classifier{'s' if len(members) > 1 else ''}: {', '.join(map(str, members))})"
+    )
     if labelled:
         metrics = classification_metrics(labels, probabilities, meta["classes"])
         print(metrics_table(metrics, meta["classes"]))
@@ -82,7 +93,10 @@ def audit(args: argparse.Namespace) -> int:
     results = Path(results.name)
     manifest = results / "splits" / "manifest.csv"
     if not manifest.is_file():
-        print(f"error: {manifest} is missing: --results must be a meddap results folder (after the split rule)", file=sys.stderr)
+        print(
+            f"error: {manifest} is missing: --results must be a meddap results folder (after the split rule)",
+            file=sys.stderr,
+        )
         return 2
     classifiers = sorted(p for p in (results / "classifiers").glob("*/*/fold*") if p.is_dir())
     if not classifiers:
@@ -92,12 +106,20 @@ def audit(args: argparse.Namespace) -> int:
     unseen = {p.stem: p for p in sorted((results / "test_sets").glob("*.csv")) if p.stem != INTERNAL.name}
     try:
         findings, summary, text = run_audit(
-            classifiers, manifest, unseen, args.near_duplicate_distance, AcceptedLeaks.from_settings(args.lora_scope, args.pretrain_corpus)
+            classifiers,
+            manifest,
+            unseen,
+            args.near_duplicate_distance,
+            AcceptedLeaks.from_settings(args.lora_scope, args.pretrain_corpus),
         )
     except AuditError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(summary[["variant", "arch", "fold", "influencing_images", "findings", "accepted", "status"]].to_string(index=False))
+    print(
+        summary[["variant", "arch", "fold", "influencing_images", "findings", "accepted", "status"]].to_string(
+            index=False
+        )
+    )
     print(text)
     if findings_out:
         findings.to_csv(findings_out, index=False)
@@ -116,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="meddap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="classify a folder of images with a trained classifier")
-    p.add_argument("--model", required=True, help="a classifier folder (results/classifiers/<variant>/<arch>/fold<k>), or "
-                   "<variant>/<arch> for the ensemble of its folds (probabilities averaged)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a classifier folder (results/classifiers/<variant>/<arch>/fold<k>), or "
+        "<variant>/<arch> for the ensemble of its folds (probabilities averaged)",
+    )
     p.add_argument("--images", required=True, help="folder of images; class subfolders give metrics")
     p.add_argument("--out", required=True, help="CSV of predictions and class probabilities")
     p.add_argument("--batch-size", type=int, default=64)
@@ -133,13 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--seed", type=int, default=42)
     s.set_defaults(func=phantom)
-    a = sub.add_parser("audit", help="lineage audit: did an image that shaped a classifier's training reach its evaluation?")
+    a = sub.add_parser(
+        "audit", help="lineage audit: did an image that shaped a classifier's training reach its evaluation?"
+    )
     a.add_argument("--results", default="results", help="the workflow's results folder")
     a.add_argument("--near-duplicate-distance", type=int, default=10, help="as dataset.near_duplicate_distance")
-    a.add_argument("--lora-scope", choices=["fold", "split"], default="fold",
-                   help="split: accept (and report) the validation leaks that lora.scope: split causes")
-    a.add_argument("--pretrain-corpus", choices=["phantom", "dataset"], default="phantom",
-                   help="dataset: accept (and report) the validation leaks of a base model pretrained on the dataset")
+    a.add_argument(
+        "--lora-scope",
+        choices=["fold", "split"],
+        default="fold",
+        help="split: accept (and report) the validation leaks that lora.scope: split causes",
+    )
+    a.add_argument(
+        "--pretrain-corpus",
+        choices=["phantom", "dataset"],
+        default="phantom",
+        help="dataset: accept (and report) the validation leaks of a base model pretrained on the dataset",
+    )
     a.add_argument("--findings", help="write every finding to this CSV")
     a.set_defaults(func=audit)
     args = parser.parse_args(argv)

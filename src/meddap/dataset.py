@@ -154,7 +154,9 @@ def make_split(
             sizes[fold] += len(unit)
             rows.extend((path, name, TRAIN_SPLIT, fold) for path in unit)
         if min(sizes) == 0:
-            raise DatasetError(f"class {name!r}: a fold has no training images (near-duplicate groups too large); lower dataset.folds.")
+            raise DatasetError(
+                f"class {name!r}: a fold has no training images (near-duplicate groups too large); lower dataset.folds."
+            )
     frame = pd.DataFrame(rows, columns=["path", "class", "split", "fold"])
     frame["group"] = [group_of[path] for path in frame["path"]]
     return frame.sort_values(["class", "split", "fold", "path"], kind="stable").reset_index(drop=True)[MANIFEST_COLUMNS]
@@ -215,7 +217,9 @@ def check_images(paths: list[str], min_size: int | None = None, log=None) -> lis
     for path in tqdm(paths, desc="check images", mininterval=5):
         image = load_rgb(path)
         if min_size and min(image.size) < min_size:
-            warnings.append(f"{path} is {image.size[0]}x{image.size[1]}, smaller than the model resolution {min_size}: it will be upsampled")
+            warnings.append(
+                f"{path} is {image.size[0]}x{image.size[1]}, smaller than the model resolution {min_size}: it will be upsampled"
+            )
     return warnings
 
 
@@ -235,7 +239,9 @@ def index_test_set(root: str | Path, known_classes: list[str], exclude: list[str
             else None
         )
         if present is None:
-            raise DatasetError(f"unseen test set {str(root)!r} does not exist. Fix its path in the config's unseen list.")
+            raise DatasetError(
+                f"unseen test set {str(root)!r} does not exist. Fix its path in the config's unseen list."
+            )
         images = list_class_images(root, present, exclude)
         frame = pd.DataFrame([(p, c) for c, paths in images.items() for p in paths], columns=["path", "class"])
     unknown = sorted(set(frame["class"]) - set(known_classes))

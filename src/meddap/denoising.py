@@ -35,7 +35,9 @@ def images_to_tensor(paths: list[str], size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_text(tokenizer, text_encoder, prompts: list[str], device: torch.device) -> torch.Tensor:
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return text_encoder(ids.to(device))[0]
 
 
@@ -130,14 +132,18 @@ def train_denoiser(
     return losses
 
 
-def denoising_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def denoising_target(
+    noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
     """What the UNet learns to predict under the scheduler's ``prediction_type``."""
     kind = noise_scheduler.config.prediction_type
     if kind == "epsilon":
         return noise
     if kind == "v_prediction":
         return noise_scheduler.get_velocity(latents, noise, timesteps)
-    raise BaseModelError(f"prediction_type {kind!r} of the base model's scheduler is not supported; use epsilon or v_prediction")
+    raise BaseModelError(
+        f"prediction_type {kind!r} of the base model's scheduler is not supported; use epsilon or v_prediction"
+    )
 
 
 def training_scheduler(pipeline):

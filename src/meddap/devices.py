@@ -18,4 +18,3 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision == "fp16":
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-

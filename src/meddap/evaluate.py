@@ -19,7 +19,11 @@ EVALUATED = "evaluated"  # metrics.json key: what was evaluated (variant, family
 
 
 def classification_metrics(
-    y_true: list[str], probabilities: np.ndarray, classes: list[str], positive_class: str | None = "malignant", specificity: float = 0.9
+    y_true: list[str],
+    probabilities: np.ndarray,
+    classes: list[str],
+    positive_class: str | None = "malignant",
+    specificity: float = 0.9,
 ) -> dict:
     """Accuracy, balanced accuracy, macro-F1, macro AUROC, per-class sensitivity/specificity/precision, ECE.
 
@@ -70,7 +74,9 @@ def classification_metrics(
     return metrics
 
 
-def predictions_frame(paths: list[str], y_true: list[str], probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+def predictions_frame(
+    paths: list[str], y_true: list[str], probabilities: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
     frame = pd.DataFrame({"path": paths, "class": y_true, "predicted": [classes[i] for i in probabilities.argmax(1)]})
     for i, name in enumerate(classes):
         frame[f"prob_{name}"] = probabilities[:, i]
@@ -127,8 +133,13 @@ def evaluate_classifier(
         if settings.corruptions and internal:
             table = tables[internal[0]]
             errors = evaluate_corruptions(
-                model, meta, list(table["path"]), list(table["class"]),
-                corruptions=settings.corruptions, severities=settings.severities, seed=seed,
+                model,
+                meta,
+                list(table["path"]),
+                list(table["class"]),
+                corruptions=settings.corruptions,
+                severities=settings.severities,
+                seed=seed,
             )
             for position, (column, value) in enumerate((labels or {}).items()):
                 errors.insert(position, column, value)

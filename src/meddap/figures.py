@@ -88,7 +88,7 @@ def plot_robustness(errors: pd.DataFrame, target: str | Path) -> None:
         ax.set_xlabel("severity (0 = clean)", fontsize=8)
         ax.set_ylabel("balanced error", fontsize=8)
         ax.set_ylim(0, 1)
-    for ax in list(axes.flat)[len(corruptions):]:
+    for ax in list(axes.flat)[len(corruptions) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
@@ -112,7 +112,15 @@ def plot_confusions(predictions: pd.DataFrame, classes: Sequence[str], target: s
         ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
         for i in range(len(classes)):
             for j in range(len(classes)):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if matrix[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] > 0.5 else "black",
+                )
         ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
         ax.set_title(variant, fontsize=8)
@@ -122,7 +130,9 @@ def plot_confusions(predictions: pd.DataFrame, classes: Sequence[str], target: s
     _save(fig, target)
 
 
-def plot_image_grid(real: pd.DataFrame, synthetic: pd.DataFrame, target: str | Path, per_cell: int = 2, size: int = 96) -> None:
+def plot_image_grid(
+    real: pd.DataFrame, synthetic: pd.DataFrame, target: str | Path, per_cell: int = 2, size: int = 96
+) -> None:
     """Rows: classes; columns: real images, then synthetic images of each adjective."""
     from meddap.images import load_array
 
@@ -130,10 +140,16 @@ def plot_image_grid(real: pd.DataFrame, synthetic: pd.DataFrame, target: str | P
     classes = sorted(real["class"].unique())
     adjectives = sorted(synthetic["adjective"].unique()) if len(synthetic) else []
     columns = ["real", *adjectives]
-    fig, axes = plt.subplots(len(classes), len(columns), figsize=(1.6 * per_cell * len(columns), 1.7 * len(classes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), len(columns), figsize=(1.6 * per_cell * len(columns), 1.7 * len(classes)), squeeze=False
+    )
     for r, cls in enumerate(classes):
         for c, column in enumerate(columns):
-            pool = real[real["class"] == cls] if column == "real" else synthetic[(synthetic["class"] == cls) & (synthetic["adjective"] == column)]
+            pool = (
+                real[real["class"] == cls]
+                if column == "real"
+                else synthetic[(synthetic["class"] == cls) & (synthetic["adjective"] == column)]
+            )
             tiles = [load_array(path, size) for path in pool["path"].head(per_cell)]
             strip = np.concatenate(tiles, axis=1) if tiles else np.zeros((size, size * per_cell, 3), np.uint8)
             ax = axes[r][c]
@@ -171,7 +187,13 @@ def plot_lora_losses(losses: pd.DataFrame, target: str | Path) -> None:
             window = max(1, len(curve) // 20)
             colour = colours[index % len(colours)]
             ax.plot(curve["step"], curve["loss"], color=colour, alpha=0.2, linewidth=0.7)
-            ax.plot(curve["step"], curve["loss"].rolling(window, min_periods=1).mean(), color=colour, linewidth=1.6, label=arm)
+            ax.plot(
+                curve["step"],
+                curve["loss"].rolling(window, min_periods=1).mean(),
+                color=colour,
+                linewidth=1.6,
+                label=arm,
+            )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     axes[0][0].set_ylabel("denoising loss (MSE)", fontsize=8)
@@ -179,7 +201,9 @@ def plot_lora_losses(losses: pd.DataFrame, target: str | Path) -> None:
         axes[0][0].legend(fontsize=7)
     else:
         axes[0][0].text(0.5, 0.5, "no LoRA loss records", ha="center")
-    fig.suptitle(f"LoRA training loss per step (dark: moving average over {window} steps; light: each step)", fontsize=10)
+    fig.suptitle(
+        f"LoRA training loss per step (dark: moving average over {window} steps; light: each step)", fontsize=10
+    )
     fig.tight_layout()
     _save(fig, target)
 
@@ -194,12 +218,27 @@ def plot_lora_validation(validation: pd.DataFrame, target: str | Path, size: int
     steps = sorted(validation["step"].unique()) if len(validation) else []
     if len(steps) > max_columns:
         steps = [steps[round(i * (len(steps) - 1) / (max_columns - 1))] for i in range(max_columns)]
-    rows = [(cls, arm) for cls in sorted(validation["class"].unique()) for arm in _natural(validation.loc[validation["class"] == cls, "arm"])] if len(validation) else []
+    rows = (
+        [
+            (cls, arm)
+            for cls in sorted(validation["class"].unique())
+            for arm in _natural(validation.loc[validation["class"] == cls, "arm"])
+        ]
+        if len(validation)
+        else []
+    )
     per_cell = int(validation.groupby(["class", "arm", "step"]).size().max()) if len(validation) else 1
-    fig, axes = plt.subplots(max(1, len(rows)), max(1, len(steps)), figsize=(max(4.0, 1.3 * per_cell * max(1, len(steps)) + 0.6), 1.4 * max(1, len(rows)) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        max(1, len(rows)),
+        max(1, len(steps)),
+        figsize=(max(4.0, 1.3 * per_cell * max(1, len(steps)) + 0.6), 1.4 * max(1, len(rows)) + 0.4),
+        squeeze=False,
+    )
     for r, (cls, arm) in enumerate(rows):
         for c, step in enumerate(steps):
-            cell = validation[(validation["class"] == cls) & (validation["arm"] == arm) & (validation["step"] == step)].sort_values(["prompt", "image"])
+            cell = validation[
+                (validation["class"] == cls) & (validation["arm"] == arm) & (validation["step"] == step)
+            ].sort_values(["prompt", "image"])
             tiles = [load_array(path, size) for path in cell["path"]]
             tiles += [np.full((size, size, 3), 255, np.uint8)] * (per_cell - len(tiles))
             gap = np.full((size, 2, 3), 255, np.uint8)  # a white line between the seeds' images
@@ -230,9 +269,17 @@ def benchmark_runtimes(benchmark_files: Sequence[str | Path], root: str | Path) 
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             continue  # a benchmark being written right now
         rule = path.relative_to(root).parts[0].removesuffix(".tsv")
-        rows.append({"rule": rule, "seconds": float(table["s"].iloc[0]), "max_rss_mb": float(table["max_rss"].iloc[0]) if "max_rss" in table else math.nan})
+        rows.append(
+            {
+                "rule": rule,
+                "seconds": float(table["s"].iloc[0]),
+                "max_rss_mb": float(table["max_rss"].iloc[0]) if "max_rss" in table else math.nan,
+            }
+        )
     frame = pd.DataFrame(rows, columns=["rule", "seconds", "max_rss_mb"])
-    out = frame.groupby("rule").agg(jobs=("seconds", "size"), total_s=("seconds", "sum"), mean_s=("seconds", "mean"), max_s=("seconds", "max"))
+    out = frame.groupby("rule").agg(
+        jobs=("seconds", "size"), total_s=("seconds", "sum"), mean_s=("seconds", "mean"), max_s=("seconds", "max")
+    )
     return out.reset_index().sort_values("total_s", ascending=False, kind="stable")
 
 
@@ -255,14 +302,24 @@ def _table(frame: pd.DataFrame, digits: int = 3, limit: int = 400) -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
     shown = frame.head(limit)
-    formatted = shown.map(lambda v: f"{v:.{digits}f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else html.escape(str(v))))
+    formatted = shown.map(
+        lambda v: (
+            f"{v:.{digits}f}"
+            if isinstance(v, float) and not math.isnan(v)
+            else ("" if isinstance(v, float) else html.escape(str(v)))
+        )
+    )
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in formatted.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in formatted.itertuples(index=False)
+    )
     more = f"<p><em>{len(frame) - limit} more rows in the CSV</em></p>" if len(frame) > limit else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
-def html_page(target: str | Path, title: str, sections: Sequence[tuple[str, str, Sequence[str | Path], Sequence[pd.DataFrame]]]) -> None:
+def html_page(
+    target: str | Path, title: str, sections: Sequence[tuple[str, str, Sequence[str | Path], Sequence[pd.DataFrame]]]
+) -> None:
     """A self-contained page: sections of (heading, text, figure PNGs, tables), images inlined.
 
     After loading, the page records in ``<body data-images-loaded=N data-images-total=M>`` how

@@ -99,9 +99,7 @@ def generate_images(
     device = pipeline._execution_device
     unet, vae = pipeline.unet, pipeline.vae
     use_guidance = guidance_scale != 1.0
-    prompt_embeds, negative_embeds = pipeline.encode_prompt(
-        prompt, device, 1, True, negative_prompt=negative_prompt
-    )
+    prompt_embeds, negative_embeds = pipeline.encode_prompt(prompt, device, 1, True, negative_prompt=negative_prompt)
     scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     latent_shape = (unet.config.in_channels, resolution // scale_factor, resolution // scale_factor)
     images: list[np.ndarray] = []
@@ -110,7 +108,9 @@ def generate_images(
         n = len(batch_seeds)
         scheduler = pipeline.scheduler.__class__.from_config(pipeline.scheduler.config)
         scheduler.set_timesteps(steps, device=device)
-        noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(s)) for s in batch_seeds])
+        noise = torch.stack(
+            [torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(s)) for s in batch_seeds]
+        )
         latents = (noise * scheduler.init_noise_sigma).to(device, unet.dtype)
         cond = prompt_embeds.expand(n, -1, -1)
         uncond = negative_embeds.expand(n, -1, -1)
@@ -146,9 +146,9 @@ def write_shard(
 ) -> pd.DataFrame:
     """Write PNGs + metadata.csv + provenance.json + lineage.json (the LoRA and base model the
     images came from) into ``out_dir`` atomically (whole folder)."""
-    from meddap.lineage import write_lineage
-
     from PIL import Image
+
+    from meddap.lineage import write_lineage
 
     rows = []
     with atomic_path(out_dir) as temporary:
@@ -188,15 +188,24 @@ def generate_shard(
     torch_device = pick_device(runtime.device)
     pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, runtime.precision))
     if sampling.guidance_reference not in GUIDANCE_REFERENCES:
-        raise ValueError(f"generation.guidance_reference {sampling.guidance_reference!r}: use one of {GUIDANCE_REFERENCES}")
+        raise ValueError(
+            f"generation.guidance_reference {sampling.guidance_reference!r}: use one of {GUIDANCE_REFERENCES}"
+        )
     reference_unet = copy.deepcopy(pipeline.unet) if sampling.guidance_reference == "base" else None
     apply_lora(pipeline, lora_dir, sampling.lora_scale)
     set_scheduler(pipeline, sampling.scheduler)
     compiled = prepare_for_generation(pipeline, reference_unet, sampling.compile)
     seeds = [image_seed(seed, cls, adjective, shard, index, arm) for index in range(shard_size)]
     images = generate_images(
-        pipeline, prompt, seeds, sampling.resolution, sampling.steps, sampling.guidance_scale, sampling.batch_size,
-        negative_prompt, reference_unet,
+        pipeline,
+        prompt,
+        seeds,
+        sampling.resolution,
+        sampling.steps,
+        sampling.guidance_scale,
+        sampling.batch_size,
+        negative_prompt,
+        reference_unet,
     )
     if sampling.grayscale:
         images = [to_grey_rgb(image) for image in images]
@@ -237,4 +246,8 @@ def read_shards(shard_dirs: list[str | Path]) -> pd.DataFrame:
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=[*METADATA_COLUMNS, "path"])
-    return pd.concat(frames, ignore_index=True).sort_values(["class", "adjective", "shard", "index"], kind="stable").reset_index(drop=True)
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["class", "adjective", "shard", "index"], kind="stable")
+        .reset_index(drop=True)
+    )

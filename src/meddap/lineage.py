@@ -33,7 +33,9 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_lineage(folder: str | Path, kind: str, images: Iterable[str] = (), inputs: dict[str, str] | None = None, **extra) -> dict:
+def write_lineage(
+    folder: str | Path, kind: str, images: Iterable[str] = (), inputs: dict[str, str] | None = None, **extra
+) -> dict:
     """Write ``folder/lineage.json``: the artifact's kind, the images it was derived from (with
     sha256) and the artifacts it was made from (``inputs``: role -> path)."""
     record = {

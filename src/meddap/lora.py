@@ -121,7 +121,9 @@ class TrainingHistory:
         from PIL import Image
 
         self.loss_table().to_csv(folder / LOSS_FILE, index=False)
-        pd.DataFrame(self.validation_rows, columns=["step", "prompt", "image", "seed", "file"]).to_csv(folder / VALIDATION_FILE, index=False)
+        pd.DataFrame(self.validation_rows, columns=["step", "prompt", "image", "seed", "file"]).to_csv(
+            folder / VALIDATION_FILE, index=False
+        )
         if self.validation_images:
             (folder / VALIDATION_DIR).mkdir()
         for name, array in self.validation_images.items():
@@ -135,12 +137,19 @@ class TrainingHistory:
         losses = pd.read_csv(folder / LOSS_FILE)
         history.losses, history.learning_rates = losses["loss"].tolist(), losses["lr"].tolist()
         history.validation_rows = pd.read_csv(folder / VALIDATION_FILE).to_dict("records")
-        history.validation_images = {row["file"]: np.asarray(Image.open(folder / row["file"]).convert("RGB")) for row in history.validation_rows}
+        history.validation_images = {
+            row["file"]: np.asarray(Image.open(folder / row["file"]).convert("RGB")) for row in history.validation_rows
+        }
         return history
 
 
 def render_validation(
-    pipeline, prompts: list[str], seeds: list[int], resolution: int, settings: LoraValidationSettings, step: int,
+    pipeline,
+    prompts: list[str],
+    seeds: list[int],
+    resolution: int,
+    settings: LoraValidationSettings,
+    step: int,
     history: TrainingHistory,
 ) -> None:
     """Add ``settings.images`` images per prompt at ``step`` to ``history``, leaving training untouched.
@@ -153,15 +162,25 @@ def render_validation(
 
     device = pipeline._execution_device
     dtype = pipeline.unet.dtype
-    use_amp = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)  # fp32 LoRA layers on a half-precision UNet
+    use_amp = device.type == "cuda" and dtype in (
+        torch.float16,
+        torch.bfloat16,
+    )  # fp32 LoRA layers on a half-precision UNet
     pipeline.unet.eval()
     try:
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []), torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+        with (
+            torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []),
+            torch.autocast(device.type, dtype=dtype, enabled=use_amp),
+        ):
             for prompt_index, prompt in enumerate(prompts):
-                images = generate_images(pipeline, prompt, seeds, resolution, settings.steps, settings.guidance_scale, batch_size=len(seeds))
+                images = generate_images(
+                    pipeline, prompt, seeds, resolution, settings.steps, settings.guidance_scale, batch_size=len(seeds)
+                )
                 for index, (seed, image) in enumerate(zip(seeds, images)):
                     name = f"{VALIDATION_DIR}/step{step:05d}_{prompt_index * len(seeds) + index:02d}.png"
-                    history.validation_rows.append({"step": step, "prompt": prompt, "image": index, "seed": seed, "file": name})
+                    history.validation_rows.append(
+                        {"step": step, "prompt": prompt, "image": index, "seed": seed, "file": name}
+                    )
                     history.validation_images[name] = to_grey_rgb(image) if settings.grayscale else image
     finally:
         pipeline.unet.train()
@@ -234,7 +253,14 @@ def train_lora(
     add_lora(unet, rank, alpha, target_modules)
     cast_training_params(unet, dtype=torch.float32)  # LoRA weights train in fp32
     trainable, base, share = lora_share(unet)
-    log.info("LoRA rank %d on %s: %d trainable parameters = %.4f%% of the UNet's %d", rank, list(target_modules), trainable, 100 * share, base)
+    log.info(
+        "LoRA rank %d on %s: %d trainable parameters = %.4f%% of the UNet's %d",
+        rank,
+        list(target_modules),
+        trainable,
+        100 * share,
+        base,
+    )
 
     images = images_to_tensor(image_paths, settings.resolution)
     if settings.flip:
@@ -252,9 +278,23 @@ def train_lora(
     parameters = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=1e-2)
     run_digest = _config_digest(
-        {"base": str(base_model), "images": sorted(zip(image_paths, prompts)), "prompt": distinct, "rank": rank, "alpha": alpha,
-         "targets": list(target_modules), "steps": steps, "batch": settings.batch_size, "lr": settings.lr, "res": settings.resolution,
-         "flip": settings.flip, "seed": seed, "dropout": settings.condition_dropout, "bias": settings.timestep_bias, "validation": validation.params()}
+        {
+            "base": str(base_model),
+            "images": sorted(zip(image_paths, prompts)),
+            "prompt": distinct,
+            "rank": rank,
+            "alpha": alpha,
+            "targets": list(target_modules),
+            "steps": steps,
+            "batch": settings.batch_size,
+            "lr": settings.lr,
+            "res": settings.resolution,
+            "flip": settings.flip,
+            "seed": seed,
+            "dropout": settings.condition_dropout,
+            "bias": settings.timestep_bias,
+            "validation": validation.params(),
+        }
     )
     start_step = 0
     history = TrainingHistory()
@@ -279,7 +319,10 @@ def train_lora(
         if checkpoint_dir and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < steps:
             with atomic_path(checkpoint_dir) as temporary:
                 temporary.mkdir()
-                save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}, temporary / "lora.safetensors")
+                save_file(
+                    {k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()},
+                    temporary / "lora.safetensors",
+                )
                 torch.save(opt.state_dict(), temporary / "optimizer.pt")
                 history.write(temporary)  # the losses and images so far, for a resumed run's history
                 (temporary / "state.json").write_text(json.dumps({"step": step, "digest": run_digest}))
@@ -289,9 +332,23 @@ def train_lora(
     if on_step is not None:
         on_step(start_step, None)
     losses = train_denoiser(
-        unet, means * scaling, stds * scaling, condition, uncondition, steps, settings.batch_size, settings.lr, seed,
-        parameters=parameters, condition_dropout=settings.condition_dropout, timestep_bias=settings.timestep_bias, noise_scheduler=noise_scheduler,
-        description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}", start_step=start_step, optimizer=optimizer, on_step=after_step,
+        unet,
+        means * scaling,
+        stds * scaling,
+        condition,
+        uncondition,
+        steps,
+        settings.batch_size,
+        settings.lr,
+        seed,
+        parameters=parameters,
+        condition_dropout=settings.condition_dropout,
+        timestep_bias=settings.timestep_bias,
+        noise_scheduler=noise_scheduler,
+        description=f"LoRA {distinct[0] if len(distinct) == 1 else f'{len(distinct)} prompts'}",
+        start_step=start_step,
+        optimizer=optimizer,
+        on_step=after_step,
         losses=history.losses,  # filled from the checkpoint on resume: the list holds every step
     )
     info = {
@@ -331,7 +388,11 @@ def check_lora_scale(lora_dir: str | Path) -> None:
     if not info_path.is_file():
         return  # not made by meddap: a diffusers-format file means what it says
     info = json.loads(info_path.read_text())
-    if not info.get(ALPHA_FOLDED) and info.get("alpha") is not None and float(info["alpha"]) != float(info.get("rank", info["alpha"])):
+    if (
+        not info.get(ALPHA_FOLDED)
+        and info.get("alpha") is not None
+        and float(info["alpha"]) != float(info.get("rank", info["alpha"]))
+    ):
         raise LoraError(
             f"{lora_dir} was saved by an older meddap without its alpha/rank scale ({info['alpha']}/{info['rank']}): "
             "it would load at the wrong strength. Retrain it: delete the folder and rerun (rule train_lora)."

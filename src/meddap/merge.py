@@ -55,8 +55,12 @@ def merge_fold(
     parts = [_rows(original["path"], list(original["class"]), ORIGINAL_SOURCE, roles)]
     for cls in plan.classes:
         for adjective, count in plan.counts_per_adjective(variant, cls).items():
-            pool = synthetic if synthetic is not None else pd.DataFrame(columns=["class", "adjective", "shard", "index"])
-            pool = pool[(pool["class"] == cls) & (pool["adjective"] == adjective)].sort_values(["shard", "index"], kind="stable")
+            pool = (
+                synthetic if synthetic is not None else pd.DataFrame(columns=["class", "adjective", "shard", "index"])
+            )
+            pool = pool[(pool["class"] == cls) & (pool["adjective"] == adjective)].sort_values(
+                ["shard", "index"], kind="stable"
+            )
             if len(pool) < count:
                 raise ValueError(
                     f"variant {variant.name} fold {fold}: needs {count} synthetic {cls}/{adjective} images but the "
@@ -64,19 +68,43 @@ def merge_fold(
                 )
             chosen = pool.head(count)
             shard_dirs = [path.rsplit("/", 1)[0] for path in chosen["path"]]
-            parts.append(_rows(chosen["path"], cls, SYNTHETIC_SOURCE, TRAIN_ROLE, adjective, list(chosen["prompt"]), chosen["seed"], shard_dirs))
+            parts.append(
+                _rows(
+                    chosen["path"],
+                    cls,
+                    SYNTHETIC_SOURCE,
+                    TRAIN_ROLE,
+                    adjective,
+                    list(chosen["prompt"]),
+                    chosen["seed"],
+                    shard_dirs,
+                )
+            )
     if variant.kind == CLASSIC:
         if classic is None:
             raise ValueError(f"variant {variant.name}: the classic-augmentation folder of fold {fold} is missing")
         if len(classic) and set(classic["fold"].astype(int)) != {fold}:
-            raise ValueError(f"variant {variant.name}: classic copies of folds {sorted(set(classic['fold']))} given for fold {fold}")
+            raise ValueError(
+                f"variant {variant.name}: classic copies of folds {sorted(set(classic['fold']))} given for fold {fold}"
+            )
         for cls in plan.classes:
             count = plan.synthetic_count(cls, variant.ratio)
             pool = classic[classic["class"] == cls]
             if len(pool) < count:
-                raise ValueError(f"variant {variant.name}: needs {count} classic {cls} images for fold {fold}, the folder holds {len(pool)}.")
+                raise ValueError(
+                    f"variant {variant.name}: needs {count} classic {cls} images for fold {fold}, the folder holds {len(pool)}."
+                )
             chosen = pool.sort_values("index").head(count)
-            parts.append(_rows(chosen["path"], cls, CLASSIC, TRAIN_ROLE, seeds=chosen["seed"], derived_from=list(chosen["source_path"])))
+            parts.append(
+                _rows(
+                    chosen["path"],
+                    cls,
+                    CLASSIC,
+                    TRAIN_ROLE,
+                    seeds=chosen["seed"],
+                    derived_from=list(chosen["source_path"]),
+                )
+            )
     return pd.concat(parts, ignore_index=True)[VARIANT_COLUMNS]
 
 

@@ -107,6 +107,7 @@ class PhantomCase:
 def _smooth_curve(rng: np.random.Generator, n: int, amplitude: float, correlation: float) -> np.ndarray:
     """A random smooth 1-D profile (for undulating layer boundaries), zero mean."""
     from scipy.ndimage import gaussian_filter  # scipy loads on first use: config validation imports this module
+
     noise = rng.standard_normal(n)
     curve = gaussian_filter(noise, sigma=correlation * n, mode="wrap")
     curve -= curve.mean()
@@ -119,6 +120,7 @@ def _tissue_layers(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Echogenicity and attenuation maps of normal breast tissue, plus the glandular-layer mask."""
     from scipy.ndimage import gaussian_filter
+
     n_lat = lateral_mm.shape[1]
     skin = 1.6 + _smooth_curve(rng, n_lat, 0.3, 0.15)
     fat = skin + rng.uniform(3.0, 7.0) + _smooth_curve(rng, n_lat, 1.5, 0.12)
@@ -238,6 +240,7 @@ def simulate_case(
     """Simulate one B-mode image of class ``label`` acquired with ``device``."""
     from scipy.ndimage import gaussian_filter
     from scipy.signal import fftconvolve
+
     if label not in CLASSES:
         raise ValueError(f"unknown phantom class {label!r}; expected one of {CLASSES}")
     rng = np.random.default_rng(seed)

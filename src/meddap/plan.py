@@ -71,7 +71,9 @@ class Plan:
         return [min(self.shard_size, total - start) for start in range(0, total, self.shard_size)] or [0]
 
     def all_shards(self) -> list[tuple[str, str, int]]:
-        return [(cls, adj, shard) for cls in self.classes for adj in self.adjectives for shard in range(self.shards(cls))]
+        return [
+            (cls, adj, shard) for cls in self.classes for adj in self.adjectives for shard in range(self.shards(cls))
+        ]
 
     def variants(self) -> list[Variant]:
         out = [Variant(ORIGINAL, ORIGINAL)]

@@ -24,7 +24,10 @@ def ensemble_members(model: str | Path) -> list[Path]:
     model = Path(model)
     if (model / "model.json").is_file():
         return [model]
-    folds = sorted((p for p in model.glob("fold*") if (p / "model.json").is_file()), key=lambda p: int(p.name.removeprefix("fold") or 0))
+    folds = sorted(
+        (p for p in model.glob("fold*") if (p / "model.json").is_file()),
+        key=lambda p: int(p.name.removeprefix("fold") or 0),
+    )
     if not folds:
         raise PredictError(
             f"--model {model} is neither a classifier folder (model.json) nor a <variant>/<arch> folder of fold<k> classifiers"
@@ -43,13 +46,17 @@ def load_members(members: list[Path], device: str = "cpu"):
         except ClassifierError as error:
             raise PredictError(str(error)) from None
         except Exception as error:  # a truncated or foreign safetensors file
-            raise PredictError(f"{folder} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}); retrain it (rule train_classifier)") from None
+            raise PredictError(
+                f"{folder} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}); retrain it (rule train_classifier)"
+            ) from None
         models.append(model)
         metas.append(meta)
     keys = ("classes", "input_size", "mean", "std")
     for folder, meta in zip(members[1:], metas[1:]):
         if any(meta[key] != metas[0][key] for key in keys):
-            raise PredictError(f"{folder} differs from {members[0]} in its classes or input size; an ensemble needs the same ones")
+            raise PredictError(
+                f"{folder} differs from {members[0]} in its classes or input size; an ensemble needs the same ones"
+            )
     return models, metas[0]
 
 
@@ -74,14 +81,21 @@ def predict_ensemble(models, meta: dict, paths: list[str], batch_size: int = 64,
     out = []
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", disable=not progress, unit="batch"):
         images = load_image_tensor(paths[start : start + batch_size], meta["input_size"])
-        out.append(np.mean([predict_proba(model, images, batch_size, meta["mean"], meta["std"]) for model in models], axis=0))
+        out.append(
+            np.mean([predict_proba(model, images, batch_size, meta["mean"], meta["std"]) for model in models], axis=0)
+        )
     return np.concatenate(out) if out else np.zeros((0, len(meta["classes"])))
 
 
 def metrics_table(metrics: dict, classes: list[str]) -> str:
     """A short readable table: the headline scores, then sensitivity/specificity/precision per class."""
     lines = []
-    for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"), ("macro_auroc", "macro AUROC")):
+    for key, label in (
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("macro_f1", "macro-F1"),
+        ("macro_auroc", "macro AUROC"),
+    ):
         if key in metrics:
             lines.append(f"{label:>18}: {metrics[key]:.3f}")
     lines.append(f"{'class':>18}  sensitivity  specificity  precision")

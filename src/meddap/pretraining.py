@@ -21,17 +21,26 @@ from meddap.settings import DATASET_CORPUS, PHANTOM_CORPUS
 CORPUS_COLUMNS = ["path", "class", "adjective", "caption"]
 
 
-def decontaminate(corpus: pd.DataFrame, reference_paths: list[str], reference_hashes: list[str], max_distance: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def decontaminate(
+    corpus: pd.DataFrame, reference_paths: list[str], reference_hashes: list[str], max_distance: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept, dropped): corpus images within ``max_distance`` perceptual-hash bits of (or at the
     same path as) any reference image (the dataset, the unseen sets) are dropped, as large
     pretraining corpora are deduplicated against evaluation sets. ``reference_hashes`` are the
     split manifest's hex hashes (empty strings are computed here)."""
     from meddap.near_duplicates import hamming_distances, hash_images, hex_to_hash, perceptual_hash
 
-    same_path = corpus["path"].map(lambda p: str(Path(p).resolve())).isin({str(Path(p).resolve()) for p in reference_paths})
+    same_path = (
+        corpus["path"].map(lambda p: str(Path(p).resolve())).isin({str(Path(p).resolve()) for p in reference_paths})
+    )
     near = pd.Series(False, index=corpus.index)
     if max_distance >= 0 and len(corpus) and reference_paths:
-        reference = np.stack([hex_to_hash(h) if isinstance(h, str) and h else perceptual_hash(p) for p, h in zip(reference_paths, reference_hashes)])
+        reference = np.stack(
+            [
+                hex_to_hash(h) if isinstance(h, str) and h else perceptual_hash(p)
+                for p, h in zip(reference_paths, reference_hashes)
+            ]
+        )
         distances = hamming_distances(hash_images(list(corpus["path"])), reference)
         near = pd.Series(distances.min(axis=1) <= max_distance, index=corpus.index)
     dropped = same_path | near
@@ -54,7 +63,9 @@ def pretraining_corpus(
 
     if kind == PHANTOM_CORPUS:
         images = list_class_images(source, classes, [])
-        frame = pd.DataFrame([(path, cls) for cls, paths in images.items() for path in paths], columns=["path", "class"])
+        frame = pd.DataFrame(
+            [(path, cls) for cls, paths in images.items() for path in paths], columns=["path", "class"]
+        )
     elif kind == DATASET_CORPUS:
         manifest = pd.read_csv(source)
         frame = manifest.loc[manifest["split"] == "train", ["path", "class"]].reset_index(drop=True)

@@ -100,7 +100,11 @@ def extract_features(
         handle.remove()
         model.train(was_training)
     feats = torch.cat(captured).numpy().astype(np.float64) if captured else np.zeros((0, 0))
-    return (feats, torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros((0, 0))) if return_logits else feats
+    return (
+        (feats, torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros((0, 0)))
+        if return_logits
+        else feats
+    )
 
 
 # --------------------------------------------------------------------------- distribution distances
@@ -131,7 +135,9 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
         cross = centred_a @ centred_b.T / math.sqrt((len(a) - 1) * (len(b) - 1))
         trace_covmean = float(np.linalg.svd(cross, compute_uv=False).sum())
     else:
-        trace_covmean = _trace_sqrtm(np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False)), eps)
+        trace_covmean = _trace_sqrtm(
+            np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False)), eps
+        )
     diff = mu_a - mu_b
     return float(max(0.0, diff @ diff + trace_a + trace_b - 2.0 * trace_covmean))
 
@@ -147,7 +153,9 @@ def _trace_sqrtm(s_a: np.ndarray, s_b: np.ndarray, eps: float) -> float:
     if np.iscomplexobj(covmean):
         scale = max(1.0, float(np.abs(covmean).max()))
         if np.abs(covmean.imag).max() > 1e-3 * scale:
-            warnings.warn(f"sqrtm has a large imaginary component ({np.abs(covmean.imag).max():.3g}); the distance is approximate")
+            warnings.warn(
+                f"sqrtm has a large imaginary component ({np.abs(covmean.imag).max():.3g}); the distance is approximate"
+            )
         covmean = covmean.real
     return float(np.trace(covmean))
 
@@ -279,7 +287,11 @@ def adjective_effect(
     for measure in MEASURES:
         a, b = adj[measure].to_numpy(), none[measure].to_numpy()
         difference = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
-        pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)) if len(a) > 1 and len(b) > 1 else math.nan
+        pooled = (
+            math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+            if len(a) > 1 and len(b) > 1
+            else math.nan
+        )
         cohens_d = difference / pooled if pooled and not math.isnan(pooled) else math.nan
         if len(a) and len(b) and not (np.all(a == a[0]) and np.all(b == a[0])):
             p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
@@ -295,9 +307,19 @@ def adjective_effect(
         else:
             verdict = "as expected" if (difference > 0) == (direction == "up") else "opposite"
         rows.append(
-            {"adjective": adjective, "measure": measure, "mean_adjective": float(a.mean()) if len(a) else math.nan,
-             "mean_none": float(b.mean()) if len(b) else math.nan, "difference": difference, "cohens_d": cohens_d,
-             "p_value": p, "expected": direction, "verdict": verdict, "n_adjective": len(a), "n_none": len(b)}
+            {
+                "adjective": adjective,
+                "measure": measure,
+                "mean_adjective": float(a.mean()) if len(a) else math.nan,
+                "mean_none": float(b.mean()) if len(b) else math.nan,
+                "difference": difference,
+                "cohens_d": cohens_d,
+                "p_value": p,
+                "expected": direction,
+                "verdict": verdict,
+                "n_adjective": len(a),
+                "n_none": len(b),
+            }
         )
     return pd.DataFrame(rows)
 
@@ -339,16 +361,20 @@ def nearest_training_copies(
     if len(synth) == 0:
         return pd.DataFrame(columns=columns)
     distance, nearest = index.kneighbors(synth, n_neighbors=1)
-    frame = pd.DataFrame(
-        {
-            "synthetic_id": list(synth_ids),
-            "train_id": np.asarray(train_ids, dtype=object)[nearest[:, 0]],
-            "distance": distance[:, 0],
-            "relative_distance": distance[:, 0] / median if median > 0 else math.nan,
-            "threshold": threshold,
-            "near_copy": distance[:, 0] < threshold,
-        }
-    ).sort_values("distance", kind="stable").reset_index(drop=True)
+    frame = (
+        pd.DataFrame(
+            {
+                "synthetic_id": list(synth_ids),
+                "train_id": np.asarray(train_ids, dtype=object)[nearest[:, 0]],
+                "distance": distance[:, 0],
+                "relative_distance": distance[:, 0] / median if median > 0 else math.nan,
+                "threshold": threshold,
+                "near_copy": distance[:, 0] < threshold,
+            }
+        )
+        .sort_values("distance", kind="stable")
+        .reset_index(drop=True)
+    )
     frame["rank"] = np.arange(1, len(frame) + 1)
     if top is not None:
         frame = frame[(frame["rank"] <= top) | frame["near_copy"]]
@@ -380,25 +406,46 @@ def synthetic_quality(
 
     def features(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
         images = load_image_tensor(paths, meta["input_size"])
-        feats, logits = extract_features(model, images, batch_size, meta["mean"], meta["std"], n_classes=len(classes), progress=False, return_logits=True)
+        feats, logits = extract_features(
+            model,
+            images,
+            batch_size,
+            meta["mean"],
+            meta["std"],
+            n_classes=len(classes),
+            progress=False,
+            return_logits=True,
+        )
         return feats, np.asarray(classes)[logits.argmax(1)]
 
     real_feats, _ = features(list(real["path"]))
     synth_feats, synth_pred = features(list(synthetic["path"]))
     synthetic = synthetic.reset_index(drop=True).assign(_pred=synth_pred)
-    groups = [(cls, adj, synthetic.index[(synthetic["class"] == cls) & (synthetic["adjective"] == adj)]) for cls, adj in synthetic[["class", "adjective"]].drop_duplicates().itertuples(index=False)]
+    groups = [
+        (cls, adj, synthetic.index[(synthetic["class"] == cls) & (synthetic["adjective"] == adj)])
+        for cls, adj in synthetic[["class", "adjective"]].drop_duplicates().itertuples(index=False)
+    ]
     groups += [(cls, "all", synthetic.index[synthetic["class"] == cls]) for cls in synthetic["class"].drop_duplicates()]
     rows = []
     for cls, adj, index in groups:
         fake = synth_feats[index]
         ref = real_feats[(real["class"] == cls).to_numpy()]
-        row = {"class": cls, "adjective": adj, "n_synthetic": len(fake), "n_real": len(ref), "fidelity": class_fidelity(synthetic.loc[index, "_pred"], [cls] * len(index))}
+        row = {
+            "class": cls,
+            "adjective": adj,
+            "n_synthetic": len(fake),
+            "n_real": len(ref),
+            "fidelity": class_fidelity(synthetic.loc[index, "_pred"], [cls] * len(index)),
+        }
         row["frechet_distance"] = frechet_distance(ref, fake) if len(ref) >= 2 and len(fake) >= 2 else math.nan
-        pr = precision_recall_knn(ref, fake, k) if len(ref) > k and len(fake) > k else {"precision": math.nan, "recall": math.nan}
+        pr = (
+            precision_recall_knn(ref, fake, k)
+            if len(ref) > k and len(fake) > k
+            else {"precision": math.nan, "recall": math.nan}
+        )
         row.update(precision=pr["precision"], recall=pr["recall"], k=k)
         rows.append(row)
     return pd.DataFrame(rows)
-
 
 
 def quality_report(
@@ -437,9 +484,27 @@ def quality_report(
         per_fold.append(synthetic_quality(model, meta, real, synthetic, k=k).assign(fold=fold))
         if fold == 0 and len(synthetic):
             n_classes = len(meta["classes"])
-            train_feats = extract_features(model, load_image_tensor(list(real["path"]), meta["input_size"]), 64, meta["mean"], meta["std"], n_classes=n_classes, progress=False)
-            synth_feats = extract_features(model, load_image_tensor(list(synthetic["path"]), meta["input_size"]), 64, meta["mean"], meta["std"], n_classes=n_classes, progress=False)
-            near = nearest_training_copies(synth_feats, train_feats, list(synthetic["path"]), list(real["path"]), top=top)
+            train_feats = extract_features(
+                model,
+                load_image_tensor(list(real["path"]), meta["input_size"]),
+                64,
+                meta["mean"],
+                meta["std"],
+                n_classes=n_classes,
+                progress=False,
+            )
+            synth_feats = extract_features(
+                model,
+                load_image_tensor(list(synthetic["path"]), meta["input_size"]),
+                64,
+                meta["mean"],
+                meta["std"],
+                n_classes=n_classes,
+                progress=False,
+            )
+            near = nearest_training_copies(
+                synth_feats, train_feats, list(synthetic["path"]), list(real["path"]), top=top
+            )
     synthetic = read_shards([path for arm in dict.fromkeys(arms) for path in arm_shards[arm]])
     measures = ["frechet_distance", "precision", "recall", "fidelity"]
     if per_fold:
@@ -447,10 +512,21 @@ def quality_report(
         grouped = joined.groupby(["class", "adjective"], sort=False)
         quality = grouped[measures].agg(["mean", "std"])
         quality.columns = [f"{measure}_{stat}" for measure, stat in quality.columns]
-        quality = quality.reset_index().merge(grouped[["n_synthetic", "n_real"]].first().reset_index(), on=["class", "adjective"])
+        quality = quality.reset_index().merge(
+            grouped[["n_synthetic", "n_real"]].first().reset_index(), on=["class", "adjective"]
+        )
         quality["n_folds"] = len(per_fold)
     else:
-        quality = pd.DataFrame(columns=["class", "adjective", *[f"{m}_{s}" for m in measures for s in ("mean", "std")], "n_synthetic", "n_real", "n_folds"])
+        quality = pd.DataFrame(
+            columns=[
+                "class",
+                "adjective",
+                *[f"{m}_{s}" for m in measures for s in ("mean", "std")],
+                "n_synthetic",
+                "n_real",
+                "n_folds",
+            ]
+        )
     effects = []
     for cls in sorted(synthetic["class"].unique()):
         none = synthetic[(synthetic["class"] == cls) & (synthetic["adjective"] == "none")]
@@ -458,7 +534,13 @@ def quality_report(
             if adjective == "none" or none.empty:
                 continue
             images = synthetic[(synthetic["class"] == cls) & (synthetic["adjective"] == adjective)]
-            effects.append(adjective_effect(list(images["path"]), list(none["path"]), adjective).assign(**{"class": cls}))
-    effect = pd.concat(effects, ignore_index=True) if effects else pd.DataFrame(columns=["class", "adjective", "measure", "verdict"])
+            effects.append(
+                adjective_effect(list(images["path"]), list(none["path"]), adjective).assign(**{"class": cls})
+            )
+    effect = (
+        pd.concat(effects, ignore_index=True)
+        if effects
+        else pd.DataFrame(columns=["class", "adjective", "measure", "verdict"])
+    )
     effect = effect[["class", *[c for c in effect.columns if c != "class"]]]
     return {"quality": quality, "adjective_effect": effect, "near_copies": near}

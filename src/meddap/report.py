@@ -17,7 +17,16 @@ from meddap.kinds import TestSetKind
 from meddap.plan import CLASSIC, MIXED, ORIGINAL
 
 METRICS_COLUMNS = [
-    "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+    "variant",
+    "family",
+    "adjective",
+    "ratio",
+    "arch",
+    "fold",
+    "test_set",
+    "test_set_kind",
+    "metric",
+    "value",
 ]
 
 
@@ -80,18 +89,25 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
         frame["arch"], frame["fold"] = record["arch"], int(record["fold"])
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["arch", "class", "adjective", "fidelity_mean", "fidelity_std", "n_images", "n_folds"])
+        return pd.DataFrame(
+            columns=["arch", "class", "adjective", "fidelity_mean", "fidelity_std", "n_images", "n_folds"]
+        )
     data = pd.concat(frames, ignore_index=True)
     data["correct"] = data["class"] == data["predicted"]
     both = pd.concat([data, data.assign(adjective="all")], ignore_index=True)
     per_fold = both.groupby(["arch", "class", "adjective", "fold"])["correct"].agg(["mean", "size"]).reset_index()
     out = per_fold.groupby(["arch", "class", "adjective"]).agg(
-        fidelity_mean=("mean", "mean"), fidelity_std=("mean", "std"), n_images=("size", "first"), n_folds=("fold", "nunique")
+        fidelity_mean=("mean", "mean"),
+        fidelity_std=("mean", "std"),
+        n_images=("size", "first"),
+        n_folds=("fold", "nunique"),
     )
     return out.reset_index()
 
 
-def read_lora_histories(lora_dirs: list[str | Path], prompt_classes: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_lora_histories(
+    lora_dirs: list[str | Path], prompt_classes: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training histories of LoRA folders ``results/lora/<arm>/<lora>/`` (see ``meddap.lora``).
 
     Returns (losses: arm, lora, step, loss, lr; validation: arm, lora, class, step, prompt, image,
@@ -124,7 +140,15 @@ def lora_loss_summary(losses: pd.DataFrame, window: int = 20) -> pd.DataFrame:
     rows = []
     for (lora, arm), part in losses.groupby(["lora", "arm"], sort=True):
         loss = part.sort_values("step")["loss"]
-        rows.append({"lora": lora, "arm": arm, "steps": int(part["step"].max()), "loss_first": loss.head(window).mean(), "loss_last": loss.tail(window).mean()})
+        rows.append(
+            {
+                "lora": lora,
+                "arm": arm,
+                "steps": int(part["step"].max()),
+                "loss_first": loss.head(window).mean(),
+                "loss_last": loss.tail(window).mean(),
+            }
+        )
     return pd.DataFrame(rows, columns=["lora", "arm", "steps", "loss_first", "loss_last"])
 
 
@@ -165,7 +189,11 @@ def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int, mixed_label
         f"{max_distance} bits, formed across classes), each group kept on one side of the test split and in one fold."
     )
     if conflicting:
-        action = "kept whole in the training split, in one fold" if mixed_label_groups == "keep" else "dropped from the split"
+        action = (
+            "kept whole in the training split, in one fold"
+            if mixed_label_groups == "keep"
+            else "dropped from the split"
+        )
         n_images = int(duplicates.loc[duplicates.groupby("group")["class"].transform("nunique") > 1, "path"].nunique())
         note += (
             f" {conflicting} group(s) ({n_images} images) hold the same scan under two classes (conflicting labels): "
@@ -203,28 +231,58 @@ def readable_summary(
     metrics += sorted(m for m in set(summary["metric"]) if "_sensitivity_at_" in m)
     for metric in metrics:
         part = summary[summary["metric"] == metric]
-        lines += ["", f"## {metric}", "", "| test set | arch | variant | mean ± std | Δ vs original [95% CI] | p | Δ vs classic | p |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {metric}",
+            "",
+            "| test set | arch | variant | mean ± std | Δ vs original [95% CI] | p | Δ vs classic | p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for _, row in part.sort_values(["test_set", "arch", "variant"]).iterrows():
             is_original = row.variant == ORIGINAL
-            delta = "—" if is_original else f"{_fmt(row.delta_vs_original)} [{_fmt(row.delta_ci_low_vs_original)}, {_fmt(row.delta_ci_high_vs_original)}]"
+            delta = (
+                "—"
+                if is_original
+                else f"{_fmt(row.delta_vs_original)} [{_fmt(row.delta_ci_low_vs_original)}, {_fmt(row.delta_ci_high_vs_original)}]"
+            )
             lines.append(
                 f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {delta} | "
                 f"{_fmt(row.p_t_vs_original)} | {_fmt(row.delta_vs_classic)} | {_fmt(row.p_t_vs_classic)} |"
             )
     if bootstrap is not None and not bootstrap.empty:
         lines += ["", "## Bootstrap over test images (macro-F1, fold mean)", ""]
-        lines.append("95% percentile intervals from resampling the test images (all folds' classifiers scored on the same resample).")
-        lines += ["", "| test set | arch | variant | macro-F1 [95% CI] | Δ vs original [95% CI] | p |", "|---|---|---|---|---|---|"]
+        lines.append(
+            "95% percentile intervals from resampling the test images (all folds' classifiers scored on the same resample)."
+        )
+        lines += [
+            "",
+            "| test set | arch | variant | macro-F1 [95% CI] | Δ vs original [95% CI] | p |",
+            "|---|---|---|---|---|---|",
+        ]
         for _, row in bootstrap.sort_values(["test_set", "arch", "variant"]).iterrows():
-            delta = "—" if row.variant == ORIGINAL else f"{_fmt(row.get('delta'))} [{_fmt(row.get('delta_low'))}, {_fmt(row.get('delta_high'))}]"
-            lines.append(f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}] | {delta} | {_fmt(row.get('p_bootstrap'))} |")
+            delta = (
+                "—"
+                if row.variant == ORIGINAL
+                else f"{_fmt(row.get('delta'))} [{_fmt(row.get('delta_low'))}, {_fmt(row.get('delta_high'))}]"
+            )
+            lines.append(
+                f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}] | {delta} | {_fmt(row.get('p_bootstrap'))} |"
+            )
     if robustness is not None and not robustness.empty:
         lines += ["", "## Robustness (MedMNIST-C breast-ultrasound corruptions, internal test split)", ""]
-        lines.append("Mean over folds of the balanced error (BE) clean and averaged over corruptions and severities; nBE and rBE relative to `original` (1 = as robust as original; lower is better).")
+        lines.append(
+            "Mean over folds of the balanced error (BE) clean and averaged over corruptions and severities; nBE and rBE relative to `original` (1 = as robust as original; lower is better)."
+        )
         lines += ["", "| arch | variant | BE clean | BE corrupted | nBE | rBE |", "|---|---|---|---|---|---|"]
-        means = robustness[robustness["corruption"] == "mean"].groupby(["arch", "variant"])[["be_clean", "be_mean", "nbe", "rbe"]].mean()
+        means = (
+            robustness[robustness["corruption"] == "mean"]
+            .groupby(["arch", "variant"])[["be_clean", "be_mean", "nbe", "rbe"]]
+            .mean()
+        )
         for (arch, variant), row in means.iterrows():
-            lines.append(f"| {arch} | {variant} | {_fmt(row.be_clean)} | {_fmt(row.be_mean)} | {_fmt(row.nbe)} | {_fmt(row.rbe)} |")
+            lines.append(
+                f"| {arch} | {variant} | {_fmt(row.be_clean)} | {_fmt(row.be_mean)} | {_fmt(row.nbe)} | {_fmt(row.rbe)} |"
+            )
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
         f"Share of each class's synthetic images that the `original` classifier assigns to the intended "
@@ -232,20 +290,32 @@ def readable_summary(
     )
     lines += ["", "| arch | class | adjective | fidelity | images |", "|---|---|---|---|---|"]
     for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows():
-        lines.append(f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)} | {row.n_images} |")
+        lines.append(
+            f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)} | {row.n_images} |"
+        )
     quality = quality or {}
     table = quality.get("quality")
     if table is not None and not table.empty:
         lines += ["", "## Synthetic-image quality (feature space of the original classifiers)", ""]
         lines += ["| arch | class | adjective | Fréchet distance | precision | recall |", "|---|---|---|---|---|---|"]
         for _, row in table.iterrows():
-            lines.append(f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.frechet_distance_mean, 2)} | {_fmt(row.precision_mean)} | {_fmt(row.recall_mean)} |")
+            lines.append(
+                f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.frechet_distance_mean, 2)} | {_fmt(row.precision_mean)} | {_fmt(row.recall_mean)} |"
+            )
     effect = quality.get("adjective_effect")
     if effect is not None and not effect.empty:
         targeted = effect[effect["expected"].fillna("") != ""]
-        lines += ["", "## Did the adjectives do what they say?", "", "| class | adjective | measure | expected | difference | verdict |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Did the adjectives do what they say?",
+            "",
+            "| class | adjective | measure | expected | difference | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
         for _, row in targeted.drop_duplicates(["class", "adjective", "measure"]).iterrows():
-            lines.append(f"| {row['class']} | {row.adjective} | {row.measure} | {row.expected} | {_fmt(row.difference)} | {row.verdict} |")
+            lines.append(
+                f"| {row['class']} | {row.adjective} | {row.measure} | {row.expected} | {_fmt(row.difference)} | {row.verdict} |"
+            )
         untested = sorted(set(effect.loc[effect["verdict"] == "not measured", "adjective"]))
         if untested:
             lines.append(f"\nNo pixel check exists for: {', '.join(untested)}.")
@@ -253,7 +323,9 @@ def readable_summary(
     if near is not None and not near.empty:
         flagged = near[near["near_copy"].astype(bool)]
         lines += ["", "## Near copies of training images", ""]
-        lines.append(f"{len(flagged.drop_duplicates('synthetic_id'))} synthetic images are closer to a training image than 99% of training images are to each other (see near_copies.csv for the closest pairs).")
+        lines.append(
+            f"{len(flagged.drop_duplicates('synthetic_id'))} synthetic images are closer to a training image than 99% of training images are to each other (see near_copies.csv for the closest pairs)."
+        )
     if lora_losses is not None and not lora_losses.empty:
         lines += ["", "## LoRA training", ""]
         lines.append(
@@ -268,7 +340,9 @@ def readable_summary(
 
 def read_robustness(evaluation_dirs: list[str | Path]) -> pd.DataFrame:
     """Every evaluation folder's ``robustness.csv`` (its first columns say what was evaluated)."""
-    frames = [pd.read_csv(Path(d) / "robustness.csv") for d in evaluation_dirs if (Path(d) / "robustness.csv").is_file()]
+    frames = [
+        pd.read_csv(Path(d) / "robustness.csv") for d in evaluation_dirs if (Path(d) / "robustness.csv").is_file()
+    ]
     if not frames:
         return pd.DataFrame(columns=["variant", "arch", "fold", "corruption", "severity", "balanced_error"])
     return pd.concat(frames, ignore_index=True)
@@ -331,12 +405,16 @@ def build_report(
     figures.plot_variant_scores(summary, "macro_f1", out.fig_scores)
     figures.plot_robustness(errors, out.fig_robustness)
     internal = of_kind(records, TestSetKind.INTERNAL)
-    predictions = pd.concat([pd.read_csv(r["predictions"]).assign(variant=r["variant"]) for r in internal], ignore_index=True)
+    predictions = pd.concat(
+        [pd.read_csv(r["predictions"]).assign(variant=r["variant"]) for r in internal], ignore_index=True
+    )
     figures.plot_confusions(predictions, classes, out.fig_confusion)
     manifest = pd.read_csv(inputs.manifest)
     figures.plot_image_grid(manifest[manifest["split"] == "train"], read_shards(list(inputs.shards)), out.fig_grid)
     bench_root = Path(benchmarks)
-    runtimes = figures.benchmark_runtimes(sorted(glob.glob(str(bench_root / "**" / "*.tsv"), recursive=True)), bench_root)
+    runtimes = figures.benchmark_runtimes(
+        sorted(glob.glob(str(bench_root / "**" / "*.tsv"), recursive=True)), bench_root
+    )
     write_csv(out.runtimes, runtimes)
     figures.plot_runtimes(runtimes, out.fig_runtimes)
     # LoRA training: loss curves and validation images per checkpoint (a shared LoRA's by class prompt).
@@ -345,33 +423,102 @@ def build_report(
     figures.plot_lora_losses(lora_losses, out.fig_lora_loss)
     figures.plot_lora_validation(lora_validation, out.fig_lora_validation)
 
-    duplicates_note = near_duplicate_note(pd.read_csv(inputs.near_duplicates), near_duplicate_distance, mixed_label_groups)
+    duplicates_note = near_duplicate_note(
+        pd.read_csv(inputs.near_duplicates), near_duplicate_distance, mixed_label_groups
+    )
     audit_summary = pd.read_csv(inputs.audit_summary)
     preface = leakage_notes(lora_scope, pretrain_corpus, Path(inputs.audit_verdict).read_text())
     text = readable_summary(
-        summary, fidelity, chance=1.0 / len(classes), bootstrap=bootstrap, robustness=robustness, quality=quality_tables,
-        near_duplicates=duplicates_note, preface=preface, lora_losses=lora_summary,
+        summary,
+        fidelity,
+        chance=1.0 / len(classes),
+        bootstrap=bootstrap,
+        robustness=robustness,
+        quality=quality_tables,
+        near_duplicates=duplicates_note,
+        preface=preface,
+        lora_losses=lora_summary,
     )
     write_text(out.readable, text)
-    headline = summary[summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])]
-    columns = ["test_set", "arch", "variant", "metric", "mean", "std", "delta_vs_original", "p_t_vs_original", "delta_vs_classic", "p_t_vs_classic"]
+    headline = summary[
+        summary["metric"].isin(["macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"])
+    ]
+    columns = [
+        "test_set",
+        "arch",
+        "variant",
+        "metric",
+        "mean",
+        "std",
+        "delta_vs_original",
+        "p_t_vs_original",
+        "delta_vs_classic",
+        "p_t_vs_classic",
+    ]
     figures.html_page(
         out.html,
         "MEDDAP results",
         [
-            ("Leakage and lineage audit", " ".join(preface).replace("**", ""), [], [audit_summary, pd.read_csv(inputs.audit_findings).head(50)]),
+            (
+                "Leakage and lineage audit",
+                " ".join(preface).replace("**", ""),
+                [],
+                [audit_summary, pd.read_csv(inputs.audit_findings).head(50)],
+            ),
             ("Data", duplicates_note, [], []),
-            ("LoRA training", "Loss per step of every LoRA (one line per arm), and its validation images at each checkpoint "
-             "(same seeds in every column).", [out.fig_lora_loss, out.fig_lora_validation], [lora_summary]),
-            ("Synthetic images", "Real training images next to synthetic images of each adjective.", [out.fig_grid], []),
-            ("Scores", "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.", [out.fig_scores],
-             [headline[[c for c in columns if c in headline]].sort_values(["metric", "test_set", "arch", "variant"])]),
-            ("Bootstrap confidence intervals", "95% percentile intervals over test images of the fold-mean macro-F1 and of its difference to original.", [], [bootstrap]),
-            ("Robustness", "Balanced error on corrupted copies of the internal test split; nBE and rBE relative to original (MedMNIST-C).", [out.fig_robustness],
-             [robustness[robustness["corruption"] == "mean"].groupby(["variant", "arch"])[["be_clean", "be_mean", "nbe", "rbe"]].agg(["mean", "std"]).pipe(lambda f: f.set_axis([f"{a}_{b}" for a, b in f.columns], axis=1)).reset_index()]),
+            (
+                "LoRA training",
+                "Loss per step of every LoRA (one line per arm), and its validation images at each checkpoint "
+                "(same seeds in every column).",
+                [out.fig_lora_loss, out.fig_lora_validation],
+                [lora_summary],
+            ),
+            (
+                "Synthetic images",
+                "Real training images next to synthetic images of each adjective.",
+                [out.fig_grid],
+                [],
+            ),
+            (
+                "Scores",
+                "Macro-F1 per variant: mean ± std over folds; the dashed line is `original`.",
+                [out.fig_scores],
+                [
+                    headline[[c for c in columns if c in headline]].sort_values(
+                        ["metric", "test_set", "arch", "variant"]
+                    )
+                ],
+            ),
+            (
+                "Bootstrap confidence intervals",
+                "95% percentile intervals over test images of the fold-mean macro-F1 and of its difference to original.",
+                [],
+                [bootstrap],
+            ),
+            (
+                "Robustness",
+                "Balanced error on corrupted copies of the internal test split; nBE and rBE relative to original (MedMNIST-C).",
+                [out.fig_robustness],
+                [
+                    robustness[robustness["corruption"] == "mean"]
+                    .groupby(["variant", "arch"])[["be_clean", "be_mean", "nbe", "rbe"]]
+                    .agg(["mean", "std"])
+                    .pipe(lambda f: f.set_axis([f"{a}_{b}" for a, b in f.columns], axis=1))
+                    .reset_index()
+                ],
+            ),
             ("Confusion matrices", "", [out.fig_confusion], []),
-            ("Synthetic-image quality", "Fréchet distance, precision and recall in the feature space of the original classifiers; class fidelity; adjective effects; nearest training images.", [],
-             [fidelity, quality_tables["quality"], quality_tables["adjective_effect"], quality_tables["near_copies"]]),
+            (
+                "Synthetic-image quality",
+                "Fréchet distance, precision and recall in the feature space of the original classifiers; class fidelity; adjective effects; nearest training images.",
+                [],
+                [
+                    fidelity,
+                    quality_tables["quality"],
+                    quality_tables["adjective_effect"],
+                    quality_tables["near_copies"],
+                ],
+            ),
             ("Run time per rule", "", [out.fig_runtimes], [runtimes]),
         ],
     )

@@ -141,9 +141,8 @@ def _enhance(kind: str, corruption: str):
         return _per_grey(lambda x: np.asarray(enhancer(_pil(x)).enhance(factor), dtype=np.uint8))(image)
 
     corrupt.__name__ = corruption
-    corrupt.__doc__ = (
-        f"PIL ImageEnhance.{kind.capitalize()} with MedMNIST-C's factor for the severity "
-        + ("(blend with black: multiplies intensities)." if kind == "brightness" else "(blend with the mean grey level).")
+    corrupt.__doc__ = f"PIL ImageEnhance.{kind.capitalize()} with MedMNIST-C's factor for the severity " + (
+        "(blend with black: multiplies intensities)." if kind == "brightness" else "(blend with the mean grey level)."
     )
     return corrupt
 
@@ -304,12 +303,26 @@ def evaluate_corruptions(
         predicted = np.asarray(classes)[predict_proba(model, tensor, batch_size, meta["mean"], meta["std"]).argmax(1)]
         return balanced_error(truth, predicted), float((predicted == truth).mean())
 
-    rows = [dict(zip(("corruption", "severity"), (CLEAN, 0)), **dict(zip(("balanced_error", "accuracy"), score(clean))), n_images=len(clean))]
+    rows = [
+        dict(
+            zip(("corruption", "severity"), (CLEAN, 0)),
+            **dict(zip(("balanced_error", "accuracy"), score(clean))),
+            n_images=len(clean),
+        )
+    ]
     for corruption in corruptions:
         for severity in severities:
             images = corrupt_images(clean, corruption, severity, seed)
             be, acc = score(images)
-            rows.append({"corruption": corruption, "severity": int(severity), "balanced_error": be, "accuracy": acc, "n_images": len(images)})
+            rows.append(
+                {
+                    "corruption": corruption,
+                    "severity": int(severity),
+                    "balanced_error": be,
+                    "accuracy": acc,
+                    "n_images": len(images),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -333,7 +346,14 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
     rows = []
     for (variant, arch, fold, corruption), group in corrupted.groupby([*keys, "corruption"], sort=False):
         be = group.groupby("severity")["balanced_error"].mean()
-        row = {"variant": variant, "arch": arch, "fold": fold, "corruption": corruption, "be_mean": float(be.mean()), "be_clean": float(clean.get((variant, arch, fold), math.nan))}
+        row = {
+            "variant": variant,
+            "arch": arch,
+            "fold": fold,
+            "corruption": corruption,
+            "be_mean": float(be.mean()),
+            "be_clean": float(clean.get((variant, arch, fold), math.nan)),
+        }
         try:
             ref = per_severity.loc[(reference, arch, fold, corruption)].reindex(be.index)
             ref_clean = float(clean.loc[(reference, arch, fold)])
@@ -342,10 +362,18 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
         if ref is None or ref.isna().any():
             row.update(nbe=math.nan, rbe=math.nan)
         else:
-            row.update(nbe=normalised_balanced_error(be.to_numpy(), ref.to_numpy()), rbe=relative_balanced_error(be.to_numpy(), row["be_clean"], ref.to_numpy(), ref_clean))
+            row.update(
+                nbe=normalised_balanced_error(be.to_numpy(), ref.to_numpy()),
+                rbe=relative_balanced_error(be.to_numpy(), row["be_clean"], ref.to_numpy(), ref_clean),
+            )
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*keys, "corruption", "be_mean", "be_clean", "nbe", "rbe"])
     if table.empty:
         return table
-    means = table.groupby(keys, sort=False)[["be_mean", "be_clean", "nbe", "rbe"]].mean().reset_index().assign(corruption="mean")
+    means = (
+        table.groupby(keys, sort=False)[["be_mean", "be_clean", "nbe", "rbe"]]
+        .mean()
+        .reset_index()
+        .assign(corruption="mean")
+    )
     return pd.concat([table, means[table.columns]], ignore_index=True)

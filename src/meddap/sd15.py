@@ -68,17 +68,27 @@ def sd15_components(width_divisor: int = 1, tokenizer_words: list[str] | None = 
 
     from meddap.tokenizer import build_tokenizer
 
-    if width_divisor < 1 or any((c // width_divisor) % 32 or c % width_divisor for c in SD15_UNET["block_out_channels"]):
-        raise ValueError(f"width_divisor must keep the UNet widths whole multiples of 32 (1, 2, 5 or 10), got {width_divisor}")
+    if width_divisor < 1 or any(
+        (c // width_divisor) % 32 or c % width_divisor for c in SD15_UNET["block_out_channels"]
+    ):
+        raise ValueError(
+            f"width_divisor must keep the UNet widths whole multiples of 32 (1, 2, 5 or 10), got {width_divisor}"
+        )
     torch.manual_seed(seed)
 
     def multiple_of(width: float, step: int) -> int:
         return max(step, int(round(width / step)) * step)
 
-    unet_config = {**SD15_UNET, "block_out_channels": tuple(c // width_divisor for c in SD15_UNET["block_out_channels"])}
+    unet_config = {
+        **SD15_UNET,
+        "block_out_channels": tuple(c // width_divisor for c in SD15_UNET["block_out_channels"]),
+    }
     text_width = multiple_of(SD15_TEXT["hidden_size"] / width_divisor, 64)  # CLIP heads are 64 wide
     unet_config["cross_attention_dim"] = text_width
-    vae_config = {**SD15_VAE, "block_out_channels": tuple(multiple_of(c / width_divisor, 32) for c in SD15_VAE["block_out_channels"])}
+    vae_config = {
+        **SD15_VAE,
+        "block_out_channels": tuple(multiple_of(c / width_divisor, 32) for c in SD15_VAE["block_out_channels"]),
+    }
     tokenizer = build_tokenizer(tokenizer_words or ["benign", "malignant", "normal", "tumor", "no"])
     text_config = CLIPTextConfig(
         **{
@@ -98,14 +108,22 @@ def sd15_components(width_divisor: int = 1, tokenizer_words: list[str] | None = 
     return vae, text_encoder, tokenizer, unet, PNDMScheduler(**SD15_SCHEDULER)
 
 
-def build_sd15_pipeline(out_dir: str | Path, width_divisor: int = 1, tokenizer_words: list[str] | None = None, seed: int = 0) -> Path:
+def build_sd15_pipeline(
+    out_dir: str | Path, width_divisor: int = 1, tokenizer_words: list[str] | None = None, seed: int = 0
+) -> Path:
     """Write a random-weight SD v1.5-architecture pipeline folder with ``save_pretrained``."""
     from diffusers import StableDiffusionPipeline
 
     vae, text_encoder, tokenizer, unet, scheduler = sd15_components(width_divisor, tokenizer_words, seed)
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     out_dir = Path(out_dir)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
@@ -116,10 +134,21 @@ def build_sd15_pipeline(out_dir: str | Path, width_divisor: int = 1, tokenizer_w
 # SD v1.x as CompVis released it: one state dict, UNet under model.diffusion_model., VAE under
 # first_stage_model., CLIP under cond_stage_model.transformer. (the layout of most shared
 # fine-tunes). Written here so tests can prove that such a file converts (meddap.base_models).
-_UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
-_UNET_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_UNET_TOP = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -128,7 +157,7 @@ def _unet_key(key: str, layers_per_block: int, up_attention_levels: set[int]) ->
     parts = key.split(".")
     for diffusers_name, original in _UNET_TOP.items():
         if key.startswith(diffusers_name + "."):
-            return original + key[len(diffusers_name):]
+            return original + key[len(diffusers_name) :]
     if parts[0] == "down_blocks":
         level, kind = int(parts[1]), parts[2]
         if kind == "downsamplers":  # down_blocks.L.downsamplers.0.conv.* -> input_blocks.N.0.op.*
@@ -145,7 +174,9 @@ def _unet_key(key: str, layers_per_block: int, up_attention_levels: set[int]) ->
     elif parts[0] == "mid_block":
         kind, index = parts[1], int(parts[2])
         block = f"middle_block.{1 if kind == 'attentions' else 2 * index}"
-        return ".".join([block, *([_UNET_RESNET.get(parts[3], parts[3])] if kind == "resnets" else [parts[3]]), *parts[4:]])
+        return ".".join(
+            [block, *([_UNET_RESNET.get(parts[3], parts[3])] if kind == "resnets" else [parts[3]]), *parts[4:]]
+        )
     else:
         raise KeyError(f"no original-layout name for UNet key {key!r}")
     if kind == "resnets":
@@ -161,7 +192,9 @@ def _vae_key(key: str, levels: int) -> str:
     if parts[0] == "conv_norm_out":
         return ".".join([coder, "norm_out", *parts[1:]])
     if parts[0] in ("down_blocks", "up_blocks"):
-        level = int(parts[1]) if coder == "encoder" else levels - 1 - int(parts[1])  # the decoder counts up from the bottom
+        level = (
+            int(parts[1]) if coder == "encoder" else levels - 1 - int(parts[1])
+        )  # the decoder counts up from the bottom
         name = "down" if coder == "encoder" else "up"
         if parts[2] in ("downsamplers", "upsamplers"):
             return ".".join([coder, f"{name}.{level}", "downsample" if coder == "encoder" else "upsample", *parts[4:]])
@@ -200,7 +233,9 @@ def write_single_file(pipeline_dir: str | Path, out_file: str | Path) -> Path:
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
-    pipeline = StableDiffusionPipeline.from_pretrained(str(pipeline_dir), safety_checker=None, requires_safety_checker=False, local_files_only=True)
+    pipeline = StableDiffusionPipeline.from_pretrained(
+        str(pipeline_dir), safety_checker=None, requires_safety_checker=False, local_files_only=True
+    )
     out_file = Path(out_file)
     save_file(original_layout_state_dict(pipeline.unet, pipeline.vae, pipeline.text_encoder), str(out_file))
     return out_file

@@ -92,7 +92,11 @@ class Settings:
     @property
     def arms(self) -> list[str]:
         """The generative arms: one per fold ("fold<k>"), or one for the whole split ("split")."""
-        return [arm_for_fold(fold, self.lora_scope) for fold in range(self.folds)] if self.lora_scope == FOLD_SCOPE else [SPLIT_ARM]
+        return (
+            [arm_for_fold(fold, self.lora_scope) for fold in range(self.folds)]
+            if self.lora_scope == FOLD_SCOPE
+            else [SPLIT_ARM]
+        )
 
     def arm(self, fold: int) -> str:
         """The arm whose synthetic images train fold ``fold``'s classifiers."""
@@ -152,7 +156,9 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         if unknown:
             raise ConfigError(f"phantom.images_per_class: the phantom simulates {list(PHANTOM_CLASSES)}, not {unknown}")
         if phantom["train_device"] not in phantom["devices"]:
-            raise ConfigError(f"phantom.train_device {phantom['train_device']!r} is not in phantom.devices {sorted(phantom['devices'])}")
+            raise ConfigError(
+                f"phantom.train_device {phantom['train_device']!r} is not in phantom.devices {sorted(phantom['devices'])}"
+            )
         class_counts = {c: int(counts[c]) for c in classes}
     else:
         # Real data: index the folder now, so a missing or empty dataset.root stops the run at once.
@@ -160,7 +166,9 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         classes = list(images)
         class_counts = {c: len(paths) for c, paths in images.items()}
     if config["lora"]["mode"] == "shared" and "shared" in classes:
-        raise ConfigError("lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; rename the class folder")
+        raise ConfigError(
+            "lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; rename the class folder"
+        )
     train_counts = {c: split_counts(n, dataset["test_fraction"])[1] for c, n in class_counts.items()}
     folds = int(dataset["folds"])
     for cls, n_train in train_counts.items():
@@ -192,11 +200,15 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     unseen = {}
     for entry in config["unseen"]:
         if entry["name"] in RESERVED_TEST_SET_NAMES or entry["name"] in unseen:
-            raise ConfigError(f"unseen: the name {entry['name']!r} is reserved or repeated; give each unseen set its own name")
+            raise ConfigError(
+                f"unseen: the name {entry['name']!r} is reserved or repeated; give each unseen set its own name"
+            )
         unseen[entry["name"]] = entry["root"]
         root = Path(entry["root"])
         if root.is_dir():  # checkable now (a simulated set appears only when its rule runs)
-            extra = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in classes)
+            extra = sorted(
+                d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in classes
+            )
             if extra:
                 raise ConfigError(
                     f"unseen set {entry['name']!r} ({root}) has class folder(s) {extra} that are not training classes "
@@ -210,7 +222,9 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         known = set(classification_architectures())
         unknown = [a for a in architectures if a not in known]
         if unknown:
-            raise ConfigError(f"classifier.architectures: unknown {unknown}; use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18")
+            raise ConfigError(
+                f"classifier.architectures: unknown {unknown}; use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18"
+            )
     return Settings(
         classes=classes,
         class_counts=class_counts,
@@ -242,7 +256,17 @@ def library_versions() -> dict:
     import platform
 
     versions = {"python": platform.python_version()}
-    for name in ("meddap", "torch", "torchvision", "diffusers", "peft", "transformers", "numpy", "scikit-learn", "pillow"):
+    for name in (
+        "meddap",
+        "torch",
+        "torchvision",
+        "diffusers",
+        "peft",
+        "transformers",
+        "numpy",
+        "scikit-learn",
+        "pillow",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -252,4 +276,3 @@ def library_versions() -> dict:
 
 def provenance(config: dict, seed: int | None = None) -> dict:
     return {"seed": config["seed"] if seed is None else seed, "versions": library_versions(), "config": config}
-

@@ -43,7 +43,9 @@ class SmallModelSpec:
                 raise BaseModelError(f"base_model.small.{key}: unknown key; known: {sorted(vars(spec))}")
             setattr(spec, key, tuple(value) if isinstance(value, list) else value)
         if len(spec.unet_channels) != len(spec.unet_cross_attention_levels):
-            raise BaseModelError("base_model.small.unet_channels and unet_cross_attention_levels must have the same length")
+            raise BaseModelError(
+                "base_model.small.unet_channels and unet_cross_attention_levels must have the same length"
+            )
         return spec
 
 
@@ -108,7 +110,9 @@ def _cosine_lr(optimizer, steps: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_vae(vae, images: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, kl_weight: float = 1e-6) -> list[float]:
+def train_vae(
+    vae, images: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, kl_weight: float = 1e-6
+) -> list[float]:
     """Reconstruction + small KL training of the VAE; returns the loss history."""
     from tqdm import tqdm
 
@@ -142,7 +146,9 @@ def corpus_tensor(image_paths: list[str], adjectives: list[str], size: int) -> t
 
     if len(adjectives) != len(image_paths):
         raise ValueError(f"{len(adjectives)} adjectives for {len(image_paths)} pretraining images")
-    arrays = np.stack([apply_adjective(load_array(path, size), adjective) for path, adjective in zip(image_paths, adjectives)])
+    arrays = np.stack(
+        [apply_adjective(load_array(path, size), adjective) for path, adjective in zip(image_paths, adjectives)]
+    )
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
@@ -185,10 +191,21 @@ def pretrain_small_model(
     condition = embeddings[torch.cat([per_image, per_image])] if len(distinct) > 1 else embeddings
     uncondition = encode_text(tokenizer, text_encoder, [""], torch.device("cpu"))
     unet_losses = train_denoiser(
-        unet, means * scaling, stds * scaling, condition, uncondition, settings.unet_steps, batch_size, lr, seed, description="pretrain UNet",
+        unet,
+        means * scaling,
+        stds * scaling,
+        condition,
+        uncondition,
+        settings.unet_steps,
+        batch_size,
+        lr,
+        seed,
+        description="pretrain UNet",
         noise_scheduler=DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type),
     )
-    scheduler = PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type=prediction_type)
+    scheduler = PNDMScheduler(
+        **SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type=prediction_type
+    )
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

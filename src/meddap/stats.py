@@ -86,7 +86,14 @@ def paired_test(values: Sequence[float], baseline: Sequence[float]) -> dict:
     keep = ~(np.isnan(values) | np.isnan(baseline))
     diff = values[keep] - baseline[keep]
     n = int(len(diff))
-    out = {"delta": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_t": math.nan, "p_wilcoxon": math.nan, "n_pairs": n}
+    out = {
+        "delta": math.nan,
+        "delta_ci_low": math.nan,
+        "delta_ci_high": math.nan,
+        "p_t": math.nan,
+        "p_wilcoxon": math.nan,
+        "n_pairs": n,
+    }
     if n == 0:
         return out
     out["delta"] = float(diff.mean())
@@ -142,16 +149,38 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         first = groups[key].iloc[0]
         row = dict(zip(GROUP, key))
         row.update({c: first[c] for c in carried})
-        row.update(mean=float(per_fold.mean()), std=float(per_fold.std(ddof=1)) if len(per_fold) > 1 else math.nan, n_folds=int(len(per_fold)))
+        row.update(
+            mean=float(per_fold.mean()),
+            std=float(per_fold.std(ddof=1)) if len(per_fold) > 1 else math.nan,
+            n_folds=int(len(per_fold)),
+        )
         classic = partners.get(variant)
         row["classic_variant"] = classic or ""
         for suffix, base_name in (("original", original), ("classic", classic)):
             if base_name == variant:
-                result = {"delta": 0.0, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_t": math.nan, "p_wilcoxon": math.nan, "n_pairs": len(per_fold)}
+                result = {
+                    "delta": 0.0,
+                    "delta_ci_low": math.nan,
+                    "delta_ci_high": math.nan,
+                    "p_t": math.nan,
+                    "p_wilcoxon": math.nan,
+                    "n_pairs": len(per_fold),
+                }
             elif base_name is None or (base_name, arch, test_set, metric) not in series:
-                result = {"delta": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "p_t": math.nan, "p_wilcoxon": math.nan, "n_pairs": 0}
+                result = {
+                    "delta": math.nan,
+                    "delta_ci_low": math.nan,
+                    "delta_ci_high": math.nan,
+                    "p_t": math.nan,
+                    "p_wilcoxon": math.nan,
+                    "n_pairs": 0,
+                }
             else:
-                joined = pd.concat([per_fold.rename("v"), series[(base_name, arch, test_set, metric)].rename("b")], axis=1, join="inner")
+                joined = pd.concat(
+                    [per_fold.rename("v"), series[(base_name, arch, test_set, metric)].rename("b")],
+                    axis=1,
+                    join="inner",
+                )
                 result = paired_test(joined["v"].to_numpy(), joined["b"].to_numpy())
             row.update({f"{name}_vs_{suffix}": value for name, value in result.items()})
         rows.append(row)
@@ -225,7 +254,9 @@ def _macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
 
     if proba.ndim != 2:
         raise ValueError("macro_auroc needs probabilities of shape (N, C)")
-    aucs = [roc_auc_score(y_true == i, proba[:, i]) for i in range(proba.shape[1]) if 0 < (y_true == i).sum() < len(y_true)]
+    aucs = [
+        roc_auc_score(y_true == i, proba[:, i]) for i in range(proba.shape[1]) if 0 < (y_true == i).sum() < len(y_true)
+    ]
     return float(np.mean(aucs)) if aucs else math.nan
 
 
@@ -242,7 +273,9 @@ def _metric(metric: str | Callable) -> Callable[[np.ndarray, np.ndarray], float]
     if callable(metric):
         return metric
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)} or pass a function (y_true, pred) -> float")
+        raise ValueError(
+            f"unknown metric {metric!r}; choose one of {sorted(METRICS)} or pass a function (y_true, pred) -> float"
+        )
     return METRICS[metric]
 
 
@@ -291,7 +324,14 @@ def bootstrap_ci(
     y, (pred,) = _check(y_true, y_pred_or_proba)
     values = _resampled(y, [pred], fn, n_boot, seed)[:, 0]
     low, high = _percentiles(values, alpha)
-    return {"estimate": float(fn(y, pred)), "low": low, "high": high, "n_boot": n_boot, "n_valid": int((~np.isnan(values)).sum()), "alpha": alpha}
+    return {
+        "estimate": float(fn(y, pred)),
+        "low": low,
+        "high": high,
+        "n_boot": n_boot,
+        "n_valid": int((~np.isnan(values)).sum()),
+        "alpha": alpha,
+    }
 
 
 def bootstrap_difference_ci(
@@ -314,7 +354,15 @@ def bootstrap_difference_ci(
     values = _resampled(y, [a, b], fn, n_boot, seed)
     diff = values[:, 0] - values[:, 1]
     low, high = _percentiles(diff, alpha)
-    return {"estimate": float(fn(y, a) - fn(y, b)), "low": low, "high": high, "p_bootstrap": _bootstrap_p(diff), "n_boot": n_boot, "n_valid": int((~np.isnan(diff)).sum()), "alpha": alpha}
+    return {
+        "estimate": float(fn(y, a) - fn(y, b)),
+        "low": low,
+        "high": high,
+        "p_bootstrap": _bootstrap_p(diff),
+        "n_boot": n_boot,
+        "n_valid": int((~np.isnan(diff)).sum()),
+        "alpha": alpha,
+    }
 
 
 def expected_calibration_error(y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15) -> float:
@@ -340,7 +388,9 @@ def expected_calibration_error(y_true: Sequence[int], proba: np.ndarray, n_bins:
     return float(ece)
 
 
-def sensitivity_at_specificity(y_true_binary: Sequence[bool], score: Sequence[float], specificity: float = 0.9) -> float:
+def sensitivity_at_specificity(
+    y_true_binary: Sequence[bool], score: Sequence[float], specificity: float = 0.9
+) -> float:
     """Best sensitivity among the ROC's achievable thresholds with specificity >= ``specificity``.
 
     Exact and conservative: no interpolation between ROC points, so the value is attained by a
@@ -406,7 +456,9 @@ def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_table(records: Sequence[dict], metric: str = "macro_f1", n_boot: int = 1000, seed: int = 0, reference: str = ORIGINAL) -> pd.DataFrame:
+def bootstrap_table(
+    records: Sequence[dict], metric: str = "macro_f1", n_boot: int = 1000, seed: int = 0, reference: str = ORIGINAL
+) -> pd.DataFrame:
     """Per (variant, arch, test_set): bootstrap CI of the fold-mean ``metric`` and of its difference to ``reference``.
 
     ``records``: {variant, arch, fold, test_set, predictions (path to predictions.csv)}. The folds'
@@ -414,7 +466,9 @@ def bootstrap_table(records: Sequence[dict], metric: str = "macro_f1", n_boot: i
     """
     frames = {}
     for record in records:
-        frames.setdefault((record["variant"], record["arch"], record["test_set"]), []).append(pd.read_csv(record["predictions"]))
+        frames.setdefault((record["variant"], record["arch"], record["test_set"]), []).append(
+            pd.read_csv(record["predictions"])
+        )
     rows = []
     for (variant, arch, test_set), tables in sorted(frames.items()):
         baseline = frames.get((reference, arch, test_set), []) if variant != reference else []
@@ -425,5 +479,15 @@ def bootstrap_table(records: Sequence[dict], metric: str = "macro_f1", n_boot: i
         y, _, _ = predictions_arrays(aligned[0])
         probas = [predictions_arrays(t)[1] for t in aligned]
         result = bootstrap_fold_mean(y, probas[: len(tables)], probas[len(tables) :], metric, n_boot, seed)
-        rows.append({"variant": variant, "arch": arch, "test_set": test_set, "metric": metric, "n_images": len(paths), "n_folds": len(tables), **result})
+        rows.append(
+            {
+                "variant": variant,
+                "arch": arch,
+                "test_set": test_set,
+                "metric": metric,
+                "n_images": len(paths),
+                "n_folds": len(tables),
+                **result,
+            }
+        )
     return pd.DataFrame(rows)

@@ -8,5 +8,11 @@ from meddap.base_models import convert_single_file  # noqa: E402
 
 tokenizer = snakemake.input.tokenizer[0] if snakemake.input.tokenizer else None
 source = convert_single_file(snakemake.input.checkpoint, snakemake.output[0], tokenizer_folder=tokenizer)
-log.info("converted %s (sha256 %s): UNet widths %s, %d parameters; tokenizer: %s",
-         source["checkpoint"], source["sha256"], source["unet_block_out_channels"], source["unet_parameters"], source["tokenizer"])
+log.info(
+    "converted %s (sha256 %s): UNet widths %s, %d parameters; tokenizer: %s",
+    source["checkpoint"],
+    source["sha256"],
+    source["unet_block_out_channels"],
+    source["unet_parameters"],
+    source["tokenizer"],
+)

@@ -16,7 +16,11 @@ from meddap.stages import PretrainSettings  # noqa: E402
 params = snakemake.params
 settings = PretrainSettings.from_params(params.pretraining)
 corpus = pretraining_corpus(
-    settings.corpus, snakemake.input.corpus, list(params.classes), list(params.adjectives), settings.adjective_share,
+    settings.corpus,
+    snakemake.input.corpus,
+    list(params.classes),
+    list(params.adjectives),
+    settings.adjective_share,
     params.seed,
 )
 dropped = corpus.iloc[:0]
@@ -27,19 +31,35 @@ if settings.corpus == PHANTOM_CORPUS:
     reference_paths = [*manifest["path"], *(p for table in unseen for p in table["path"])]
     reference_hashes = [*manifest["phash"], *[""] * (len(reference_paths) - len(manifest))]
     corpus, dropped = decontaminate(corpus, reference_paths, reference_hashes, params.max_distance)
-    log.info("decontamination: dropped %d corpus images within %d hash bits of a dataset or unseen image",
-             len(dropped), params.max_distance)
+    log.info(
+        "decontamination: dropped %d corpus images within %d hash bits of a dataset or unseen image",
+        len(dropped),
+        params.max_distance,
+    )
 n_captioned = int((corpus["adjective"] != "none").sum())
-log.info("pretraining corpus (%s): %d images, %d captioned with an adjective", settings.corpus, len(corpus), n_captioned)
+log.info(
+    "pretraining corpus (%s): %d images, %d captioned with an adjective", settings.corpus, len(corpus), n_captioned
+)
 with atomic_path(snakemake.output[0]) as folder:
     info = pretrain_small_model(
-        list(corpus["path"]), list(corpus["caption"]), list(corpus["adjective"]), folder, settings,
-        list(params.tokenizer_words), params.seed,
+        list(corpus["path"]),
+        list(corpus["caption"]),
+        list(corpus["adjective"]),
+        folder,
+        settings,
+        list(params.tokenizer_words),
+        params.seed,
     )
     write_csv(folder / "pretraining_corpus.csv", corpus)
     write_csv(folder / "pretraining_corpus_dropped.csv", dropped)
     write_lineage(folder, "base_model", images=corpus["path"], corpus=settings.corpus)
-    summary = {**info, "corpus": settings.corpus, "decontaminated_away": len(dropped), "settings": params.pretraining,
-               "seed": params.seed, "versions": library_versions()}
+    summary = {
+        **info,
+        "corpus": settings.corpus,
+        "decontaminated_away": len(dropped),
+        "settings": params.pretraining,
+        "seed": params.seed,
+        "versions": library_versions(),
+    }
     write_json(folder / "meddap_pretrain.json", summary)
 log.info("pretrained small SD: %s", info)

@@ -4,15 +4,17 @@ from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821 - snakemake is injected by the script directive
 
+import pandas as pd  # noqa: E402
+
 from meddap.atomic import atomic_path, write_csv  # noqa: E402
 from meddap.phantom import device_from_config, simulate_device_dataset  # noqa: E402
-
-import pandas as pd  # noqa: E402
 
 device = device_from_config(snakemake.wildcards.device, snakemake.params.device)
 log.info("device %s", device)
 with atomic_path(snakemake.output[0]) as folder:
-    records = simulate_device_dataset(folder, device, dict(snakemake.params.counts), snakemake.params.seed, snakemake.params.image_size)
+    records = simulate_device_dataset(
+        folder, device, dict(snakemake.params.counts), snakemake.params.seed, snakemake.params.image_size
+    )
     # Ground truth beside (not inside) the class folders, with final paths.
     frame = pd.DataFrame(records)
     frame["path"] = [p.replace(str(folder), snakemake.output[0], 1) for p in frame["path"]]

@@ -20,12 +20,28 @@ seed = derive_seed(params.seed, "classifier", wc.variant, wc.arch, wc.fold)
 n_synthetic = int((train_rows.source == SYNTHETIC_SOURCE).sum())
 log.info(
     "%s fold %s: %d training rows (%d synthetic), %d validation rows",
-    wc.variant, wc.fold, len(train_rows), n_synthetic, len(val_rows),
+    wc.variant,
+    wc.fold,
+    len(train_rows),
+    n_synthetic,
+    len(val_rows),
 )
 history = train_classifier(
-    train_rows, val_rows, list(params.classes), wc.arch, snakemake.output[0], settings, seed, device=params.device,
-    provenance={"seed": seed, "classifier": params.classifier, "versions": library_versions(), "variant": wc.variant,
-                "fold": int(wc.fold)},
+    train_rows,
+    val_rows,
+    list(params.classes),
+    wc.arch,
+    snakemake.output[0],
+    settings,
+    seed,
+    device=params.device,
+    provenance={
+        "seed": seed,
+        "classifier": params.classifier,
+        "versions": library_versions(),
+        "variant": wc.variant,
+        "fold": int(wc.fold),
+    },
     lineage_inputs={"dataset": snakemake.input[0]},
 )
 log.info("history:\n%s", history.to_string(index=False))

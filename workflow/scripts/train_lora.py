@@ -28,7 +28,14 @@ else:
     seed = derive_seed(params.seed, "lora", wc.lora)
     log.info("arm %s: LoRA for %s on %d images with prompt %r", wc.arm, wc.lora, len(paths), prompt)
 info = train_lora(
-    params.base_model, paths, prompt, snakemake.output[0], settings, seed, runtime, checkpoint_dir=params.checkpoint_dir,
+    params.base_model,
+    paths,
+    prompt,
+    snakemake.output[0],
+    settings,
+    seed,
+    runtime,
+    checkpoint_dir=params.checkpoint_dir,
     provenance={"arm": wc.arm, "seed": seed, "lora": params.lora, "versions": library_versions()},
 )
 log.info("trainable parameters: %d (%.4f%% of the UNet)", info["trainable_parameters"], 100 * info["trainable_share"])

@@ -54,7 +54,12 @@ import torch  # noqa: E402
 from meddap.atomic import write_csv, write_json  # noqa: E402
 from meddap.bench.generation import BaselineGeneration, MeddapGeneration, generation_flops  # noqa: E402
 from meddap.bench.inputs import (  # noqa: E402
-    BENCH_CLASS, build_embedded_pipeline, load_config, make_training_images, section, untrained_lora,
+    BENCH_CLASS,
+    build_embedded_pipeline,
+    load_config,
+    make_training_images,
+    section,
+    untrained_lora,
 )
 from meddap.bench.lora import BaselineTraining, MeddapTraining  # noqa: E402
 from meddap.bench.measure import chunks_of, interleave, matmul_tflops, split  # noqa: E402
@@ -69,43 +74,90 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     config = load_config(known.config)
     generation, lora = section(config, "generation"), section(config, "lora")
 
-    parser = argparse.ArgumentParser(prog="python -m meddap.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m meddap.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="workflow config for default sizes (default: config/config.yaml)")
-    parser.add_argument("--pipeline", help="local diffusers SD v1.x folder; default: build the embedded small model (random weights)")
-    parser.add_argument("--sd15", action="store_true", help="build the SD v1.5 architecture (meddap.sd15) with random weights instead")
-    parser.add_argument("--sd15-width-divisor", type=int, default=1, help="with --sd15: divide the widths (1 = full size; 2, 5, 10 for quick checks)")
-    parser.add_argument("--out", default="results/bench", help="folder for generation.csv, lora_training.csv, bench.json")
+    parser.add_argument(
+        "--pipeline", help="local diffusers SD v1.x folder; default: build the embedded small model (random weights)"
+    )
+    parser.add_argument(
+        "--sd15", action="store_true", help="build the SD v1.5 architecture (meddap.sd15) with random weights instead"
+    )
+    parser.add_argument(
+        "--sd15-width-divisor",
+        type=int,
+        default=1,
+        help="with --sd15: divide the widths (1 = full size; 2, 5, 10 for quick checks)",
+    )
+    parser.add_argument(
+        "--out", default="results/bench", help="folder for generation.csv, lora_training.csv, bench.json"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: fp32 on CPU, bf16 on CUDA")
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: fp32 on CPU, bf16 on CUDA"
+    )
     threads = section(config, "resources").get("threads_per_job")
-    parser.add_argument("--threads", type=int, default=int(threads) if threads else None,
-                        help="torch CPU threads (default: the config's resources.threads_per_job, as the workflow's jobs run; else torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(threads) if threads else None,
+        help="torch CPU threads (default: the config's resources.threads_per_job, as the workflow's jobs run; else torch's)",
+    )
     parser.add_argument("--seed", type=int, default=int(config.get("seed", 42)))
-    parser.add_argument("--resolution", type=int, default=int(generation.get("resolution", 64)), help="generation and LoRA training resolution")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="timed work split into rounds that alternate baseline/meddap (ABBA), so both see the same machine load")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=int(generation.get("resolution", 64)),
+        help="generation and LoRA training resolution",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="timed work split into rounds that alternate baseline/meddap (ABBA), so both see the same machine load",
+    )
     group = parser.add_argument_group("generation")
     group.add_argument("--images", type=int, default=16, help="images meddap generates (timed)")
-    group.add_argument("--baseline-images", type=int, default=None, help="images the baseline generates (timed; default: --images)")
+    group.add_argument(
+        "--baseline-images", type=int, default=None, help="images the baseline generates (timed; default: --images)"
+    )
     group.add_argument("--steps", type=int, default=30)
     group.add_argument("--guidance", type=float, default=7.5)
-    group.add_argument("--batch-size", type=int, default=int(generation.get("batch_size", 16)), help="meddap generation batch")
-    group.add_argument("--scheduler", default=generation.get("scheduler", "dpm"), help="meddap's scheduler (the baseline's is PNDM)")
-    group.add_argument("--guidance-reference", default=generation.get("guidance_reference", "lora"), choices=["lora", "base"])
+    group.add_argument(
+        "--batch-size", type=int, default=int(generation.get("batch_size", 16)), help="meddap generation batch"
+    )
+    group.add_argument(
+        "--scheduler", default=generation.get("scheduler", "dpm"), help="meddap's scheduler (the baseline's is PNDM)"
+    )
+    group.add_argument(
+        "--guidance-reference", default=generation.get("guidance_reference", "lora"), choices=["lora", "base"]
+    )
     group.add_argument("--lora-scale", type=float, default=float(generation.get("lora_scale", 1.0)))
     group.add_argument("--negative-prompt", default=section(config, "prompts").get("negative", ""))
     group.add_argument("--warmup-steps", type=int, default=2, help="denoising steps of the untimed warm-up generation")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=bool(generation.get("compile", False)),
-                       help="torch.compile meddap's UNet (CUDA only, as generation.compile)")
+    group.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=bool(generation.get("compile", False)),
+        help="torch.compile meddap's UNet (CUDA only, as generation.compile)",
+    )
     group = parser.add_argument_group("LoRA training")
     group.add_argument("--lora-steps", type=int, default=30, help="timed training steps per method")
     group.add_argument("--lora-warmup", type=int, default=3, help="untimed training steps before them")
-    group.add_argument("--lora-batch-size", type=int, default=int(lora.get("batch_size", 8)), help="meddap's batch (the baseline's is 1)")
+    group.add_argument(
+        "--lora-batch-size",
+        type=int,
+        default=int(lora.get("batch_size", 8)),
+        help="meddap's batch (the baseline's is 1)",
+    )
     group.add_argument("--train-images", type=int, default=16, help="simulated phantom images to train on")
     group.add_argument("--rank", type=int, default=int(lora.get("rank", 4)))
     group.add_argument("--alpha", type=float, default=None, help="default: lora.alpha of the config, else the rank")
     group.add_argument("--lr", type=float, default=float(lora.get("lr", 1e-4)))
-    group.add_argument("--target-modules", nargs="+", default=list(lora.get("target_modules") or ["to_q", "to_k", "to_v", "to_out.0"]))
+    group.add_argument(
+        "--target-modules", nargs="+", default=list(lora.get("target_modules") or ["to_q", "to_k", "to_v", "to_out.0"])
+    )
     parser.add_argument("--skip-training", action="store_true", help="generation only (with an untrained LoRA)")
     parser.add_argument("--skip-generation", action="store_true", help="LoRA training only")
     args = parser.parse_args(argv)
@@ -116,7 +168,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.alpha is None:
         args.alpha = float(lora.get("alpha") or args.rank)
     args.embedded_config = config
-    for name in ("images", "baseline_images", "steps", "batch_size", "lora_steps", "lora_batch_size", "train_images", "warmup_steps", "rounds"):
+    for name in (
+        "images",
+        "baseline_images",
+        "steps",
+        "batch_size",
+        "lora_steps",
+        "lora_batch_size",
+        "train_images",
+        "warmup_steps",
+        "rounds",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     args.warmup_steps = min(args.warmup_steps, args.steps)
@@ -137,11 +199,19 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     peak = matmul_tflops(device)
     info = {
-        "device": device_name(device), "device_type": device.type, "dtype": str(dtype).removeprefix("torch."),
-        "bf16_matmul_tflops": peak, "versions": library_versions(), "platform": platform.platform(),
+        "device": device_name(device),
+        "device_type": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "bf16_matmul_tflops": peak,
+        "versions": library_versions(),
+        "platform": platform.platform(),
         "settings": {k: v for k, v in vars(args).items() if k != "embedded_config"},
-        "memory_measure": ("rise of torch.cuda.max_memory_allocated" if device.type == "cuda" else
-                           "rise of peak process RSS (kernel VmHWM; RSS sampled every 5 ms where /proc/self/clear_refs is not writable)") + " over the start of a method's first round, which loads its own model",
+        "memory_measure": (
+            "rise of torch.cuda.max_memory_allocated"
+            if device.type == "cuda"
+            else "rise of peak process RSS (kernel VmHWM; RSS sampled every 5 ms where /proc/self/clear_refs is not writable)"
+        )
+        + " over the start of a method's first round, which loads its own model",
         "timing": f"{args.rounds} interleaved rounds (ABBA); warm-up and setup (model load, LoRA, caching: setup_s) excluded from the rates",
     }
     generation = training = None
@@ -160,11 +230,15 @@ def run(args: argparse.Namespace) -> dict:
             info["model"] = "embedded small SD (config sizes, random weights)"
         lora_dir = scratch / "lora-meddap"
         if not args.skip_training:
-            phantom_size = int(section(args.embedded_config, "phantom").get("image_size", 128))  # both sides resize to --resolution
+            phantom_size = int(
+                section(args.embedded_config, "phantom").get("image_size", 128)
+            )  # both sides resize to --resolution
             paths = make_training_images(scratch / "images", args.train_images, args.seed, phantom_size)
             prompt = training_prompt(BENCH_CLASS)
             makers = {
-                "baseline": lambda: BaselineTraining(args, pipeline_dir, paths, prompt, device, dtype, scratch / "lora-baseline"),
+                "baseline": lambda: BaselineTraining(
+                    args, pipeline_dir, paths, prompt, device, dtype, scratch / "lora-baseline"
+                ),
                 "meddap": lambda: MeddapTraining(args, pipeline_dir, paths, prompt, device, lora_dir),
             }
             runners, results = interleave(makers, split(args.lora_steps, args.rounds), device)
@@ -173,8 +247,17 @@ def run(args: argparse.Namespace) -> dict:
             for name, runner in runners.items():
                 runner.close()
                 samples = args.lora_steps * runner.batch_size
-                rows.append({"method": name, "how": runner.how, "batch_size": runner.batch_size, "steps": args.lora_steps,
-                             "samples": samples, **results[name], "samples_per_s": samples / results[name]["seconds"]})
+                rows.append(
+                    {
+                        "method": name,
+                        "how": runner.how,
+                        "batch_size": runner.batch_size,
+                        "steps": args.lora_steps,
+                        "samples": samples,
+                        **results[name],
+                        "samples_per_s": samples / results[name]["seconds"],
+                    }
+                )
             del runners
             training = with_ratio(rows, "samples_per_s", "samples")
             training["unet_tflops"] = training["samples_per_s"] * flops / 1e12 if flops else float("nan")
@@ -184,9 +267,15 @@ def run(args: argparse.Namespace) -> dict:
             lora_dir = untrained_lora(pipeline_dir, lora_dir, args.rank, args.alpha, args.target_modules)
         if not args.skip_generation:
             prompt = build_prompt(BENCH_CLASS, "none")
-            seeds = [image_seed(args.seed, BENCH_CLASS, "none", 0, index) for index in range(max(args.images, args.baseline_images))]
+            seeds = [
+                image_seed(args.seed, BENCH_CLASS, "none", 0, index)
+                for index in range(max(args.images, args.baseline_images))
+            ]
             rounds = min(args.rounds, args.images, args.baseline_images)
-            chunks = {name: chunks_of(seeds[:count], rounds) for name, count in (("baseline", args.baseline_images), ("meddap", args.images))}
+            chunks = {
+                name: chunks_of(seeds[:count], rounds)
+                for name, count in (("baseline", args.baseline_images), ("meddap", args.images))
+            }
             batch = min(args.batch_size, max(map(len, chunks["meddap"])))
             makers = {
                 "baseline": lambda: BaselineGeneration(args, pipeline_dir, lora_dir, prompt, device, dtype),
@@ -198,14 +287,28 @@ def run(args: argparse.Namespace) -> dict:
                 samples = runner.counter.samples
                 images = sum(map(len, chunks[name]))
                 runner.close()
-                rows.append({"method": name, "how": runner.how, "scheduler": runner.scheduler, "steps": args.steps,
-                             "guidance": args.guidance, "resolution": args.resolution, "batch_size": runner.batch_size,
-                             "images": images, **results[name], "images_per_s": images / results[name]["seconds"],
-                             "unet_samples": samples, "unet_samples_per_image": samples / images})
+                rows.append(
+                    {
+                        "method": name,
+                        "how": runner.how,
+                        "scheduler": runner.scheduler,
+                        "steps": args.steps,
+                        "guidance": args.guidance,
+                        "resolution": args.resolution,
+                        "batch_size": runner.batch_size,
+                        "images": images,
+                        **results[name],
+                        "images_per_s": images / results[name]["seconds"],
+                        "unet_samples": samples,
+                        "unet_samples_per_image": samples / images,
+                    }
+                )
             del runners
             generation = with_ratio(rows, "images_per_s", "images")
             flops = generation_flops(pipeline_dir, args, device, dtype) if device.type == "cuda" else None
-            generation["unet_tflops"] = generation["unet_samples"] / generation["seconds"] * flops / 1e12 if flops else float("nan")
+            generation["unet_tflops"] = (
+                generation["unet_samples"] / generation["seconds"] * flops / 1e12 if flops else float("nan")
+            )
             generation["mfu"] = generation["unet_tflops"] / peak if peak else float("nan")
             info["unet_forward_flops_per_sample"] = flops
     written = []
@@ -214,7 +317,12 @@ def run(args: argparse.Namespace) -> dict:
             write_csv(out / name, frame)
             written.append(out / name)
     write_json(out / "bench.json", info)
-    return {"generation": generation, "lora_training": training, "info": info, "written": [*written, out / "bench.json"]}
+    return {
+        "generation": generation,
+        "lora_training": training,
+        "info": info,
+        "written": [*written, out / "bench.json"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

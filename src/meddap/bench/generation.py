@@ -31,8 +31,14 @@ class BaselineGeneration:
 
     def _one(self, seed: int, steps: int):
         generator = torch.Generator("cpu").manual_seed(seed)
-        return self.pipe(self.prompt, height=self.args.resolution, width=self.args.resolution, num_inference_steps=steps,
-                         guidance_scale=self.args.guidance, generator=generator).images[0]
+        return self.pipe(
+            self.prompt,
+            height=self.args.resolution,
+            width=self.args.resolution,
+            num_inference_steps=steps,
+            guidance_scale=self.args.guidance,
+            generator=generator,
+        ).images[0]
 
     def warm_up(self, seeds: list[int]) -> None:
         self._one(seeds[0], self.args.warmup_steps)
@@ -63,8 +69,10 @@ class MeddapGeneration:
 
         self.args, self.prompt, self.device, self.batch_size = args, prompt, device, batch_size
         self.scheduler = args.scheduler
-        self.how = (f"generate_images batch {batch_size}, fused LoRA (apply_lora), prompt encoded once, "
-                    f"guidance_reference={args.guidance_reference}")
+        self.how = (
+            f"generate_images batch {batch_size}, fused LoRA (apply_lora), prompt encoded once, "
+            f"guidance_reference={args.guidance_reference}"
+        )
         # The set-up of meddap.generate.generate_shard (kept in step with it).
         self.pipeline = load_pipeline(pipeline_dir, device, dtype)
         self.reference_unet = copy.deepcopy(self.pipeline.unet) if args.guidance_reference == "base" else None
@@ -80,8 +88,17 @@ class MeddapGeneration:
     def _generate(self, seeds: list[int], steps: int):
         from meddap.generate import generate_images
 
-        return generate_images(self.pipeline, self.prompt, seeds, self.args.resolution, steps, self.args.guidance,
-                               self.batch_size, self.args.negative_prompt, self.reference_unet)
+        return generate_images(
+            self.pipeline,
+            self.prompt,
+            seeds,
+            self.args.resolution,
+            steps,
+            self.args.guidance,
+            self.batch_size,
+            self.args.negative_prompt,
+            self.reference_unet,
+        )
 
     def warm_up(self, seeds: list[int]) -> None:
         # At the timed batch shapes, so that a compiled UNet compiles here and not in the timed work.

@@ -39,14 +39,21 @@ def build_embedded_pipeline(out_dir: Path, config: dict, seed: int) -> Path:
     from meddap.small_model import SmallModelSpec, build_small_components
 
     pretrain = section(config, "base_model", "pretrain")
-    spec = SmallModelSpec.from_config({**(pretrain.get("small") or {}), "image_size": int(pretrain.get("image_size", 64))})
+    spec = SmallModelSpec.from_config(
+        {**(pretrain.get("small") or {}), "image_size": int(pretrain.get("image_size", 64))}
+    )
     classes = list(section(config, "dataset").get("classes") or ["benign", "malignant", "normal"])
     adjectives = list(section(config, "generation").get("adjectives") or ["none"])
     vae, text_encoder, tokenizer, unet = build_small_components(spec, prompt_words(classes, adjectives), seed)
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
@@ -56,7 +63,9 @@ def make_training_images(out_dir: Path, n: int, seed: int, image_size: int) -> l
     """``n`` simulated breast-ultrasound images of one class (meddap.phantom)."""
     from meddap.phantom import device_from_config, simulate_device_dataset
 
-    records = simulate_device_dataset(out_dir, device_from_config("linear-L12", None), {BENCH_CLASS: n}, seed, image_size, progress=False)
+    records = simulate_device_dataset(
+        out_dir, device_from_config("linear-L12", None), {BENCH_CLASS: n}, seed, image_size, progress=False
+    )
     return [record["path"] for record in records]
 
 

@@ -33,17 +33,23 @@ class BaselineTraining:
         self.pipe.vae.requires_grad_(False)
         self.pipe.text_encoder.requires_grad_(False)
         torch.manual_seed(args.seed)
-        unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.alpha, init_lora_weights="gaussian", target_modules=args.target_modules))
+        unet.add_adapter(
+            LoraConfig(
+                r=args.rank, lora_alpha=args.alpha, init_lora_weights="gaussian", target_modules=args.target_modules
+            )
+        )
         cast_training_params(unet, dtype=torch.float32)
         self.parameters = [p for p in unet.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=args.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-        self.preprocess = transforms.Compose([
-            transforms.Resize(args.resolution, interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(args.resolution),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize([0.5], [0.5]),
-        ])
+        self.preprocess = transforms.Compose(
+            [
+                transforms.Resize(args.resolution, interpolation=transforms.InterpolationMode.BILINEAR),
+                transforms.CenterCrop(args.resolution),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize([0.5], [0.5]),
+            ]
+        )
         self.dataset = [Image.open(path).convert("RGB") for path in image_paths]  # decoded once (kind to the baseline)
         self.generator = torch.Generator().manual_seed(args.seed)
         self.amp = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
@@ -57,11 +63,18 @@ class BaselineTraining:
         for _ in tqdm(range(n), desc=desc, mininterval=5):
             index = int(torch.randint(0, len(self.dataset), (1,), generator=self.generator))
             pixel_values = self.preprocess(self.dataset[index])[None].to(device, self.dtype)
-            input_ids = tokenizer([self.prompt], max_length=tokenizer.model_max_length, padding="max_length",
-                                  truncation=True, return_tensors="pt").input_ids
+            input_ids = tokenizer(
+                [self.prompt],
+                max_length=tokenizer.model_max_length,
+                padding="max_length",
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             latents = vae.encode(pixel_values).latent_dist.sample() * vae.config.scaling_factor
             noise = torch.randn_like(latents)
-            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=device).long()
+            timesteps = torch.randint(
+                0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=device
+            ).long()
             noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
             encoder_hidden_states = text_encoder(input_ids.to(device), return_dict=False)[0]
             with torch.autocast(device.type, dtype=self.dtype, enabled=self.amp):
@@ -85,7 +98,9 @@ class BaselineTraining:
 
     def train_flops(self) -> int:
         """FLOPs of one forward+backward of the LoRA UNet on one sample."""
-        embeds = self.pipe.text_encoder(self.pipe.tokenizer([self.prompt], padding="max_length", return_tensors="pt").input_ids.to(self.device))[0]
+        embeds = self.pipe.text_encoder(
+            self.pipe.tokenizer([self.prompt], padding="max_length", return_tensors="pt").input_ids.to(self.device)
+        )[0]
         return unet_flops(self.pipe.unet, self.args.resolution // self.pipe.vae_scale_factor, embeds, backward=True)
 
     def close(self) -> None:
@@ -119,12 +134,23 @@ class MeddapTraining:
         warmup, stamps = self.args.lora_warmup, []
         start = time.perf_counter()
         settings = LoraSettings(
-            rank=self.args.rank, alpha=self.args.alpha, target_modules=tuple(self.args.target_modules),
-            steps=warmup + steps, batch_size=self.batch_size, lr=self.args.lr, resolution=self.args.resolution,
-            flip=True, checkpoint_every=0,
+            rank=self.args.rank,
+            alpha=self.args.alpha,
+            target_modules=tuple(self.args.target_modules),
+            steps=warmup + steps,
+            batch_size=self.batch_size,
+            lr=self.args.lr,
+            resolution=self.args.resolution,
+            flip=True,
+            checkpoint_every=0,
         )
         train_lora(
-            str(self.pipeline_dir), self.image_paths, self.prompt, self.out_dir, settings, self.args.seed,
+            str(self.pipeline_dir),
+            self.image_paths,
+            self.prompt,
+            self.out_dir,
+            settings,
+            self.args.seed,
             RuntimeSettings(device=str(self.device), precision=self.args.dtype),
             on_step=lambda step, loss: stamps.append(clock()),
         )

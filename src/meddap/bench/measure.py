@@ -155,7 +155,9 @@ def unet_flops(unet, latent_size: int, text_embeds: torch.Tensor, backward: bool
     from torch.utils.flop_counter import FlopCounterMode
 
     parameter = next(unet.parameters())
-    sample = torch.randn(1, unet.config.in_channels, latent_size, latent_size, device=parameter.device, dtype=unet.dtype)
+    sample = torch.randn(
+        1, unet.config.in_channels, latent_size, latent_size, device=parameter.device, dtype=unet.dtype
+    )
     timestep = torch.tensor([500], device=parameter.device)
     embeds = text_embeds[:1].to(parameter.device, unet.dtype)
     amp = parameter.device.type == "cuda" and unet.dtype in (torch.float16, torch.bfloat16)
@@ -212,7 +214,13 @@ def interleave(makers: dict, chunks: list | dict, device: torch.device) -> tuple
                 warm_up = time.perf_counter() - start - setup
                 seconds, cpu = runner.timed(chunk)
             runners[name] = runner
-            results[name] = {"seconds": seconds, "cpu_s": cpu, "setup_s": setup, "warmup_s": warm_up, "peak_mem_mib": memory.peak_mib}
+            results[name] = {
+                "seconds": seconds,
+                "cpu_s": cpu,
+                "setup_s": setup,
+                "warmup_s": warm_up,
+                "peak_mem_mib": memory.peak_mib,
+            }
     for name, runner in runners.items():
         results[name]["setup_s"] = getattr(runner, "setup_s", results[name]["setup_s"])
     return runners, results

@@ -27,7 +27,15 @@ def format_table(frame: pd.DataFrame, columns: list[str]) -> str:
         if isinstance(value, float):
             if value != value:
                 return ""
-            return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+            return (
+                f"{value:.3g}"
+                if abs(value) < 1
+                else f"{value:.2f}"
+                if abs(value) < 10
+                else f"{value:.1f}"
+                if abs(value) < 100
+                else f"{value:.0f}"
+            )
         return "" if value is None else str(value)
 
     rows = [[cell(v) for v in row] for row in frame[columns].itertuples(index=False)]
@@ -36,11 +44,41 @@ def format_table(frame: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
-GENERATION_COLUMNS = ["method", "scheduler", "steps", "guidance", "resolution", "batch_size", "unet_samples_per_image", "images",
-                      "seconds", "images_per_s", "ratio_vs_baseline", "cpu_s", "cpu_ratio_vs_baseline", "setup_s", "warmup_s",
-                      "peak_mem_mib", "unet_tflops", "mfu"]
-TRAINING_COLUMNS = ["method", "batch_size", "steps", "samples", "seconds", "samples_per_s", "ratio_vs_baseline", "cpu_s",
-                    "cpu_ratio_vs_baseline", "setup_s", "peak_mem_mib", "unet_tflops", "mfu"]
+GENERATION_COLUMNS = [
+    "method",
+    "scheduler",
+    "steps",
+    "guidance",
+    "resolution",
+    "batch_size",
+    "unet_samples_per_image",
+    "images",
+    "seconds",
+    "images_per_s",
+    "ratio_vs_baseline",
+    "cpu_s",
+    "cpu_ratio_vs_baseline",
+    "setup_s",
+    "warmup_s",
+    "peak_mem_mib",
+    "unet_tflops",
+    "mfu",
+]
+TRAINING_COLUMNS = [
+    "method",
+    "batch_size",
+    "steps",
+    "samples",
+    "seconds",
+    "samples_per_s",
+    "ratio_vs_baseline",
+    "cpu_s",
+    "cpu_ratio_vs_baseline",
+    "setup_s",
+    "peak_mem_mib",
+    "unet_tflops",
+    "mfu",
+]
 CPU_ONLY_COLUMNS = ("cpu_s", "cpu_ratio_vs_baseline")
 CUDA_ONLY_COLUMNS = ("unet_tflops", "mfu")
 
@@ -64,12 +102,20 @@ def report(result: dict) -> str:
         lines.append(f"measured bf16 matmul: {info['bf16_matmul_tflops']:.1f} TFLOP/s (mfu = unet_tflops / this)")
     hidden = CPU_ONLY_COLUMNS if info["device_type"] == "cuda" else CUDA_ONLY_COLUMNS
     if result["generation"] is not None:
-        lines += ["", "Generation (images/s; same LoRA, steps, guidance, resolution):",
-                  format_table(result["generation"], [c for c in GENERATION_COLUMNS if c not in hidden])]
+        lines += [
+            "",
+            "Generation (images/s; same LoRA, steps, guidance, resolution):",
+            format_table(result["generation"], [c for c in GENERATION_COLUMNS if c not in hidden]),
+        ]
     if result["lora_training"] is not None:
-        lines += ["", "LoRA training (samples/s = training images seen per second):",
-                  format_table(result["lora_training"], [c for c in TRAINING_COLUMNS if c not in hidden])]
+        lines += [
+            "",
+            "LoRA training (samples/s = training images seen per second):",
+            format_table(result["lora_training"], [c for c in TRAINING_COLUMNS if c not in hidden]),
+        ]
     lines += ["", f"peak_mem_mib: {info['memory_measure']}; {info['timing']}."]
     if info["device_type"] != "cuda":
-        lines.append("cpu_s: CPU seconds this process used in the timed work (time-slicing by other processes does not count).")
+        lines.append(
+            "cpu_s: CPU seconds this process used in the timed work (time-slicing by other processes does not count)."
+        )
     return "\n".join(lines)
