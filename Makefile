@@ -46,6 +46,8 @@ test-slurm: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/ruff check src workflow/scripts
+	$(BIN)/ruff format --check src workflow/scripts
 
 check-results: $(STAMP)
 	$(BIN)/python -m meddap.check

@@ -57,6 +57,14 @@ def test_lint_is_clean_and_snakefmt_passes(tmp_path):
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+def test_package_and_scripts_pass_ruff():
+    """No line over 120 characters, no unused import or undefined name, formatted (pyproject's ruff config)."""
+    ruff = str(Path(sys.executable).with_name("ruff"))
+    for command in ([ruff, "check", "src", "workflow/scripts"], [ruff, "format", "--check", "src", "workflow/scripts"]):
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_missing_dataset_root_stops_at_once_naming_the_path(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"phantom": {"enabled": False}, "dataset": {"root": str(tmp_path / "no-such-folder")},

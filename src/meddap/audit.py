@@ -279,15 +279,17 @@ def verdict(findings: pd.DataFrame, summary: pd.DataFrame) -> str:
     if not leaking.empty:
         first = leaking.iloc[0]
         parts.append(
-            f"Lineage audit: FAILED. {len(leaking)} finding(s) in {leaking['classifier'].nunique()} of {n} classifiers, e.g. "
-            f"{first['image']} influenced {first['classifier']} via {first['via']} and is in its {first['protected_set']} set "
-            f"({first['protected_image']}, {first['match']}). See results/audit/findings.csv."
+            f"Lineage audit: FAILED. {len(leaking)} finding(s) in {leaking['classifier'].nunique()} of {n} "
+            f"classifiers, e.g. {first['image']} influenced {first['classifier']} via {first['via']} and is in its "
+            f"{first['protected_set']} set ({first['protected_image']}, {first['match']}). "
+            "See results/audit/findings.csv."
         )
     if not accepted.empty:
         reasons = "; ".join(sorted(set(accepted["reason"])))
         parts.append(
-            f"Lineage audit: {len(accepted)} accepted finding(s) in {accepted['classifier'].nunique()} of {n} classifiers, "
-            f"declared by the config: {reasons}. Scores selected on those validation folds are optimistic for the "
+            f"Lineage audit: {len(accepted)} accepted finding(s) in {accepted['classifier'].nunique()} of {n} "
+            f"classifiers, declared by the config: {reasons}. "
+            "Scores selected on those validation folds are optimistic for the "
             "variants whose training they influenced."
         )
     return " ".join(parts)

@@ -97,8 +97,8 @@ def base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
     if base["pretrain"]["enabled"]:
         if path:
             raise BaseModelError(
-                "base_model.path and base_model.pretrain.enabled are both set: use your model (pretrain.enabled: false) "
-                "or build the small one (path: null)"
+                "base_model.path and base_model.pretrain.enabled are both set: "
+                "use your model (pretrain.enabled: false) or build the small one (path: null)"
             )
         return BaseModelSource(PRETRAIN, None, BASE_MODEL_DIR)
     if not path:
@@ -142,7 +142,8 @@ def base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
     hint = "" if allow_hub else " (a hub id needs allow_hub: true and base_model.revision)"
     raise BaseModelError(
         f"base_model.path {str(path)!r} does not exist{hint}. Point it at a local diffusers Stable Diffusion "
-        "folder (with model_index.json) or a single-file SD v1.x .safetensors checkpoint, or enable base_model.pretrain."
+        "folder (with model_index.json) or a single-file SD v1.x .safetensors checkpoint, "
+        "or enable base_model.pretrain."
     )
 
 
@@ -234,7 +235,10 @@ def check_single_file(path: str | Path) -> dict[str, tuple[int, ...]]:
     elif UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
         found = "no Stable Diffusion UNet (model.diffusion_model.* keys); a LoRA or another model family?"
     elif shapes[UNET_PREFIX + "input_blocks.0.0.weight"][1] != 4:
-        found = f"a UNet with {shapes[UNET_PREFIX + 'input_blocks.0.0.weight'][1]} input channels (inpainting or depth model)"
+        found = (
+            f"a UNet with {shapes[UNET_PREFIX + 'input_blocks.0.0.weight'][1]} input channels "
+            "(inpainting or depth model)"
+        )
     elif TEXT_PREFIX + "text_model.embeddings.token_embedding.weight" not in shapes:
         found = "no CLIP text encoder (cond_stage_model.transformer.* keys)"
     elif VAE_PREFIX + "encoder.conv_in.weight" not in shapes:
@@ -309,7 +313,8 @@ def check_tokenizer_folder(folder: str | Path) -> Path:
         or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
     ):
         raise BaseModelError(
-            f"base_model.tokenizer {str(folder)!r} holds no CLIP tokenizer (tokenizer.json, or vocab.json and merges.txt): "
+            f"base_model.tokenizer {str(folder)!r} holds no CLIP tokenizer "
+            "(tokenizer.json, or vocab.json and merges.txt): "
             "point it at the tokenizer/ folder of an SD v1.x diffusers model, or leave it null"
         )
     return folder
@@ -341,7 +346,8 @@ def clip_vit_l14_tokenizer():
 
 
 def write_config_folder(shapes: dict, out_dir: Path, tokenizer_folder: str | Path | None = None) -> Path:
-    """A diffusers folder with the component configs and tokenizer but no weights (``from_single_file``'s ``config``)."""
+    """A diffusers folder with the component configs and tokenizer but no weights
+    (``from_single_file``'s ``config``)."""
     from transformers import CLIPTextConfig, CLIPTokenizer
 
     configs = single_file_configs(shapes)

@@ -42,7 +42,8 @@ def check_adjectives(report_dir: Path) -> list[str]:
         verdict = "ok" if row["verdict"] == "as expected" else "FAIL"
         print(
             f"{verdict}: adjective {row['adjective']} ({row['arch']}, {row['class']}): {row['measure']} "
-            f"{row['mean_adjective']:.2f} vs none {row['mean_none']:.2f} (expected {row['expected']}, p = {float(row['p_value']):.2g})"
+            f"{row['mean_adjective']:.2f} vs none {row['mean_none']:.2f} "
+            f"(expected {row['expected']}, p = {float(row['p_value']):.2g})"
         )
         if verdict == "FAIL":
             failures.append(f"adjective {row['adjective']} in {row['class']}: {row['measure']} {row['verdict']}")
@@ -62,7 +63,8 @@ def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[st
     for _, row in original.iterrows():
         verdict = "ok" if row["mean"] >= min_macro_f1 else "FAIL"
         print(
-            f"{verdict}: original {row['arch']} macro-F1 on the test split = {row['mean']:.3f} ± {row['std']:.3f} (floor {min_macro_f1})"
+            f"{verdict}: original {row['arch']} macro-F1 on the test split = "
+            f"{row['mean']:.3f} ± {row['std']:.3f} (floor {min_macro_f1})"
         )
         if verdict == "FAIL":
             failures.append(f"original {row['arch']} macro-F1 {row['mean']:.3f} < {min_macro_f1}")
@@ -70,13 +72,16 @@ def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[st
     for _, row in overall.iterrows():
         verdict = "ok" if row["fidelity_mean"] >= min_fidelity else "FAIL"
         print(
-            f"{verdict}: class fidelity {row['arch']} {row['class']} = {row['fidelity_mean']:.3f} ± {row['fidelity_std']:.3f} over {row['n_images']} images (floor {min_fidelity})"
+            f"{verdict}: class fidelity {row['arch']} {row['class']} = "
+            f"{row['fidelity_mean']:.3f} ± {row['fidelity_std']:.3f} over {row['n_images']} images "
+            f"(floor {min_fidelity})"
         )
         if verdict == "FAIL":
             failures.append(f"fidelity of {row['class']} {row['fidelity_mean']:.3f} < {min_fidelity}")
     for _, row in summary[(summary["metric"] == "macro_f1")].sort_values(["test_set", "variant"]).iterrows():
         print(
-            f"  macro-F1 {row['test_set']:>10} {row['variant']:>12}: {row['mean']:.3f} ± {row['std']:.3f}  Δ {row['delta_vs_original']:+.3f}"
+            f"  macro-F1 {row['test_set']:>10} {row['variant']:>12}: "
+            f"{row['mean']:.3f} ± {row['std']:.3f}  Δ {row['delta_vs_original']:+.3f}"
         )
     return failures
 

@@ -74,7 +74,8 @@ def build_classifier(arch: str, n_classes: int, pretrained: bool = False) -> nn.
     names = available_architectures()
     if arch not in names:
         raise ClassifierError(
-            f"unknown architecture {arch!r}; choose a torchvision classifier such as densenet121, resnet34, squeezenet1_1 (all: {', '.join(names)})"
+            f"unknown architecture {arch!r}; choose a torchvision classifier such as densenet121, resnet34, "
+            f"squeezenet1_1 (all: {', '.join(names)})"
         )
     if arch.startswith("inception") or arch.startswith("googlenet"):
         # their auxiliary heads change the training API; keep the loop one simple shape

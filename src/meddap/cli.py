@@ -56,7 +56,8 @@ def predict(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     print(
-        f"wrote {len(frame)} predictions to {out} ({len(members)} classifier{'s' if len(members) > 1 else ''}: {', '.join(map(str, members))})"
+        f"wrote {len(frame)} predictions to {out} ({len(members)} classifier{'s' if len(members) > 1 else ''}: "
+        f"{', '.join(map(str, members))})"
     )
     if labelled:
         metrics = classification_metrics(labels, probabilities, meta["classes"])

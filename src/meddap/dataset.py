@@ -141,7 +141,8 @@ def make_split(
         test_units = _exact_subset(order, n_test)
         if test_units is None:
             raise DatasetError(
-                f"class {name!r}: its near-duplicate groups (sizes {sorted((len(u) for u in units), reverse=True)[:5]}...) "
+                f"class {name!r}: its near-duplicate groups "
+                f"(sizes {sorted((len(u) for u in units), reverse=True)[:5]}...) "
                 f"cannot fill a test split of exactly {n_test} images. Change dataset.test_fraction or lower "
                 "dataset.near_duplicate_distance."
             )
@@ -218,7 +219,8 @@ def check_images(paths: list[str], min_size: int | None = None, log=None) -> lis
         image = load_rgb(path)
         if min_size and min(image.size) < min_size:
             warnings.append(
-                f"{path} is {image.size[0]}x{image.size[1]}, smaller than the model resolution {min_size}: it will be upsampled"
+                f"{path} is {image.size[0]}x{image.size[1]}, smaller than the model resolution {min_size}: "
+                "it will be upsampled"
             )
     return warnings
 

@@ -82,8 +82,8 @@ def train_denoiser(
     ``latent_means``/``latent_stds`` are scaled VAE posteriors (a fresh latent is sampled from
     them each step, as encoding every step would). ``condition`` is one text embedding
     (1, tokens, width) for every latent, or one per latent (N, tokens, width), e.g. each image's
-    class prompt for a LoRA shared by all classes; with probability ``condition_dropout`` the empty prompt's embedding is
-    used instead so that classifier-free guidance works. ``parameters`` are the ones to train
+    class prompt for a LoRA shared by all classes; with probability ``condition_dropout`` the empty prompt's
+    embedding is used instead so that classifier-free guidance works. ``parameters`` are the ones to train
     (default: all of the UNet). ``on_step(step, optimizer)`` is called after each step.
     Each step's loss is appended to ``losses`` (a new list by default), which is returned: a
     caller's ``on_step`` can read the losses so far from the list it passed.

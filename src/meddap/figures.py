@@ -328,8 +328,10 @@ def html_page(
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+        "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}</style>",
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]

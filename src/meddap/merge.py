@@ -92,7 +92,8 @@ def merge_fold(
             pool = classic[classic["class"] == cls]
             if len(pool) < count:
                 raise ValueError(
-                    f"variant {variant.name}: needs {count} classic {cls} images for fold {fold}, the folder holds {len(pool)}."
+                    f"variant {variant.name}: needs {count} classic {cls} images for fold {fold}, "
+                    f"the folder holds {len(pool)}."
                 )
             chosen = pool.sort_values("index").head(count)
             parts.append(

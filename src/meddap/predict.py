@@ -30,7 +30,8 @@ def ensemble_members(model: str | Path) -> list[Path]:
     )
     if not folds:
         raise PredictError(
-            f"--model {model} is neither a classifier folder (model.json) nor a <variant>/<arch> folder of fold<k> classifiers"
+            f"--model {model} is neither a classifier folder (model.json) "
+            "nor a <variant>/<arch> folder of fold<k> classifiers"
         )
     return folds
 
@@ -47,7 +48,8 @@ def load_members(members: list[Path], device: str = "cpu"):
             raise PredictError(str(error)) from None
         except Exception as error:  # a truncated or foreign safetensors file
             raise PredictError(
-                f"{folder} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}); retrain it (rule train_classifier)"
+                f"{folder} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                "retrain it (rule train_classifier)"
             ) from None
         models.append(model)
         metas.append(meta)

@@ -185,8 +185,9 @@ def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int, mixed_label
         return f"No near-duplicate images (perceptual hashes within {max_distance} bits) in the dataset."
     conflicting = int((duplicates.groupby("group")["class"].nunique() > 1).sum())
     note = (
-        f"Near-duplicates: {len(duplicates)} images in {duplicates['group'].nunique()} groups (perceptual hashes within "
-        f"{max_distance} bits, formed across classes), each group kept on one side of the test split and in one fold."
+        f"Near-duplicates: {len(duplicates)} images in {duplicates['group'].nunique()} groups "
+        f"(perceptual hashes within {max_distance} bits, formed across classes), "
+        "each group kept on one side of the test split and in one fold."
     )
     if conflicting:
         action = (
@@ -243,7 +244,10 @@ def readable_summary(
             delta = (
                 "—"
                 if is_original
-                else f"{_fmt(row.delta_vs_original)} [{_fmt(row.delta_ci_low_vs_original)}, {_fmt(row.delta_ci_high_vs_original)}]"
+                else (
+                    f"{_fmt(row.delta_vs_original)} "
+                    f"[{_fmt(row.delta_ci_low_vs_original)}, {_fmt(row.delta_ci_high_vs_original)}]"
+                )
             )
             lines.append(
                 f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {delta} | "
@@ -252,7 +256,8 @@ def readable_summary(
     if bootstrap is not None and not bootstrap.empty:
         lines += ["", "## Bootstrap over test images (macro-F1, fold mean)", ""]
         lines.append(
-            "95% percentile intervals from resampling the test images (all folds' classifiers scored on the same resample)."
+            "95% percentile intervals from resampling the test images "
+            "(all folds' classifiers scored on the same resample)."
         )
         lines += [
             "",
@@ -266,12 +271,14 @@ def readable_summary(
                 else f"{_fmt(row.get('delta'))} [{_fmt(row.get('delta_low'))}, {_fmt(row.get('delta_high'))}]"
             )
             lines.append(
-                f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}] | {delta} | {_fmt(row.get('p_bootstrap'))} |"
+                f"| {row.test_set} | {row.arch} | {row.variant} | "
+                f"{_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}] | {delta} | {_fmt(row.get('p_bootstrap'))} |"
             )
     if robustness is not None and not robustness.empty:
         lines += ["", "## Robustness (MedMNIST-C breast-ultrasound corruptions, internal test split)", ""]
         lines.append(
-            "Mean over folds of the balanced error (BE) clean and averaged over corruptions and severities; nBE and rBE relative to `original` (1 = as robust as original; lower is better)."
+            "Mean over folds of the balanced error (BE) clean and averaged over corruptions and severities; "
+            "nBE and rBE relative to `original` (1 = as robust as original; lower is better)."
         )
         lines += ["", "| arch | variant | BE clean | BE corrupted | nBE | rBE |", "|---|---|---|---|---|---|"]
         means = (
@@ -281,7 +288,8 @@ def readable_summary(
         )
         for (arch, variant), row in means.iterrows():
             lines.append(
-                f"| {arch} | {variant} | {_fmt(row.be_clean)} | {_fmt(row.be_mean)} | {_fmt(row.nbe)} | {_fmt(row.rbe)} |"
+                f"| {arch} | {variant} | {_fmt(row.be_clean)} | {_fmt(row.be_mean)} | "
+                f"{_fmt(row.nbe)} | {_fmt(row.rbe)} |"
             )
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
@@ -291,7 +299,8 @@ def readable_summary(
     lines += ["", "| arch | class | adjective | fidelity | images |", "|---|---|---|---|---|"]
     for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows():
         lines.append(
-            f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)} | {row.n_images} |"
+            f"| {row.arch} | {row['class']} | {row.adjective} | "
+            f"{_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)} | {row.n_images} |"
         )
     quality = quality or {}
     table = quality.get("quality")
@@ -300,7 +309,8 @@ def readable_summary(
         lines += ["| arch | class | adjective | Fréchet distance | precision | recall |", "|---|---|---|---|---|---|"]
         for _, row in table.iterrows():
             lines.append(
-                f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.frechet_distance_mean, 2)} | {_fmt(row.precision_mean)} | {_fmt(row.recall_mean)} |"
+                f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.frechet_distance_mean, 2)} | "
+                f"{_fmt(row.precision_mean)} | {_fmt(row.recall_mean)} |"
             )
     effect = quality.get("adjective_effect")
     if effect is not None and not effect.empty:
@@ -314,7 +324,8 @@ def readable_summary(
         ]
         for _, row in targeted.drop_duplicates(["class", "adjective", "measure"]).iterrows():
             lines.append(
-                f"| {row['class']} | {row.adjective} | {row.measure} | {row.expected} | {_fmt(row.difference)} | {row.verdict} |"
+                f"| {row['class']} | {row.adjective} | {row.measure} | {row.expected} | "
+                f"{_fmt(row.difference)} | {row.verdict} |"
             )
         untested = sorted(set(effect.loc[effect["verdict"] == "not measured", "adjective"]))
         if untested:
@@ -324,7 +335,8 @@ def readable_summary(
         flagged = near[near["near_copy"].astype(bool)]
         lines += ["", "## Near copies of training images", ""]
         lines.append(
-            f"{len(flagged.drop_duplicates('synthetic_id'))} synthetic images are closer to a training image than 99% of training images are to each other (see near_copies.csv for the closest pairs)."
+            f"{len(flagged.drop_duplicates('synthetic_id'))} synthetic images are closer to a training image "
+            "than 99% of training images are to each other (see near_copies.csv for the closest pairs)."
         )
     if lora_losses is not None and not lora_losses.empty:
         lines += ["", "## LoRA training", ""]
@@ -491,13 +503,19 @@ def build_report(
             ),
             (
                 "Bootstrap confidence intervals",
-                "95% percentile intervals over test images of the fold-mean macro-F1 and of its difference to original.",
+                (
+                    "95% percentile intervals over test images of the fold-mean macro-F1 "
+                    "and of its difference to original."
+                ),
                 [],
                 [bootstrap],
             ),
             (
                 "Robustness",
-                "Balanced error on corrupted copies of the internal test split; nBE and rBE relative to original (MedMNIST-C).",
+                (
+                    "Balanced error on corrupted copies of the internal test split; "
+                    "nBE and rBE relative to original (MedMNIST-C)."
+                ),
                 [out.fig_robustness],
                 [
                     robustness[robustness["corruption"] == "mean"]
@@ -510,7 +528,10 @@ def build_report(
             ("Confusion matrices", "", [out.fig_confusion], []),
             (
                 "Synthetic-image quality",
-                "Fréchet distance, precision and recall in the feature space of the original classifiers; class fidelity; adjective effects; nearest training images.",
+                (
+                    "Fréchet distance, precision and recall in the feature space of the original classifiers; "
+                    "class fidelity; adjective effects; nearest training images."
+                ),
                 [],
                 [
                     fidelity,

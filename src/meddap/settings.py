@@ -157,7 +157,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
             raise ConfigError(f"phantom.images_per_class: the phantom simulates {list(PHANTOM_CLASSES)}, not {unknown}")
         if phantom["train_device"] not in phantom["devices"]:
             raise ConfigError(
-                f"phantom.train_device {phantom['train_device']!r} is not in phantom.devices {sorted(phantom['devices'])}"
+                f"phantom.train_device {phantom['train_device']!r} "
+                f"is not in phantom.devices {sorted(phantom['devices'])}"
             )
         class_counts = {c: int(counts[c]) for c in classes}
     else:
@@ -167,14 +168,16 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         class_counts = {c: len(paths) for c, paths in images.items()}
     if config["lora"]["mode"] == "shared" and "shared" in classes:
         raise ConfigError(
-            "lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; rename the class folder"
+            "lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; "
+            "rename the class folder"
         )
     train_counts = {c: split_counts(n, dataset["test_fraction"])[1] for c, n in class_counts.items()}
     folds = int(dataset["folds"])
     for cls, n_train in train_counts.items():
         if n_train < folds:
             raise ConfigError(
-                f"dataset.folds={folds} but class {cls!r} has only {n_train} training images; lower dataset.folds or add images"
+                f"dataset.folds={folds} but class {cls!r} has only {n_train} training images; "
+                "lower dataset.folds or add images"
             )
     # What a fold's classifiers (and its arm's LoRAs) train on: the training split less one fold.
     # Folds differ by at most one image per class (more with near-duplicate groups); ratios count
@@ -223,7 +226,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         unknown = [a for a in architectures if a not in known]
         if unknown:
             raise ConfigError(
-                f"classifier.architectures: unknown {unknown}; use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18"
+                f"classifier.architectures: unknown {unknown}; "
+                "use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18"
             )
     return Settings(
         classes=classes,

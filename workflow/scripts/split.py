@@ -61,7 +61,8 @@ for cls, expected in params.expected_train_counts.items():
     actual = int(((manifest["class"] == cls) & manifest["split"].isin(["train", DROPPED])).sum())
     if actual != expected:
         raise DatasetError(
-            f"class {cls!r}: {actual} training images, but the DAG was planned for {expected}; rerun snakemake so it re-plans."
+            f"class {cls!r}: {actual} training images, but the DAG was planned for {expected}; "
+            "rerun snakemake so it re-plans."
         )
 write_csv(snakemake.output.counts, counts)
 write_csv(

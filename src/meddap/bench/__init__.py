@@ -102,7 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=int(threads) if threads else None,
-        help="torch CPU threads (default: the config's resources.threads_per_job, as the workflow's jobs run; else torch's)",
+        help=(
+            "torch CPU threads (default: the config's resources.threads_per_job, "
+            "as the workflow's jobs run; else torch's)"
+        ),
     )
     parser.add_argument("--seed", type=int, default=int(config.get("seed", 42)))
     parser.add_argument(
@@ -209,10 +212,16 @@ def run(args: argparse.Namespace) -> dict:
         "memory_measure": (
             "rise of torch.cuda.max_memory_allocated"
             if device.type == "cuda"
-            else "rise of peak process RSS (kernel VmHWM; RSS sampled every 5 ms where /proc/self/clear_refs is not writable)"
+            else (
+                "rise of peak process RSS (kernel VmHWM; RSS sampled every 5 ms "
+                "where /proc/self/clear_refs is not writable)"
+            )
         )
         + " over the start of a method's first round, which loads its own model",
-        "timing": f"{args.rounds} interleaved rounds (ABBA); warm-up and setup (model load, LoRA, caching: setup_s) excluded from the rates",
+        "timing": (
+            f"{args.rounds} interleaved rounds (ABBA); warm-up and setup (model load, LoRA, caching: setup_s) "
+            "excluded from the rates"
+        ),
     }
     generation = training = None
     with tempfile.TemporaryDirectory(prefix="meddap-bench-") as scratch:

@@ -189,7 +189,8 @@ def interleave(makers: dict, chunks: list | dict, device: torch.device) -> tuple
     number of rounds for each (e.g. fewer images for a slow baseline).
 
     The first round of each runner (setup + warm-up + chunk) is measured for peak memory.
-    Returns (runners, {name: {"seconds", "cpu_s", "setup_s", "warmup_s" (the untimed warm-up, which holds torch.compile), "peak_mem_mib"}}).
+    Returns (runners, {name: {"seconds", "cpu_s", "setup_s", "warmup_s" (the untimed warm-up,
+    which holds torch.compile), "peak_mem_mib"}}).
     """
     per_runner = chunks if isinstance(chunks, dict) else {name: chunks for name in makers}
     rounds = {len(value) for value in per_runner.values()}
