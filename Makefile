@@ -13,16 +13,17 @@ PYTEST_ARGS ?= --durations=30
 # tests/conftest.py (files of the longest tests first). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-slurm install lint dag clean help check-results regenerate-shard
+.PHONY: run test test-slurm install lint dag clean help check-results regenerate-shard record-outputs
 
 help:
 	@echo "make run    run the whole workflow (snakemake --cores all) on config/config.yaml"
 	@echo "make test   run the tests"
 	@echo "make test-slurm  the SLURM test (a one-node cluster it starts; root; slow)"
-	@echo "make lint   snakemake --lint and snakefmt --check"
+	@echo "make lint   snakemake --lint, snakefmt --check, ruff check and ruff format --check"
 	@echo "make dag    redraw docs/rulegraph.svg"
 	@echo "make check-results       check the default run's quality floors"
 	@echo "make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"
+	@echo "make record-outputs      re-record tests/data/tiny_outputs.json after an intended change of outputs"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +61,14 @@ regenerate-shard: $(STAMP)
 
 dag: $(STAMP)
 	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+# The tiny run's outputs that refactorings must keep byte-identical (tests/outputs_digest.py).
+record-outputs: $(STAMP)
+	rm -rf .tiny-record && mkdir .tiny-record
+	$(BIN)/snakemake --snakefile Snakefile --directory .tiny-record --cores all \
+		--configfile config/config.yaml tests/configs/tiny.yaml
+	$(BIN)/python tests/outputs_digest.py .tiny-record tests/data/tiny_outputs.json
+	rm -rf .tiny-record
 
 clean:
 	rm -rf results/* resources/phantom .snakemake

@@ -233,6 +233,22 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     assert not {o for o in outputs if o.startswith("results/") and ("fold1" in o or "none_x1" in o or "classic_x1" in o)}
 
 
+@pytest.mark.slow
+def test_tiny_run_reproduces_the_recorded_outputs(tiny_run):
+    """Refactorings keep the outputs byte-identical: split, dataset variants, shard PNGs, LoRA,
+    classifier and base-model weights, predictions and every metric, as recorded by
+    `make record-outputs` (re-record after a change meant to change them, and say so)."""
+    from outputs_digest import outputs_digest, platform
+
+    recorded = json.loads((REPO / "tests" / "data" / "tiny_outputs.json").read_text())
+    if recorded["platform"] != platform():
+        pytest.skip(f"outputs recorded on {recorded['platform']}, floats differ elsewhere; this is {platform()}")
+    found = outputs_digest(tiny_run)
+    changed = sorted(p for p, digest in recorded["digests"].items() if found["digests"].get(p) != digest)
+    assert not changed and set(found["digests"]) == set(recorded["digests"]), changed[:10]
+    assert found["metrics"] == recorded["metrics"]
+
+
 def params_changed(output: str) -> set[str]:
     """The rules a dry run reruns because their params changed (its 'Reasons' section)."""
     found = re.search(r"params have changed since last execution:\n\s+(.+)", output)
