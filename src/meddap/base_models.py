@@ -212,6 +212,24 @@ def load_pipeline(path: str | Path, device: torch.device, dtype: torch.dtype | N
     return pipeline.to(device)
 
 
+def save_pipeline_folder(out_dir: str | Path, vae, text_encoder, tokenizer, unet, scheduler) -> Path:
+    """Write SD components as a diffusers ``StableDiffusionPipeline`` folder (no safety checker), safetensors."""
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
 # ---------------------------------------------------------------- single-file checkpoints
 def single_file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape, from the safetensors header only (no weights are read)."""

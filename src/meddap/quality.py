@@ -483,25 +483,14 @@ def quality_report(
         model, meta = load_classifier(model_dir)
         per_fold.append(synthetic_quality(model, meta, real, synthetic, k=k).assign(fold=fold))
         if fold == 0 and len(synthetic):
-            n_classes = len(meta["classes"])
-            train_feats = extract_features(
-                model,
-                load_image_tensor(list(real["path"]), meta["input_size"]),
-                64,
-                meta["mean"],
-                meta["std"],
-                n_classes=n_classes,
-                progress=False,
-            )
-            synth_feats = extract_features(
-                model,
-                load_image_tensor(list(synthetic["path"]), meta["input_size"]),
-                64,
-                meta["mean"],
-                meta["std"],
-                n_classes=n_classes,
-                progress=False,
-            )
+
+            def features(paths: list[str]):
+                images = load_image_tensor(paths, meta["input_size"])
+                return extract_features(
+                    model, images, 64, meta["mean"], meta["std"], n_classes=len(meta["classes"]), progress=False
+                )
+
+            train_feats, synth_feats = features(list(real["path"])), features(list(synthetic["path"]))
             near = nearest_training_copies(
                 synth_feats, train_feats, list(synthetic["path"]), list(real["path"]), top=top
             )

@@ -112,22 +112,9 @@ def build_sd15_pipeline(
     out_dir: str | Path, width_divisor: int = 1, tokenizer_words: list[str] | None = None, seed: int = 0
 ) -> Path:
     """Write a random-weight SD v1.5-architecture pipeline folder with ``save_pretrained``."""
-    from diffusers import StableDiffusionPipeline
+    from meddap.base_models import save_pipeline_folder
 
-    vae, text_encoder, tokenizer, unet, scheduler = sd15_components(width_divisor, tokenizer_words, seed)
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    out_dir = Path(out_dir)
-    pipeline.save_pretrained(out_dir, safe_serialization=True)
-    return out_dir
+    return save_pipeline_folder(out_dir, *sd15_components(width_divisor, tokenizer_words, seed))
 
 
 # ---------------------------------------------------------------- the original single-file layout

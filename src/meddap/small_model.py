@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from meddap.base_models import BaseModelError
+from meddap.base_models import BaseModelError, save_pipeline_folder
 from meddap.denoising import SD_SCHEDULE, encode_latents, encode_text, train_denoiser
 from meddap.stages import PretrainSettings
 from meddap.tokenizer import build_tokenizer
@@ -172,7 +172,7 @@ def pretrain_small_model(
     ``meddap.adjectives``; 'none' for none) and ``captions[i]`` its caption, which names it.
     Returns a summary (parameter counts, final losses, latent scaling factor) for the log.
     """
-    from diffusers import DDPMScheduler, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import DDPMScheduler, PNDMScheduler
 
     if len(captions) != len(image_paths):
         raise ValueError(f"{len(captions)} captions for {len(image_paths)} pretraining images")
@@ -206,17 +206,7 @@ def pretrain_small_model(
     scheduler = PNDMScheduler(
         **SD_SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type=prediction_type
     )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(out_dir, safe_serialization=True)
+    save_pipeline_folder(out_dir, vae, text_encoder, tokenizer, unet, scheduler)
     return {
         "images": len(image_paths),
         "captions": len(distinct),
