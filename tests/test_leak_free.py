@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from meddap.adjectives import OPERATIONS, apply_adjective, caption_adjectives
+from meddap.adjectives import OPERATIONS, apply_adjective, caption_adjectives, taught_adjectives
 from meddap.audit import AcceptedLeaks, AuditError, audit_classifiers, fail_on, verdict
 from meddap.lineage import write_lineage
 from meddap.quality import EXPECTATIONS, image_measures
@@ -153,6 +153,10 @@ def test_captions_give_every_adjective_its_share():
     assert set(counts.index) == {"none", *OPERATIONS}
     assert counts.drop("none").max() - counts.drop("none").min() <= 1
     assert caption_adjectives(180, 0.5, seed=1) == adjectives
+    # What the pretraining job is given (its params): the order, or an adjective with nothing to
+    # teach, does not change the corpus, so it does not retrain the base model either.
+    assert taught_adjectives(["none", "dark", "bright"]) == taught_adjectives(["bright", "dark"]) == ["bright", "dark"]
+    assert caption_adjectives(30, 0.5, 2, ["dark", "none", "bright"]) == caption_adjectives(30, 0.5, 2, ["bright", "dark"])
 
 
 def test_the_pretraining_corpus_drops_near_copies_of_dataset_images(tmp_path):

@@ -68,12 +68,18 @@ def apply_adjective(array: np.ndarray, adjective: str) -> np.ndarray:
     return OPERATIONS[adjective](np.asarray(array, dtype=np.uint8))
 
 
+def taught_adjectives(adjectives: list[str]) -> list[str]:
+    """The adjectives a pretraining corpus can teach: those with an image operation, sorted (so the
+    order of ``generation.adjectives``, or one without an operation such as 'none', changes nothing)."""
+    return sorted(a for a in set(adjectives) if a in OPERATIONS)
+
+
 def caption_adjectives(n_images: int, share: float, seed: int, adjectives: list[str] | None = None) -> list[str]:
     """One adjective per corpus image: 'none' for (1 - share) of them, else one of ``adjectives``
     that has an operation (default: all of them), cycled in a seeded order so every adjective gets
     its share. Depends on nothing but the arguments."""
     rng = np.random.default_rng(derive_seed(seed, "caption-adjectives"))
-    names = sorted(OPERATIONS) if adjectives is None else sorted(a for a in set(adjectives) if a in OPERATIONS)
+    names = sorted(OPERATIONS) if adjectives is None else taught_adjectives(adjectives)
     n_captioned = int(round(share * n_images)) if names else 0
     chosen = [names[i % len(names)] for i in range(n_captioned)]
     adjectives = chosen + [NO_ADJECTIVE] * (n_images - n_captioned)

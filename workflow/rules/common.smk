@@ -10,6 +10,7 @@ min_version("9.0")
 # The logic lives in the meddap package; it is importable without installation too (conda envs).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from meddap.adjectives import taught_adjectives  # noqa: E402
 from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
 from meddap.kinds import SYNTHETIC, TestSetKind  # noqa: E402
 from meddap.plan import CLASSIC, ORIGINAL  # noqa: E402

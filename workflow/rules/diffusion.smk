@@ -25,9 +25,10 @@ if SETTINGS.pretrain:
         params:
             pretraining=SETTINGS.pretraining.params(),
             classes=SETTINGS.classes,
-            adjectives=PLAN.adjectives,  # captions teach the adjectives that the shards will use
-            # The words, not the adjective list: an adjective whose words the tokenizer already
-            # has does not retrain the base model (and with it the whole DAG).
+            # Captions teach the adjectives the shards will use (those with an image operation).
+            adjectives=taught_adjectives(PLAN.adjectives),
+            # The words, not the prompts: a rewording with words the tokenizer already has does
+            # not retrain the base model (and with it the whole DAG).
             tokenizer_words=prompt_words(
                 SETTINGS.classes,
                 PLAN.adjectives,
