@@ -131,8 +131,66 @@ def arm_training_rows(manifest, arm: str):
     return train[train["fold"].astype(int) != int(arm.removeprefix("fold"))]
 
 
+SEED_RANGE = (0, 2**32 - 1)  # numpy's and torch's generators take seeds in this range
+TEMPLATE_FIELDS = {"article", "adjective", "subject", "cls"}
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"seed: {seed!r} must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
+
+
+def _check_template(template: str, adjectives: list[str]) -> None:
+    """prompts.template: only the known fields, and {adjective} when adjectives are to tell shards apart."""
+    import string
+
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise ConfigError(f"prompts.template {template!r} is not a valid template ({error})") from None
+    unknown = sorted(fields - TEMPLATE_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"prompts.template: unknown field(s) {unknown}; use {{article}}, {{adjective}}, {{subject}} or {{cls}}"
+        )
+    if "adjective" not in fields and len(set(adjectives)) > 1:
+        raise ConfigError(
+            f"prompts.template has no {{adjective}} but generation.adjectives has {len(set(adjectives))}: "
+            "every adjective's shards would get the same prompt; add {adjective} to the template"
+        )
+
+
+def _check_unique(key: str, values: list) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{key}: {repeated} listed more than once; list each once")
+
+
+def _check_unseen_is_apart(name: str, root: Path, dataset_images: set[Path]) -> None:
+    """An unseen set must not hold the dataset's own files (a folder or a CSV of paths)."""
+    import pandas as pd
+
+    from meddap.images import IMAGE_EXTENSIONS
+
+    if root.is_dir():
+        files = {p.resolve() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
+    else:
+        files = {Path(p).resolve() for p in pd.read_csv(root)["path"]} if root.suffix == ".csv" else set()
+    shared = files & dataset_images
+    if shared:
+        raise ConfigError(
+            f"unseen set {name!r} ({root}) holds {len(shared)} image(s) of dataset.root, e.g. {sorted(shared)[0]}; "
+            "an unseen set must come from elsewhere (another device or site)"
+        )
+
+
 def resolve(config: dict, check_architectures: bool = True) -> Settings:
     dataset, phantom = config["dataset"], config["phantom"]
+    _check_seed(config["seed"])
+    _check_unique("dataset.classes", list(dataset["classes"] or []))
+    _check_unique("classifier.architectures", list(config["classifier"]["architectures"]))
+    _check_unique("generation.adjectives", list(config["generation"]["adjectives"]))
+    _check_template(config["prompts"]["template"], list(config["generation"]["adjectives"]))
     # The base model first: a wrong path should not wait for a dataset scan.
     base = config["base_model"]
     base_source = base_model_source(base, config["allow_hub"])
@@ -164,6 +222,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     else:
         # Real data: index the folder now, so a missing or empty dataset.root stops the run at once.
         images = list_class_images(dataset["root"], dataset["classes"], dataset["exclude"])
+        dataset_images = {Path(p).resolve() for paths in images.values() for p in paths}
         classes = list(images)
         class_counts = {c: len(paths) for c, paths in images.items()}
     if config["lora"]["mode"] == "shared" and "shared" in classes:
@@ -171,6 +230,13 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
             "lora.mode: shared stores its LoRA as results/lora/shared, but a class is named 'shared'; "
             "rename the class folder"
         )
+    if len(classes) < 2:
+        raise ConfigError(
+            f"dataset.classes: found {len(classes)} class(es) {classes}; a classifier needs at least two class folders"
+        )
+    positive = config["evaluation"]["positive_class"]
+    if positive is not None and positive not in classes:
+        raise ConfigError(f"evaluation.positive_class {positive!r} is not one of the classes {classes} (or null)")
     train_counts = {c: split_counts(n, dataset["test_fraction"])[1] for c, n in class_counts.items()}
     folds = int(dataset["folds"])
     for cls, n_train in train_counts.items():
@@ -199,6 +265,21 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         shard_size=int(generation["shard_size"]),
         families=tuple(generation["variant_families"]),
     )
+    for ratio in plan.ratios:
+        empty = [cls for cls in classes if plan.synthetic_count(cls, ratio) == 0]
+        if empty:
+            raise ConfigError(
+                f"generation.ratios: {ratio:g} x the {[fold_train_counts[c] for c in empty]} training images of "
+                f"{empty} rounds to 0 synthetic images; use a larger ratio"
+            )
+    n_arms = folds if config["lora"]["scope"] == FOLD_SCOPE else 1
+    planned = n_arms * sum(len(plan.adjectives) * plan.images_per_adjective(cls) for cls in classes)
+    limit = config["limits"]["max_synthetic_images"]
+    if planned > limit:
+        raise ConfigError(
+            f"generation.ratios {plan.ratios} plan {planned:,} synthetic images, more than limits.max_synthetic_images "
+            f"({limit:,}); lower the ratios or raise the limit"
+        )
 
     unseen = {}
     for entry in config["unseen"]:
@@ -208,6 +289,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
             )
         unseen[entry["name"]] = entry["root"]
         root = Path(entry["root"])
+        if not phantom["enabled"] and root.exists():
+            _check_unseen_is_apart(entry["name"], root, dataset_images)
         if root.is_dir():  # checkable now (a simulated set appears only when its rule runs)
             extra = sorted(
                 d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in classes
