@@ -32,6 +32,7 @@ from conftest import DEFAULT, snakemake
         ({"evaluation": {"positive_class": "malignent"}}, "evaluation.positive_class 'malignent'"),
         ({"generation": {"ratios": [0.001]}}, "rounds to 0 synthetic images"),
         ({"generation": {"ratios": [1000000]}}, "limits.max_synthetic_images"),
+        ({"limits": {"max_jobs": 20}}, "more than limits.max_jobs (20)"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, override, expected):

@@ -156,6 +156,10 @@ def test_captions_give_every_adjective_its_share():
     # What the pretraining job is given (its params): the order, or an adjective with nothing to
     # teach, does not change the corpus, so it does not retrain the base model either.
     assert taught_adjectives(["none", "dark", "bright"]) == taught_adjectives(["bright", "dark"]) == ["bright", "dark"]
+    # The schema's choices for base_model.pretrain.adjectives are the adjectives with an operation.
+    from meddap.choices import TEACHABLE_ADJECTIVES
+
+    assert set(TEACHABLE_ADJECTIVES) == set(OPERATIONS)
     assert caption_adjectives(30, 0.5, 2, ["dark", "none", "bright"]) == caption_adjectives(30, 0.5, 2, ["bright", "dark"])
 
 

@@ -312,6 +312,22 @@ def test_each_setting_reruns_exactly_the_jobs_that_read_it(settled_run, tmp_path
 
 
 @pytest.mark.slow
+def test_adding_an_adjective_generates_its_shards_without_retraining_the_base_model(settled_run, tmp_path):
+    """The small model's corpus teaches base_model.pretrain.adjectives, its own key: a new generation
+    adjective adds its shards (and what reads them) but retrains neither the base model nor a LoRA,
+    and the run says that the model was not taught it."""
+    config = tmp_path / "dark.yaml"
+    config.write_text(yaml.safe_dump({"generation": {"adjectives": ["none", "bright", "dark"]}}))
+    dry = snakemake(settled_run, "-n", configs=(DEFAULT, TINY, config))
+    output = dry.stdout + dry.stderr
+    planned = planned_jobs(output)
+    assert params_changed(output) == set()
+    assert "pretrain_base" not in planned and "train_lora" not in planned
+    assert planned["generate_shard"] == 6  # 2 folds x 3 classes x 1 shard of "dark"
+    assert "generation.adjectives ['dark']: not taught" in output
+
+
+@pytest.mark.slow
 def test_split_scope_lets_the_audit_name_the_validation_leak(tiny_run, tmp_path):
     """lora.scope: split (one LoRA per class for every fold): the audit finds each fold's
     validation images among the LoRAs' training images (the report's first lines, built from

@@ -16,6 +16,18 @@ SCHEDULERS = ("dpm", "ddim", "pndm", "euler", "unipc")
 GUIDANCE_REFERENCES = ("lora", "base")
 VARIANT_FAMILIES = ("adjective", "mixed", "classic")
 LR_SCHEDULES = ("onecycle", "constant")
+# Adjectives with an image operation (meddap.adjectives), which a pretraining corpus can teach.
+TEACHABLE_ADJECTIVES = (
+    "bright",
+    "dark",
+    "high-contrast",
+    "low-contrast",
+    "posterized",
+    "solarized",
+    "sheared",
+    "colorful",
+    "stylized",
+)
 CORRUPTIONS = (
     "speckle_noise",
     "motion_blur",
@@ -33,6 +45,7 @@ SCHEMA_ENUMS = {
     "dataset.mixed_label_groups": MIXED_LABEL_GROUPS,
     "base_model.pretrain.corpus": PRETRAIN_CORPORA,
     "base_model.pretrain.prediction_type": PREDICTION_TYPES,
+    "base_model.pretrain.adjectives[]": TEACHABLE_ADJECTIVES,
     "lora.mode": LORA_MODES,
     "lora.scope": LORA_SCOPES,
     "lora.validation.scheduler": SCHEDULERS,

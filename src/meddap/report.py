@@ -203,6 +203,20 @@ def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int, mixed_label
     return note
 
 
+def _markdown_table(columns: list[str], rows: list[list]) -> list[str]:
+    """The lines of a Markdown table: header, rule, one line per row."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
+def _delta(variant: str, delta, low, high) -> str:
+    """A difference to `original` with its interval; a dash on original's own row."""
+    return "—" if variant == ORIGINAL else f"{_fmt(delta)} [{_fmt(low)}, {_fmt(high)}]"
+
+
 def readable_summary(
     summary: pd.DataFrame,
     fidelity: pd.DataFrame,
@@ -231,102 +245,114 @@ def readable_summary(
     metrics = [m for m in ("macro_f1", "balanced_accuracy", "macro_auroc", "ece") if m in set(summary["metric"])]
     metrics += sorted(m for m in set(summary["metric"]) if "_sensitivity_at_" in m)
     for metric in metrics:
-        part = summary[summary["metric"] == metric]
-        lines += [
-            "",
-            f"## {metric}",
-            "",
-            "| test set | arch | variant | mean ± std | Δ vs original [95% CI] | p | Δ vs classic | p |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for _, row in part.sort_values(["test_set", "arch", "variant"]).iterrows():
-            is_original = row.variant == ORIGINAL
-            delta = (
-                "—"
-                if is_original
-                else (
-                    f"{_fmt(row.delta_vs_original)} "
-                    f"[{_fmt(row.delta_ci_low_vs_original)}, {_fmt(row.delta_ci_high_vs_original)}]"
-                )
-            )
-            lines.append(
-                f"| {row.test_set} | {row.arch} | {row.variant} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {delta} | "
-                f"{_fmt(row.p_t_vs_original)} | {_fmt(row.delta_vs_classic)} | {_fmt(row.p_t_vs_classic)} |"
-            )
+        part = summary[summary["metric"] == metric].sort_values(["test_set", "arch", "variant"])
+        lines += ["", f"## {metric}", ""]
+        lines += _markdown_table(
+            ["test set", "arch", "variant", "mean ± std", "Δ vs original [95% CI]", "p", "Δ vs classic", "p"],
+            [
+                [
+                    row.test_set,
+                    row.arch,
+                    row.variant,
+                    f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
+                    _delta(
+                        row.variant, row.delta_vs_original, row.delta_ci_low_vs_original, row.delta_ci_high_vs_original
+                    ),
+                    _fmt(row.p_t_vs_original),
+                    _fmt(row.delta_vs_classic),
+                    _fmt(row.p_t_vs_classic),
+                ]
+                for _, row in part.iterrows()
+            ],
+        )
     if bootstrap is not None and not bootstrap.empty:
         lines += ["", "## Bootstrap over test images (macro-F1, fold mean)", ""]
         lines.append(
             "95% percentile intervals from resampling the test images "
             "(all folds' classifiers scored on the same resample)."
         )
-        lines += [
-            "",
-            "| test set | arch | variant | macro-F1 [95% CI] | Δ vs original [95% CI] | p |",
-            "|---|---|---|---|---|---|",
-        ]
-        for _, row in bootstrap.sort_values(["test_set", "arch", "variant"]).iterrows():
-            delta = (
-                "—"
-                if row.variant == ORIGINAL
-                else f"{_fmt(row.get('delta'))} [{_fmt(row.get('delta_low'))}, {_fmt(row.get('delta_high'))}]"
-            )
-            lines.append(
-                f"| {row.test_set} | {row.arch} | {row.variant} | "
-                f"{_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}] | {delta} | {_fmt(row.get('p_bootstrap'))} |"
-            )
+        lines.append("")
+        lines += _markdown_table(
+            ["test set", "arch", "variant", "macro-F1 [95% CI]", "Δ vs original [95% CI]", "p"],
+            [
+                [
+                    row.test_set,
+                    row.arch,
+                    row.variant,
+                    f"{_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}]",
+                    _delta(row.variant, row.get("delta"), row.get("delta_low"), row.get("delta_high")),
+                    _fmt(row.get("p_bootstrap")),
+                ]
+                for _, row in bootstrap.sort_values(["test_set", "arch", "variant"]).iterrows()
+            ],
+        )
     if robustness is not None and not robustness.empty:
         lines += ["", "## Robustness (MedMNIST-C breast-ultrasound corruptions, internal test split)", ""]
         lines.append(
             "Mean over folds of the balanced error (BE) clean and averaged over corruptions and severities; "
             "nBE and rBE relative to `original` (1 = as robust as original; lower is better)."
         )
-        lines += ["", "| arch | variant | BE clean | BE corrupted | nBE | rBE |", "|---|---|---|---|---|---|"]
         means = (
             robustness[robustness["corruption"] == "mean"]
             .groupby(["arch", "variant"])[["be_clean", "be_mean", "nbe", "rbe"]]
             .mean()
         )
-        for (arch, variant), row in means.iterrows():
-            lines.append(
-                f"| {arch} | {variant} | {_fmt(row.be_clean)} | {_fmt(row.be_mean)} | "
-                f"{_fmt(row.nbe)} | {_fmt(row.rbe)} |"
-            )
+        lines.append("")
+        lines += _markdown_table(
+            ["arch", "variant", "BE clean", "BE corrupted", "nBE", "rBE"],
+            [
+                [arch, variant, _fmt(row.be_clean), _fmt(row.be_mean), _fmt(row.nbe), _fmt(row.rbe)]
+                for (arch, variant), row in means.iterrows()
+            ],
+        )
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
         f"Share of each class's synthetic images that the `original` classifier assigns to the intended "
         f"class (chance: {chance:.2f}); mean ± std over the classifiers of the folds."
     )
-    lines += ["", "| arch | class | adjective | fidelity | images |", "|---|---|---|---|---|"]
-    for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows():
-        lines.append(
-            f"| {row.arch} | {row['class']} | {row.adjective} | "
-            f"{_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)} | {row.n_images} |"
-        )
+    lines.append("")
+    lines += _markdown_table(
+        ["arch", "class", "adjective", "fidelity", "images"],
+        [
+            [
+                row.arch,
+                row["class"],
+                row.adjective,
+                f"{_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)}",
+                row.n_images,
+            ]
+            for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows()
+        ],
+    )
     quality = quality or {}
     table = quality.get("quality")
     if table is not None and not table.empty:
         lines += ["", "## Synthetic-image quality (feature space of the original classifiers)", ""]
-        lines += ["| arch | class | adjective | Fréchet distance | precision | recall |", "|---|---|---|---|---|---|"]
-        for _, row in table.iterrows():
-            lines.append(
-                f"| {row.arch} | {row['class']} | {row.adjective} | {_fmt(row.frechet_distance_mean, 2)} | "
-                f"{_fmt(row.precision_mean)} | {_fmt(row.recall_mean)} |"
-            )
+        lines += _markdown_table(
+            ["arch", "class", "adjective", "Fréchet distance", "precision", "recall"],
+            [
+                [
+                    row.arch,
+                    row["class"],
+                    row.adjective,
+                    _fmt(row.frechet_distance_mean, 2),
+                    _fmt(row.precision_mean),
+                    _fmt(row.recall_mean),
+                ]
+                for _, row in table.iterrows()
+            ],
+        )
     effect = quality.get("adjective_effect")
     if effect is not None and not effect.empty:
         targeted = effect[effect["expected"].fillna("") != ""]
-        lines += [
-            "",
-            "## Did the adjectives do what they say?",
-            "",
-            "| class | adjective | measure | expected | difference | verdict |",
-            "|---|---|---|---|---|---|",
-        ]
-        for _, row in targeted.drop_duplicates(["class", "adjective", "measure"]).iterrows():
-            lines.append(
-                f"| {row['class']} | {row.adjective} | {row.measure} | {row.expected} | "
-                f"{_fmt(row.difference)} | {row.verdict} |"
-            )
+        lines += ["", "## Did the adjectives do what they say?", ""]
+        lines += _markdown_table(
+            ["class", "adjective", "measure", "expected", "difference", "verdict"],
+            [
+                [row["class"], row.adjective, row.measure, row.expected, _fmt(row.difference), row.verdict]
+                for _, row in targeted.drop_duplicates(["class", "adjective", "measure"]).iterrows()
+            ],
+        )
         untested = sorted(set(effect.loc[effect["verdict"] == "not measured", "adjective"]))
         if untested:
             lines.append(f"\nNo pixel check exists for: {', '.join(untested)}.")
@@ -344,9 +370,14 @@ def readable_summary(
             "Denoising loss per LoRA and arm, mean over its first and last 20 steps; the curves are in "
             "`figures/lora_loss.png`, the validation images of each checkpoint in `figures/lora_validation.png`."
         )
-        lines += ["", "| LoRA | arm | steps | loss, first steps | loss, last steps |", "|---|---|---|---|---|"]
-        for _, row in lora_losses.iterrows():
-            lines.append(f"| {row.lora} | {row.arm} | {row.steps} | {_fmt(row.loss_first)} | {_fmt(row.loss_last)} |")
+        lines.append("")
+        lines += _markdown_table(
+            ["LoRA", "arm", "steps", "loss, first steps", "loss, last steps"],
+            [
+                [row.lora, row.arm, row.steps, _fmt(row.loss_first), _fmt(row.loss_last)]
+                for _, row in lora_losses.iterrows()
+            ],
+        )
     return "\n".join(lines) + "\n"
 
 

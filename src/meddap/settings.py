@@ -23,6 +23,7 @@ from meddap.kinds import (
     unseen_test_set,
 )
 from meddap.plan import Plan
+from meddap.prompts import NO_ADJECTIVE
 from meddap.stages import (
     ClassifierSettings,
     EvaluationSettings,
@@ -56,13 +57,11 @@ class Settings:
     plan: Plan
     unseen: dict[str, str]
     base_model: str
-    pretrain: bool
     phantom: bool
     architectures: list[str]
     folds: int = 2
     lora_scope: str = FOLD_SCOPE
     lora_mode: str = "per_class"
-    pretrain_corpus: str | None = None
     base_source: BaseModelSource | None = None  # what base_model.path names (meddap.base_models)
     # What each stage's jobs read (meddap.stages): built here once, passed to jobs through params.
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
@@ -72,6 +71,17 @@ class Settings:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    # Said at parse time, not errors: e.g. a generation adjective the small model was not taught.
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pretrain(self) -> bool:
+        """Whether the embedded small model is built and pretrained (rule pretrain_base)."""
+        return self.pretraining is not None
+
+    @property
+    def pretrain_corpus(self) -> str | None:
+        return self.pretraining.corpus if self.pretraining else None
 
     @property
     def test_sets(self) -> list[TestSet]:
@@ -194,9 +204,8 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     # The base model first: a wrong path should not wait for a dataset scan.
     base = config["base_model"]
     base_source = base_model_source(base, config["allow_hub"])
-    pretrain = base_source.kind == PRETRAIN
-    pretrain_corpus = base["pretrain"]["corpus"] if pretrain else None
-    if pretrain_corpus == PHANTOM_CORPUS and not phantom["enabled"]:
+    pretraining = PretrainSettings.from_params(base["pretrain"]) if base_source.kind == PRETRAIN else None
+    if pretraining and pretraining.corpus == PHANTOM_CORPUS and not phantom["enabled"]:
         raise ConfigError(
             "base_model.pretrain.corpus: phantom needs phantom.enabled: true; with your own data set "
             "base_model.path to a Stable Diffusion folder, or pretrain on your data with corpus: dataset"
@@ -302,6 +311,17 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
                 )
 
     architectures = list(config["classifier"]["architectures"])
+    # Jobs that scale with the config: shards, and classifier trainings with their evaluations
+    # (one per test set: the internal split, each unseen set, the synthetic images).
+    n_shards = n_arms * len(plan.all_shards())
+    n_trainings = len(plan.variants()) * len(architectures) * folds
+    planned_jobs = n_shards + n_trainings * (1 + 2 + len(unseen))
+    if planned_jobs > config["limits"]["max_jobs"]:
+        raise ConfigError(
+            f"the config plans about {planned_jobs:,} jobs ({n_shards:,} shards, {n_trainings:,} classifier "
+            f"trainings), more than limits.max_jobs ({config['limits']['max_jobs']:,}); lower generation.ratios, "
+            "adjectives, architectures or dataset.folds, raise generation.shard_size, or raise the limit"
+        )
     if check_architectures:
         from meddap.architectures import classification_architectures
 
@@ -320,21 +340,35 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         unseen=unseen,
         base_model=base_source.folder,
         base_source=base_source,
-        pretrain=pretrain,
         phantom=bool(phantom["enabled"]),
         architectures=architectures,
         folds=folds,
         lora_scope=config["lora"]["scope"],
         lora_mode=config["lora"]["mode"],
-        pretrain_corpus=pretrain_corpus,
         runtime=RuntimeSettings.from_params(config),
         prompts=PromptSettings.from_params(config["prompts"]),
-        pretraining=PretrainSettings.from_params(base["pretrain"]) if pretrain else None,
+        pretraining=pretraining,
         lora=LoraSettings.from_params(config["lora"]),
         sampling=SamplingSettings.from_params(config["generation"]),
         classifier=ClassifierSettings.from_params(config["classifier"]),
         evaluation=EvaluationSettings.from_params(config["evaluation"]),
+        warnings=_untaught_adjectives(plan.adjectives, pretraining),
     )
+
+
+def _untaught_adjectives(adjectives: list[str], pretraining: PretrainSettings | None) -> list[str]:
+    """A generation adjective the small model's corpus does not teach is only a word to it: its shards
+    resemble the plain prompt's. Said, not refused: teaching it retrains the base model (and the DAG)."""
+    if pretraining is None:
+        return []
+    untaught = [a for a in adjectives if a != NO_ADJECTIVE and a not in pretraining.adjectives]
+    if not untaught:
+        return []
+    return [
+        f"generation.adjectives {untaught}: not taught by the small base model's corpus "
+        f"(base_model.pretrain.adjectives {list(pretraining.adjectives)}), so their shards will look like "
+        "'none' shards; add them there to teach them (this retrains the base model)"
+    ]
 
 
 def library_versions() -> dict:

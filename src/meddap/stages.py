@@ -82,6 +82,7 @@ class PretrainSettings(StageSettings):
     """The embedded small model's pretraining (config: base_model.pretrain)."""
 
     corpus: str = "phantom"
+    adjectives: tuple[str, ...] = ("bright",)
     adjective_share: float = 0.5
     prediction_type: str = "epsilon"
     image_size: int = 64

@@ -3,6 +3,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -10,7 +11,6 @@ min_version("9.0")
 # The logic lives in the meddap package; it is importable without installation too (conda envs).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from meddap.adjectives import taught_adjectives  # noqa: E402
 from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
 from meddap.kinds import SYNTHETIC, TestSetKind  # noqa: E402
 from meddap.plan import CLASSIC, ORIGINAL  # noqa: E402
@@ -22,6 +22,8 @@ try:
     SETTINGS = resolve(config)
 except (ConfigError, ValueError) as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None
+for warning in SETTINGS.warnings:
+    logger.warning(f"meddap: {warning}")
 
 PLAN = SETTINGS.plan
 ENV = "../envs/meddap.yaml"

@@ -25,8 +25,6 @@ if SETTINGS.pretrain:
         params:
             pretraining=SETTINGS.pretraining.params(),
             classes=SETTINGS.classes,
-            # Captions teach the adjectives the shards will use (those with an image operation).
-            adjectives=taught_adjectives(PLAN.adjectives),
             # The words, not the prompts: a rewording with words the tokenizer already has does
             # not retrain the base model (and with it the whole DAG).
             tokenizer_words=prompt_words(

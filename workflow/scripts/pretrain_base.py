@@ -19,7 +19,7 @@ corpus = pretraining_corpus(
     settings.corpus,
     snakemake.input.corpus,
     list(params.classes),
-    list(params.adjectives),
+    list(settings.adjectives),
     settings.adjective_share,
     params.seed,
 )
