@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import numpy as np
@@ -81,3 +82,25 @@ def test_unseen_set_may_hold_a_subset_but_not_new_classes(tmp_path):
     with pytest.raises(DatasetError, match="cyst"):
         index_test_set(tmp_path / "v", ["benign", "malignant", "normal"], [])
     shutil.rmtree(tmp_path / "v")
+
+
+def test_an_unseen_set_holding_a_near_copy_of_a_dataset_image_is_refused(busi_root, tmp_path):
+    """A re-encoded, slightly brighter copy of a training scan is not "unseen": indexing names the pair."""
+    import pandas as pd
+
+    from meddap.dataset import check_unseen_is_apart
+    from meddap.near_duplicates import hash_images, hash_to_hex
+
+    dataset = sorted((busi_root / "benign").glob("*.png"))[:4]
+    manifest = pd.DataFrame({"path": [str(p) for p in dataset]})
+    manifest["phash"] = [hash_to_hex(h) for h in hash_images(list(manifest["path"]))]
+    copy = tmp_path / "copy.jpg"
+    bright = np.clip(np.asarray(Image.open(dataset[2]).convert("L"), dtype=np.int16) + 12, 0, 255).astype(np.uint8)
+    Image.fromarray(bright).save(copy, quality=90)
+    other = sorted((busi_root / "malignant").glob("*.png"))[0]
+    apart = pd.DataFrame({"path": [str(other)], "class": ["malignant"]})
+    check_unseen_is_apart("device-b", apart, manifest, max_distance=10)  # another patient's scan: accepted
+    with_copy = pd.DataFrame({"path": [str(other), str(copy)], "class": ["malignant", "benign"]})
+    with pytest.raises(DatasetError, match=r"unseen set 'device-b': 1 image\(s\).*copy\.jpg ~ .*" + re.escape(dataset[2].name)):
+        check_unseen_is_apart("device-b", with_copy, manifest, max_distance=10)
+    check_unseen_is_apart("device-b", with_copy, manifest, max_distance=-1)  # the check switched off

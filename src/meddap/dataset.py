@@ -253,3 +253,23 @@ def index_test_set(root: str | Path, known_classes: list[str], exclude: list[str
             f"trained on ({known_classes}). Remove or rename them."
         )
     return frame[["path", "class"]].sort_values(["class", "path"]).reset_index(drop=True)
+
+
+def check_unseen_is_apart(name: str, frame: pd.DataFrame, manifest: pd.DataFrame, max_distance: int) -> None:
+    """Refuse an unseen set holding a near-duplicate (``max_distance`` perceptual-hash bits; -1: off) of
+    a dataset image: it would be a test on images the classifiers (or their LoRAs) trained on."""
+    from meddap.near_duplicates import hamming_distances, hash_images, hex_to_hash
+
+    if max_distance < 0 or frame.empty or manifest.empty:
+        return
+    reference = np.stack([hex_to_hash(h) for h in manifest["phash"]])
+    distances = hamming_distances(hash_images(list(frame["path"])), reference)
+    nearest = distances.argmin(axis=1)
+    close = np.flatnonzero(distances.min(axis=1) <= max_distance)
+    if len(close):
+        first = close[0]
+        raise DatasetError(
+            f"unseen set {name!r}: {len(close)} image(s) within {max_distance} hash bits of a dataset image, e.g. "
+            f"{frame['path'].iloc[first]} ~ {manifest['path'].iloc[nearest[first]]}; remove them from the unseen "
+            "set (they are not unseen), or lower dataset.near_duplicate_distance"
+        )

@@ -110,11 +110,12 @@ def pretrain_corpus_input(wildcards):
 
 
 def test_set_inputs(wildcards):
-    """What a test set is indexed from: the split manifest, or an unseen set's folder."""
+    """What a test set is indexed from: the split manifest, or an unseen set's folder (with the
+    manifest, whose images it must not hold near-copies of)."""
     test_set = SETTINGS.test_set(wildcards.test_set)
     if test_set.kind == TestSetKind.INTERNAL:
-        return [MANIFEST]
-    return [test_set.root]
+        return {"manifest": MANIFEST}
+    return {"source": test_set.root, "manifest": MANIFEST}
 
 
 def synthetic_test_set(fold):

@@ -37,7 +37,7 @@ rule split:
 rule index_test_set:
     """A test set as a (path, class) table: the internal test split or an unseen set."""
     input:
-        test_set_inputs,
+        unpack(test_set_inputs),
     output:
         "results/test_sets/{test_set}.csv",
     log:
@@ -54,5 +54,6 @@ rule index_test_set:
         kind=lambda wc: str(SETTINGS.test_set(wc.test_set).kind),
         classes=SETTINGS.classes,
         exclude=config["dataset"]["exclude"],
+        max_distance=config["dataset"]["near_duplicate_distance"],
     script:
         "../scripts/index_test_set.py"
