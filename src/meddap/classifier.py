@@ -320,16 +320,49 @@ def train_classifier(
 
 
 def load_classifier(model_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Model and its metadata from a classifier folder (safetensors; no pickles)."""
+    """Model and its metadata from a classifier folder (safetensors; no pickles).
+
+    Every problem with the folder (a missing, truncated or corrupt file, a ``model.json`` that does
+    not describe the weights) is a one-line ClassifierError or SafetensorsFileError that names the
+    file and the command that retrains it, never a torch traceback mid-job."""
     from safetensors.torch import load_file
 
+    from meddap.safetensors_check import check_safetensors, retrain_hint
+
     model_dir = Path(model_dir)
-    meta_path = model_dir / "model.json"
-    if not meta_path.is_file() or not (model_dir / WEIGHTS_NAME).is_file():
-        raise ClassifierError(f"{model_dir} is not a meddap classifier folder (needs model.json and {WEIGHTS_NAME}).")
-    meta = json.loads(meta_path.read_text())
-    model = build_classifier(meta["arch"], len(meta["classes"]), pretrained=False)
-    model.load_state_dict(load_file(model_dir / WEIGHTS_NAME))
+    meta_path, weights = model_dir / "model.json", model_dir / WEIGHTS_NAME
+    remedy = retrain_hint(model_dir, "train_classifier")
+    for path in (meta_path, weights):
+        if not path.is_file():
+            raise ClassifierError(f"{path} is missing: {model_dir} is not a whole meddap classifier folder; {remedy}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        arch, classes = meta["arch"], list(meta["classes"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise ClassifierError(f"{meta_path} is corrupt ({type(error).__name__}: {error}); {remedy}") from None
+    shapes = check_safetensors(weights, remedy)  # truncation is found here, before torch reads the weights
+    try:
+        model = build_classifier(arch, len(classes), pretrained=False)
+    except ClassifierError as error:
+        raise ClassifierError(f"{meta_path}: {error}") from None
+    # Compare shapes first: load_state_dict's own error is a many-line dump that names neither file.
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    wrong = sorted(key for key in expected.keys() & shapes.keys() if expected[key] != shapes[key])
+    missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
+    if wrong and not missing and not unexpected and all(expected[key][0] == len(classes) for key in wrong):
+        raise ClassifierError(
+            f"{meta_path} lists {len(classes)} classes {classes}, but the output layer in {weights} has "
+            f"{shapes[wrong[0]][0]} ({wrong[0]} {list(shapes[wrong[0]])}): the two files are from different "
+            f"trainings; {remedy}"
+        )
+    if wrong or missing or unexpected:
+        first = (
+            f"{wrong[0]} is {list(shapes[wrong[0]])}, not {list(expected[wrong[0]])}"
+            if wrong
+            else f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
+        )
+        raise ClassifierError(f"{weights} does not hold the {arch} that {meta_path} describes ({first}); {remedy}")
+    model.load_state_dict(load_file(weights))
     return model.to(device).eval(), meta
 
 

@@ -72,11 +72,47 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def phantom(args: argparse.Namespace) -> int:
-    from meddap.phantom import CLASSES, device_from_config, simulate_device_dataset
+    import difflib
+    import re
 
-    device = device_from_config(args.device, json.loads(args.params) if args.params else None)
+    from meddap.phantom import CLASSES, DEFAULT_DEVICES, device_from_config, simulate_device_dataset
+
+    out = Path(args.out)
+    # Checked before anything is written: a bad value would otherwise fail mid-run with a numpy
+    # traceback, or (negative --per-class) "write" nothing and report success.
+    for flag, value in (("--per-class", args.per_class), ("--image-size", args.image_size)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: give a positive number")
+    overrides = None
+    if args.params:
+        example = "'{\"center_frequency_mhz\": 6}'"
+        try:
+            overrides = json.loads(args.params)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--params is not valid JSON ({error}); give an object such as {example}") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--params {args.params} is not a JSON object; give one such as {example}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.device):
+        raise ValueError(f"--device {args.device!r}: a device name is letters, digits, '_', '.' and '-'")
+    if args.device not in DEFAULT_DEVICES and not overrides:
+        # A new name without parameters is linear-L12's defaults under another name: most likely a typo.
+        close = difflib.get_close_matches(args.device, DEFAULT_DEVICES, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(
+            f"--device {args.device}: not a known device ({', '.join(DEFAULT_DEVICES)}); {hint}"
+            "a new device needs --params with its acquisition parameters"
+        )
+    device = device_from_config(args.device, overrides, where="--params")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    existing = _list_images(out) if out.is_dir() else []
+    # Refuse to replace images silently: the folder may be a data set, or another device's phantom.
+    if existing and not args.overwrite:
+        raise ValueError(
+            f"--out {out} already holds {len(existing)} images; give --overwrite to replace them, or an empty folder"
+        )
     counts = {cls: args.per_class for cls in CLASSES}
-    simulate_device_dataset(Path(args.out), device, counts, args.seed, args.image_size)
+    simulate_device_dataset(out, device, counts, args.seed, args.image_size)
     print(f"wrote {sum(counts.values())} images of device {device.name} to {args.out}")
     return 0
 
@@ -159,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--per-class", type=int, default=20)
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out that already holds images (those of the same names are replaced)",
+    )
     s.set_defaults(func=phantom)
     a = sub.add_parser(
         "audit", help="lineage audit: did an image that shaped a classifier's training reach its evaluation?"
@@ -182,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
+        # User errors (bad values, unreadable or unwritable files): one line, no traceback. OSError's
+        # message names the file ("[Errno 13] Permission denied: 'x'").
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -30,17 +31,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
-    """Load ``path`` as RGB, optionally resized to ``size`` x ``size`` (bicubic).
+    """Load ``path`` as RGB, turned upright as a viewer shows it (EXIF orientation), optionally
+    resized to ``size`` x ``size`` (bicubic).
 
-    Raises ImageReadError naming the file for truncated, corrupt or non-image files.
+    Raises ImageReadError naming the file for truncated, corrupt or non-image files, and for
+    images over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``).
     """
     path = Path(path)
     try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = to_rgb(handle)
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit, then decodes gigabytes: refuse both alike.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as handle:
+                handle.load()
+                # A phone or scanner JPEG stores its rotation as an EXIF tag: without it the image is sideways.
+                image = to_rgb(ImageOps.exif_transpose(handle))
     except FileNotFoundError as error:
         raise ImageReadError(f"image not found: {path}") from error
+    # Neither is an OSError: Pillow's bomb error derives from Exception, its warning from RuntimeWarning.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(
+            f"image {path} is too large to decode safely ({error}). Downscale it (e.g. to 2048 pixels on its "
+            "longer side) or remove it, then rerun."
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(
             f"cannot read image {path}: {error}. Replace or remove the file (it may be "

@@ -401,9 +401,13 @@ def check_lora_scale(lora_dir: str | Path) -> None:
 
 def apply_lora(pipeline, lora_dir: str | Path, scale: float = 1.0) -> None:
     """Load the LoRA at ``lora_dir`` into ``pipeline`` and fuse it into the UNet weights."""
+    from meddap.safetensors_check import check_safetensors, retrain_hint
+
     lora_dir = Path(lora_dir)
     if not (lora_dir / LORA_WEIGHT_NAME).is_file():
         raise LoraError(f"{lora_dir} has no {LORA_WEIGHT_NAME}; train the LoRA first (rule train_lora).")
+    # A truncated file: one line naming it and the retraining command, not a safetensors error mid-job.
+    check_safetensors(lora_dir / LORA_WEIGHT_NAME, retrain_hint(lora_dir, "train_lora"))
     check_lora_scale(lora_dir)
     try:
         pipeline.load_lora_weights(str(lora_dir), weight_name=LORA_WEIGHT_NAME, adapter_name="meddap")

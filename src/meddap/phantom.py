@@ -290,16 +290,38 @@ def simulate_case(
     return PhantomCase(image=image, label=label, lesion_mask=small_mask, params=params)
 
 
-def device_from_config(name: str, overrides: dict | None) -> Device:
-    """A Device from a default by name, with config overrides (or a wholly configured one)."""
+# Parameters that divide or set a scale (wavelength, PSF widths, pixel size, log range): zero or less breaks physics.
+POSITIVE_PARAMETERS = (
+    "center_frequency_mhz",
+    "fractional_bandwidth",
+    "f_number",
+    "field_of_view_mm",
+    "dynamic_range_db",
+)
+
+
+def device_from_config(name: str, overrides: dict | None, where: str | None = None) -> Device:
+    """A Device from a default by name, with config overrides (or a wholly configured one).
+
+    ``where`` names the overrides' origin in errors (default: the config key ``phantom.devices.<name>``).
+    A value that is not a finite number, or one of POSITIVE_PARAMETERS that is not positive, is a
+    ValueError here rather than a numpy error (or silently wrong images) mid-simulation.
+    """
+    where = where or f"phantom.devices.{name}"
     base = DEFAULT_DEVICES.get(name, Device(name))
     values = asdict(base)
     unknown = set(overrides or {}) - set(values)
     if unknown:
         raise ValueError(
-            f"phantom.devices.{name}: unknown acquisition parameter(s) {sorted(unknown)}; "
+            f"{where}: unknown acquisition parameter(s) {sorted(unknown)}; "
             f"known: {sorted(k for k in values if k != 'name')}"
         )
+    for key, value in (overrides or {}).items():
+        # bool is an int to Python, but true/false for a frequency is a mistake
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: {key} is {value!r}; give a number")
+        if key in POSITIVE_PARAMETERS and value <= 0:
+            raise ValueError(f"{where}: {key} is {value}; it must be positive")
     values.update(overrides or {})
     values["name"] = name
     return Device(**values)

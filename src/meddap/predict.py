@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from meddap.classifier import ClassifierError
+from meddap.classifier import WEIGHTS_NAME, ClassifierError
+from meddap.safetensors_check import SafetensorsFileError, retrain_hint
 
 
 class PredictError(ValueError):
@@ -22,7 +23,8 @@ class PredictError(ValueError):
 def ensemble_members(model: str | Path) -> list[Path]:
     """The classifier folders behind ``model``: itself, or every ``fold<k>`` below it."""
     model = Path(model)
-    if (model / "model.json").is_file():
+    # Weights without model.json are a damaged classifier folder: load_classifier names the missing file.
+    if (model / "model.json").is_file() or (model / WEIGHTS_NAME).is_file():
         return [model]
     folds = sorted(
         (p for p in model.glob("fold*") if (p / "model.json").is_file()),
@@ -44,12 +46,12 @@ def load_members(members: list[Path], device: str = "cpu"):
     for folder in members:
         try:
             model, meta = load_classifier(folder, device)
-        except ClassifierError as error:
+        except (ClassifierError, SafetensorsFileError) as error:
             raise PredictError(str(error)) from None
-        except Exception as error:  # a truncated or foreign safetensors file
+        except Exception as error:  # anything load_classifier's checks did not foresee: still one line
             raise PredictError(
-                f"{folder} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-                "retrain it (rule train_classifier)"
+                f"{folder / WEIGHTS_NAME} cannot be loaded ({type(error).__name__}: "
+                f"{(str(error).splitlines() or [''])[0][:200]}); {retrain_hint(folder, 'train_classifier')}"
             ) from None
         models.append(model)
         metas.append(meta)
