@@ -77,3 +77,15 @@ def test_a_dataset_with_one_class_folder_is_refused(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "at least two class folders" in output
     assert not (tmp_path / "results").exists()
+
+
+def test_an_unseen_csv_with_a_header_only_is_refused(tmp_path):
+    """It would index an empty test set, and evaluation would crash on it later."""
+    empty = tmp_path / "device-b.csv"
+    empty.write_text("path,class\n")
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"unseen": [{"name": "device-b", "root": str(empty)}]}))
+    result = snakemake(tmp_path, "-n", configs=(DEFAULT, config), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and f"unseen set 'device-b': {empty} lists no images" in output
+    assert not (tmp_path / "results").exists()

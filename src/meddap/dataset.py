@@ -246,6 +246,8 @@ def index_test_set(root: str | Path, known_classes: list[str], exclude: list[str
             )
         images = list_class_images(root, present, exclude)
         frame = pd.DataFrame([(p, c) for c, paths in images.items() for p in paths], columns=["path", "class"])
+    if frame.empty:
+        raise DatasetError(f"unseen test set {str(root)!r} holds no images; fill it or remove it from the unseen list.")
     unknown = sorted(set(frame["class"]) - set(known_classes))
     if unknown:
         raise DatasetError(

@@ -194,6 +194,12 @@ def _check_unseen_is_apart(name: str, root: Path, dataset_images: set[Path]) -> 
         )
 
 
+def _csv_rows(path: Path) -> int:
+    import pandas as pd
+
+    return len(pd.read_csv(path))
+
+
 def resolve(config: dict, check_architectures: bool = True) -> Settings:
     dataset, phantom = config["dataset"], config["phantom"]
     _check_seed(config["seed"])
@@ -300,6 +306,10 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         root = Path(entry["root"])
         if not phantom["enabled"] and root.exists():
             _check_unseen_is_apart(entry["name"], root, dataset_images)
+        if root.is_file() and root.suffix.lower() == ".csv" and _csv_rows(root) == 0:
+            raise ConfigError(
+                f"unseen set {entry['name']!r}: {root} lists no images (a header only); fill it or remove the entry"
+            )
         if root.is_dir():  # checkable now (a simulated set appears only when its rule runs)
             extra = sorted(
                 d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in classes
