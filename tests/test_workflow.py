@@ -16,6 +16,7 @@ from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, snakemake
 
 ALL_RULES = {
     "simulate_phantom", "simulate_pretrain_corpus", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard",
+    "check_generation_inputs",
     "merge_dataset", "train_classifier", "evaluate", "index_test_set", "index_synthetic", "synthetic_quality", "audit", "report", "all",
 }
 
@@ -41,6 +42,7 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     # lora.scope: fold -> one generative arm (LoRAs and shards) per fold
     assert config["lora"]["scope"] == "fold"
     assert jobs["train_lora"] == len(config["dataset"]["classes"]) * folds
+    assert jobs["check_generation_inputs"] == jobs["train_lora"]  # one per LoRA, before its shards
     assert jobs["index_synthetic"] == folds
     assert jobs["merge_dataset"] == n_variants * folds
     assert jobs["simulate_phantom"] == 3
@@ -209,7 +211,8 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     before_bytes = [p.read_bytes() for p in before]
     # The documented command (README, `make regenerate-shard`): regenerate one shard only.
     regenerate = snakemake(tiny_run, "--cores", "2", "--forcerun", shard, "--until", shard)
-    assert planned_jobs(regenerate.stdout + regenerate.stderr) == {"generate_shard": 1}
+    # its LoRA and base model are checked first (tests/test_shard_safety.py: a bad one keeps the shard)
+    assert planned_jobs(regenerate.stdout + regenerate.stderr) == {"check_generation_inputs": 1, "generate_shard": 1}
     assert [p.read_bytes() for p in sorted((tiny_run / shard).glob("*.png"))] == before_bytes  # same seeds, same images
 
     dry = snakemake(tiny_run, "-n")
@@ -273,7 +276,8 @@ def settled_run(tiny_run, tmp_path_factory):
 
 # What the tiny config reruns downstream of new shards (both folds, synthetic variants none_x1 and
 # bright_x1): their merges, classifiers and evaluations, fold k's synthetic test set and its scoring
-# by the original classifier, quality, audit, report.
+# by the original classifier, quality, audit, report. Every shard job that runs has its LoRA's
+# check_generation_inputs job (a temp() output) run first: 2 arms x 3 classes.
 AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4, "evaluate": 6,
                 "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}
 
@@ -283,15 +287,16 @@ AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4,
     "change, top, planned, isolated",
     [
         # precision: the LoRAs retrain (and so every shard); generation reads it too (isolated below).
-        ({"precision": "fp32"}, {"train_lora"}, {"train_lora": 6, "generate_shard": 12, **AFTER_SHARDS},
+        ({"precision": "fp32"}, {"train_lora"}, {"train_lora": 6, "check_generation_inputs": 6, "generate_shard": 12, **AFTER_SHARDS},
          ("generate_shard", "results/synthetic/fold0/benign/bright/shard000")),
-        ({"generation": {"guidance_scale": 4.5}}, {"generate_shard"}, {"generate_shard": 12, **AFTER_SHARDS}, None),
+        ({"generation": {"guidance_scale": 4.5}}, {"generate_shard"},
+         {"check_generation_inputs": 6, "generate_shard": 12, **AFTER_SHARDS}, None),
         ({"classifier": {"lr": 2.0e-3}}, {"train_classifier"},
          {"train_classifier": 8, "evaluate": 8, "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}, None),
         ({"evaluation": {"specificity": 0.8}}, {"evaluate"}, {"evaluate": 8, "report": 1, "all": 1}, None),
         # One class reworded with words the tokenizer has: only its LoRAs (2 folds) and shards (2 x 2).
         ({"prompts": {"subjects": {"normal": "no tumor", "benign": "tumor benign"}}}, {"train_lora"},
-         {"train_lora": 2, "generate_shard": 4, **AFTER_SHARDS},
+         {"train_lora": 2, "check_generation_inputs": 2, "generate_shard": 4, **AFTER_SHARDS},
          ("generate_shard", "results/synthetic/fold1/benign/none/shard000")),
     ],
 )
@@ -307,7 +312,7 @@ def test_each_setting_reruns_exactly_the_jobs_that_read_it(settled_run, tmp_path
     assert planned_jobs(output) == planned
     if isolated:  # a rule downstream of a rerun also reads the setting itself
         rule, target = isolated
-        alone = snakemake(settled_run, "-n", "--allowed-rules", rule, "--", target, configs=configs)
+        alone = snakemake(settled_run, "-n", "--allowed-rules", rule, "check_generation_inputs", "--", target, configs=configs)
         assert params_changed(alone.stdout + alone.stderr) == {rule}
 
 

@@ -86,6 +86,12 @@ def lora_dir(wildcards):
     return f"results/lora/{wildcards.arm}/{SETTINGS.lora_for_class(wildcards.cls)}"
 
 
+def generation_inputs_check(wildcards):
+    """The check that a shard's LoRA and base model load, done before the shard job starts."""
+    lora = SETTINGS.lora_for_class(wildcards.cls)
+    return f"results/checks/generation_inputs/{wildcards.arm}/{lora}.ok"
+
+
 def fold_classic_dir(wildcards):
     """The classic-augmentation folder of the fold, for a classic_x<ratio> variant."""
     if PLAN.variant(wildcards.variant).kind != CLASSIC:

@@ -1,8 +1,39 @@
+rule check_generation_inputs:
+    """Before a shard job starts (Snakemake deletes a job's old outputs when it starts): the LoRA's
+    and base model's safetensors files are complete and the LoRA's layers exist in the base model.
+    A temp() output: missing after the shards are made, so every shard job that runs, forced
+    (`make regenerate-shard`) or not, runs this check first; a bad file stops the run before a
+    good shard is deleted, and the error names the file and the command that remakes it.
+    """
+    input:
+        base_model_input,
+        lora="results/lora/{arm}/{lora}",
+    output:
+        temp("results/checks/generation_inputs/{arm}/{lora}.ok"),
+    log:
+        f"{LOGS}/check_generation_inputs/{{arm}}/{{lora}}.log",
+    benchmark:
+        f"{BENCH}/check_generation_inputs/{{arm}}/{{lora}}.tsv"
+    localrule: True  # reads file headers only: no cluster job
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        base_model=BASE_MODEL,
+        base_built_here=SETTINGS.base_source.built_here,
+    script:
+        "../scripts/check_generation_inputs.py"
+
+
 rule generate_shard:
     """One shard of synthetic images for (arm, class, adjective, shard): PNGs + metadata.csv."""
     input:
         base_model_input,
         lora=lora_dir,
+        checked=generation_inputs_check,
     output:
         directory("results/synthetic/{arm}/{cls}/{adjective}/shard{shard}"),
     log:

@@ -1,0 +1,15 @@
+"""Rule check_generation_inputs: the LoRA and base model of a shard load (headers only), before
+the shard job starts and Snakemake deletes its old images."""
+
+from pathlib import Path
+
+from _meddap_script import start
+
+log = start(snakemake)  # noqa: F821
+
+from meddap.preflight import check_generation_inputs  # noqa: E402
+
+params = snakemake.params
+checked = check_generation_inputs(params.base_model, snakemake.input.lora, params.base_built_here)
+log.info("%d safetensors files complete: %s", len(checked), ", ".join(map(str, checked)))
+Path(snakemake.output[0]).write_text(f"{len(checked)} safetensors files checked\n")
