@@ -92,6 +92,12 @@ def read_classic(folders: list[str | Path]) -> pd.DataFrame:
     for folder in map(Path, folders):
         table = pd.read_csv(folder / "metadata.csv")
         table["path"] = [str(folder / file) for file in table["file"]]
+        missing = [path for path in table["path"] if not Path(path).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]} is listed in {folder / 'metadata.csv'} but missing ({len(missing)} of {len(table)}): "
+                f"regenerate the folder with snakemake --cores all --forcerun {folder}"
+            )
         table["fold"] = int(folder.name.removeprefix("fold"))
         frames.append(table)
     if not frames:

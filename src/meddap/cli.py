@@ -1,5 +1,6 @@
-"""Command line: ``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images) and
-``meddap audit`` (the lineage audit of a results folder)."""
+"""Command line: ``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images),
+``meddap audit`` (the lineage audit of a results folder) and ``meddap verify`` (missing or changed
+intermediates, see meddap.verify)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from meddap.images import IMAGE_EXTENSIONS
+from meddap.verify import add_parser as add_verify_parser
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.add_argument("--findings", help="write every finding to this CSV")
     a.set_defaults(func=audit)
+    add_verify_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

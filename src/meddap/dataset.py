@@ -12,6 +12,7 @@ import pandas as pd
 from meddap.choices import MIXED_LABEL_GROUPS
 from meddap.images import IMAGE_EXTENSIONS
 from meddap.kinds import TEST_SPLIT, TRAIN_SPLIT
+from meddap.lineage import DigestCache, entries_digest, file_digest, file_entries, read_lineage
 from meddap.seeding import derive_seed
 
 MANIFEST_COLUMNS = ["path", "class", "split", "fold", "group"]
@@ -60,6 +61,55 @@ def list_class_images(root: str | Path, classes: list[str] | None, exclude: list
             )
         found[name] = files
     return found
+
+
+# The state of a simulated dataset folder exactly as its rule wrote it (``dataset_state``).
+AS_SIMULATED = "as simulated"
+
+
+def dataset_index(
+    root: str | Path, classes: list[str] | None, exclude: list[str], cache: DigestCache | None = None
+) -> list[dict]:
+    """What the split reads from ``root``: every class image (as ``list_class_images`` finds them)
+    as {path relative to root, sha256}, so a renamed, added, removed or changed image shows."""
+    root = Path(root)
+    return [
+        {"path": Path(path).relative_to(root).as_posix(), "sha256": file_digest(path, cache)}
+        for paths in list_class_images(root, classes, exclude).values()
+        for path in paths
+    ]
+
+
+def dataset_digest(
+    root: str | Path, classes: list[str] | None, exclude: list[str], cache: DigestCache | None = None
+) -> str:
+    """One sha256 of the dataset's class images: their relative paths (so their classes) and contents."""
+    return entries_digest(dataset_index(root, classes, exclude, cache))
+
+
+def dataset_state(
+    root: str | Path,
+    classes: list[str] | None,
+    exclude: list[str],
+    cache: DigestCache | None = None,
+    simulated: bool = False,
+) -> str:
+    """The split's view of ``dataset.root`` as one string for its params: the digest of its images.
+
+    A folder that a rule simulates (``simulated``) is ``AS_SIMULATED`` while it does not exist yet
+    (parse time of the first run) and while its files are exactly those its lineage.json records
+    (kind ``phantom``), so the value does not change when the rule writes it; an edited, renamed,
+    added or removed image there turns it into the digest, as for a dataset of your own.
+    """
+    root = Path(root)
+    if simulated and not root.exists():
+        return AS_SIMULATED
+    if simulated:
+        record = read_lineage(root)
+        if record and record.get("kind") == "phantom":
+            if entries_digest(file_entries(root, cache, own_record=False)) == entries_digest(record["files"]):
+                return AS_SIMULATED
+    return dataset_digest(root, classes, exclude, cache)
 
 
 def split_counts(n_images: int, test_fraction: float) -> tuple[int, int]:

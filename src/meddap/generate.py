@@ -243,6 +243,13 @@ def read_shards(shard_dirs: list[str | Path]) -> pd.DataFrame:
             raise FileNotFoundError(f"{metadata_path} is missing: the shard is incomplete; regenerate it.")
         frame = pd.read_csv(metadata_path)
         frame["path"] = [str(Path(shard_dir) / name) for name in frame["file"]]
+        missing = [path for path in frame["path"] if not Path(path).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]} is listed in {metadata_path} but missing ({len(missing)} of the shard's "
+                f"{len(frame)} images): regenerate the shard with "
+                f"snakemake --cores all --forcerun {shard_dir}"
+            )
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=[*METADATA_COLUMNS, "path"])

@@ -403,6 +403,7 @@ def build_report(
     mixed_label_groups: str,
     lora_scope: str,
     pretrain_corpus: str | None,
+    verify_results: str | Path | None = None,
 ) -> str:
     """Rule report: write every table, figure, the Markdown summary and the HTML page; return the summary.
 
@@ -410,7 +411,9 @@ def build_report(
     folders, quality tables, manifest, audit, shards, LoRA folders; metrics.csv ... index.html and
     the figures); ``prompt_classes`` maps each class's LoRA training prompt to the class (a shared
     LoRA's validation images are shown by class); ``benchmarks`` is the folder of the rules'
-    benchmark files (run times); the rest are the rule's params.
+    benchmark files (run times); ``verify_results``: the results folder to check first with
+    ``meddap verify`` (its findings are stated; one that concerns an input fails the report); the
+    rest are the rule's params.
     """
     from meddap import figures
     from meddap.atomic import write_csv, write_text
@@ -418,6 +421,12 @@ def build_report(
     from meddap.robustness import robustness_summary
     from meddap.stats import bootstrap_table, summarise
 
+    provenance = []
+    if verify_results is not None:
+        from meddap.verify import report_findings
+
+        read = [str(path) for value in inputs.values() for path in ([value] if isinstance(value, str) else value)]
+        provenance = report_findings(verify_results, read)
     inputs, out = SimpleNamespace(**inputs), SimpleNamespace(**outputs)
     # What each evaluation is (variant, family, ratio, arch, fold, test set and its kind) is in its metrics.json.
     evaluations = read_evaluations(list(inputs.evaluations))
@@ -471,6 +480,8 @@ def build_report(
     )
     audit_summary = pd.read_csv(inputs.audit_summary)
     preface = leakage_notes(lora_scope, pretrain_corpus, Path(inputs.audit_verdict).read_text())
+    if provenance:
+        preface.append("\n".join(provenance))
     text = readable_summary(
         summary,
         fidelity,

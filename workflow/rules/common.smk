@@ -1,3 +1,4 @@
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -12,6 +13,8 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
+from meddap.dataset import DatasetError, dataset_state  # noqa: E402
+from meddap.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache  # noqa: E402
 from meddap.kinds import SYNTHETIC, TestSetKind  # noqa: E402
 from meddap.plan import CLASSIC, ORIGINAL  # noqa: E402
 from meddap.prompts import prompt_words  # noqa: E402
@@ -30,6 +33,52 @@ ENV = "../envs/meddap.yaml"
 LOGS = "results/logs"
 BENCH = "results/benchmarks"
 THREADS = config["resources"]["threads_per_job"]
+
+# File digests are cached by path, size and mtime_ns (here at parse time and in the jobs' lineage records).
+os.environ.setdefault(CACHE_VARIABLE, DEFAULT_CACHE)
+
+
+def dataset_fingerprint():
+    """What split reads of dataset.root, as one string (a digest of its images' relative paths and
+    contents; "as simulated" for an untouched phantom): a changed, added, removed or renamed
+    image changes split's params and so reruns it and what depends on it."""
+    cache = DigestCache(os.environ[CACHE_VARIABLE])
+    state = dataset_state(
+        config["dataset"]["root"],
+        SETTINGS.classes,
+        config["dataset"]["exclude"],
+        cache,
+        simulated=SETTINGS.phantom,
+    )
+    cache.save()
+    return state
+
+
+DATASET_STATE = dataset_fingerprint()
+
+
+def unseen_fingerprints():
+    """The same for each unseen set in a folder (its images are read by every evaluation)."""
+    cache = DigestCache(os.environ[CACHE_VARIABLE])
+    states = {}
+    for name, root in SETTINGS.unseen.items():
+        if not (SETTINGS.phantom or Path(root).is_dir()):
+            continue  # a CSV of paths: the file itself is the input
+        try:
+            states[name] = dataset_state(
+                root,
+                None,
+                config["dataset"]["exclude"],
+                cache,
+                simulated=SETTINGS.phantom,
+            )
+        except DatasetError as error:  # the job reports it, naming the folder
+            states[name] = f"unreadable: {error}"
+    cache.save()
+    return states
+
+
+UNSEEN_STATES = unseen_fingerprints()
 
 
 def alternation(names):

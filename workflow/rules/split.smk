@@ -6,6 +6,7 @@ rule split:
         manifest=MANIFEST,
         counts="results/splits/counts.csv",
         near_duplicates="results/splits/near_duplicates.csv",
+        lineage="results/splits/lineage.json",
     log:
         f"{LOGS}/split.log",
     benchmark:
@@ -19,6 +20,8 @@ rule split:
     params:
         classes=SETTINGS.classes,
         exclude=config["dataset"]["exclude"],
+        # The dataset's images (paths and contents): a changed image reruns the split.
+        dataset=DATASET_STATE,
         test_fraction=config["dataset"]["test_fraction"],
         folds=config["dataset"]["folds"],
         near_duplicate_distance=config["dataset"]["near_duplicate_distance"],
@@ -52,6 +55,8 @@ rule index_test_set:
         runtime=10,
     params:
         kind=lambda wc: str(SETTINGS.test_set(wc.test_set).kind),
+        # An unseen set's images (paths and contents): a changed image reindexes it.
+        files=lambda wc: UNSEEN_STATES.get(wc.test_set, ""),
         classes=SETTINGS.classes,
         exclude=config["dataset"]["exclude"],
         max_distance=config["dataset"]["near_duplicate_distance"],

@@ -18,6 +18,8 @@ def start(snakemake) -> logging.Logger:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(max(1, int(snakemake.threads)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # File digests of lineage records, cached by path, size and mtime_ns (meddap.lineage.DigestCache).
+    os.environ.setdefault("MEDDAP_DIGEST_CACHE", ".snakemake/meddap/digests.json")
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stream = open(log_path, "w", buffering=1)

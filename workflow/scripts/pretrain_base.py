@@ -52,7 +52,6 @@ with atomic_path(snakemake.output[0]) as folder:
     )
     write_csv(folder / "pretraining_corpus.csv", corpus)
     write_csv(folder / "pretraining_corpus_dropped.csv", dropped)
-    write_lineage(folder, "base_model", images=corpus["path"], corpus=settings.corpus)
     summary = {
         **info,
         "corpus": settings.corpus,
@@ -62,4 +61,6 @@ with atomic_path(snakemake.output[0]) as folder:
         "versions": library_versions(),
     }
     write_json(folder / "meddap_pretrain.json", summary)
+    # Last: the record lists the folder's files with their sha256.
+    write_lineage(folder, "base_model", images=corpus["path"], corpus=settings.corpus)
 log.info("pretrained small SD: %s", info)

@@ -7,6 +7,7 @@ log = start(snakemake)  # noqa: F821 - snakemake is injected by the script direc
 import pandas as pd  # noqa: E402
 
 from meddap.atomic import atomic_path, write_csv  # noqa: E402
+from meddap.lineage import write_lineage  # noqa: E402
 from meddap.phantom import device_from_config, simulate_device_dataset  # noqa: E402
 
 device = device_from_config(snakemake.wildcards.device, snakemake.params.device)
@@ -19,4 +20,6 @@ with atomic_path(snakemake.output[0]) as folder:
     frame = pd.DataFrame(records)
     frame["path"] = [p.replace(str(folder), snakemake.output[0], 1) for p in frame["path"]]
     write_csv(folder / "ground_truth.csv", frame)
+    # Its files as written: the split tells this folder, untouched, from an edited one (meddap.dataset.dataset_state).
+    write_lineage(folder, "phantom", device=snakemake.wildcards.device, seed=snakemake.params.seed)
 log.info("wrote %d images", len(records))

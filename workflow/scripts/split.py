@@ -4,15 +4,19 @@ from _meddap_script import start
 
 log = start(snakemake)  # noqa: F821
 
+from pathlib import Path  # noqa: E402
+
 from meddap.atomic import write_csv  # noqa: E402
 from meddap.dataset import (
     DROPPED,
     DatasetError,
     check_images,
+    dataset_digest,
     find_cross_class_duplicates,
     list_class_images,
     make_split,
 )  # noqa: E402
+from meddap.lineage import default_cache, write_lineage  # noqa: E402
 from meddap.near_duplicates import duplicate_report, hash_images, hash_to_hex, near_duplicate_groups  # noqa: E402
 
 params = snakemake.params
@@ -69,5 +73,16 @@ write_csv(
     snakemake.output.near_duplicates, duplicates.merge(manifest[["path", "split", "fold"]], on="path", how="left")
 )
 write_csv(snakemake.output.manifest, manifest)
+# Provenance: the dataset's images and its digest as split read them (meddap verify compares them).
+root = snakemake.input[0]
+write_lineage(
+    Path(snakemake.output.lineage).parent,
+    "split",
+    images=all_paths,
+    inputs={"dataset": root},
+    digests={"dataset": dataset_digest(root, list(params.classes), list(params.exclude), default_cache())},
+    classes=list(params.classes),
+    exclude=list(params.exclude),
+)
 log.info("split counts:\n%s", counts.to_string(index=False))
 log.info("fold sizes:\n%s", manifest[manifest.split == "train"].groupby(["class", "fold"]).size().to_string())
