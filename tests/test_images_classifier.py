@@ -148,3 +148,40 @@ def test_intensity_jitter_is_seeded_bounded_and_changes_brightness():
     assert means.max() > base + 10 and means.min() < base - 10
     assert means.max() <= 255 * (batch.float().max() / 255) ** (1 / 1.4) + 1e-3 + 255 * 0.3
     assert not math.isnan(float(means.mean()))
+
+
+def test_augmentation_off_leaves_the_images_as_they_are_and_on_flips_and_shifts():
+    """geometric_augmentation: false with blur and intensity off is the paper's "no augmentation"."""
+    from meddap.classifier import augment
+
+    batch = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    plain = augment(batch, torch.Generator().manual_seed(0), blur=False, intensity=False, geometric=False)
+    assert torch.equal(plain, batch.float())
+    moved = augment(batch, torch.Generator().manual_seed(0), blur=False, intensity=False, geometric=True)
+    assert moved.shape == plain.shape and not torch.equal(moved, plain)
+
+
+def test_the_kept_epoch_follows_the_selection_metric(tmp_path):
+    """selection_metric: accuracy keeps the first epoch of best validation accuracy, as the paper;
+    macro_f1 (the default) the first of best macro-F1. The saved weights are that epoch's."""
+    from meddap.classifier import selected_epoch
+
+    # An imbalanced validation fold: "all majority" wins accuracy, a balanced epoch wins macro-F1.
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_accuracy": [0.83, 0.67, 0.83, 0.5],
+                            "val_macro_f1": [0.45, 0.65, 0.45, 0.65]})
+    assert selected_epoch(history, "accuracy") == 1 and selected_epoch(history, "macro_f1") == 2
+    frame = pd.DataFrame([(str(_png(tmp_path / f"{c}{i}.png", v)), c, "original", i % 2)
+                          for c, v in (("dark", 40), ("bright", 200)) for i in range(4)],
+                         columns=["path", "class", "source", "fold"])
+    settings = ClassifierSettings(image_size=16, epochs=2, batch_size=4, selection_metric="accuracy",
+                                  intensity_augmentation=False, blur_augmentation=False)
+    trained = train_classifier(frame[frame.fold == 0], frame[frame.fold == 1], ["bright", "dark"], "resnet18",
+                               tmp_path / "model", settings, seed=0)
+    _, meta = load_classifier(tmp_path / "model")
+    assert meta["selection_metric"] == "accuracy"
+    assert meta["best_epoch"] == selected_epoch(trained, "accuracy") == trained.loc[trained["selected"], "epoch"].iloc[0]
+
+
+def _png(path, value):
+    Image.fromarray(np.full((16, 16), value, np.uint8)).save(path)
+    return path

@@ -16,6 +16,7 @@ SCHEDULERS = ("dpm", "ddim", "pndm", "euler", "unipc")
 GUIDANCE_REFERENCES = ("lora", "base")
 VARIANT_FAMILIES = ("adjective", "mixed", "classic")
 LR_SCHEDULES = ("onecycle", "constant")
+SELECTION_METRICS = ("macro_f1", "accuracy")  # the validation score that picks a classifier's epoch
 # Adjectives with an image operation (meddap.adjectives), which a pretraining corpus can teach.
 TEACHABLE_ADJECTIVES = (
     "bright",
@@ -53,5 +54,6 @@ SCHEMA_ENUMS = {
     "generation.guidance_reference": GUIDANCE_REFERENCES,
     "generation.variant_families[]": VARIANT_FAMILIES,
     "classifier.lr_schedule": LR_SCHEDULES,
+    "classifier.selection_metric": SELECTION_METRICS,
     "evaluation.corruptions[]": CORRUPTIONS,
 }

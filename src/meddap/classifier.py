@@ -2,7 +2,7 @@
 
 A trained classifier is a folder: ``model.safetensors`` (weights), ``model.json`` (architecture,
 classes, input size, normalisation) and ``history.csv`` (one row per epoch). The epoch with the
-best validation macro-F1 is the one saved.
+best validation score (``classifier.selection_metric``: macro-F1, or accuracy) is the one saved.
 """
 
 from __future__ import annotations
@@ -162,16 +162,24 @@ def random_intensity(
 
 
 def augment(
-    batch: torch.Tensor, generator: torch.Generator, blur: bool = True, intensity: bool = False
+    batch: torch.Tensor,
+    generator: torch.Generator,
+    blur: bool = True,
+    intensity: bool = False,
+    geometric: bool = True,
 ) -> torch.Tensor:
-    """Horizontal flip, a small random translation (reflect-padded crop), optional blur and
-    optional brightness/contrast jitter."""
-    flip = torch.rand(len(batch), generator=generator) < 0.5
-    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+    """Horizontal flip and a small random translation (reflect-padded crop) unless ``geometric`` is
+    off (the paper's classifiers saw the images as they are), optional blur and optional
+    brightness/contrast jitter."""
+    if geometric:
+        flip = torch.rand(len(batch), generator=generator) < 0.5
+        batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
     if blur:
         batch = random_blur(batch, generator)
     if intensity:
         batch = random_intensity(batch, generator)
+    if not geometric:
+        return batch.float()
     size = batch.shape[-1]
     pad = max(1, size // 16)
     padded = nn.functional.pad(batch.float(), (pad, pad, pad, pad), mode="reflect")
@@ -195,6 +203,13 @@ def predict_proba(
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
+def selected_epoch(history: pd.DataFrame, metric: str) -> int:
+    """The first epoch with the best validation ``metric`` (``history`` has val_<metric> per epoch):
+    the one whose weights ``train_classifier`` keeps."""
+    scores = history[f"val_{metric}"]
+    return int(history.loc[scores.idxmax(), "epoch"])
+
+
 def train_classifier(
     train_rows: pd.DataFrame,
     val_rows: pd.DataFrame,
@@ -207,7 +222,8 @@ def train_classifier(
     provenance: dict | None = None,
     lineage_inputs: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Train; keep the epoch with the best validation macro-F1; write the folder atomically.
+    """Train; keep the epoch with the best validation ``settings.selection_metric`` (macro-F1 or
+    accuracy); write the folder atomically.
 
     The folder records what trained and selected the model: ``rows.csv`` (every training and
     validation row, with its source and what it was derived from) and ``lineage.json``."""
@@ -250,7 +266,7 @@ def train_classifier(
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     generator = torch.Generator().manual_seed(seed)
 
-    history, best_state, best_f1 = [], None, -1.0
+    history, best_state, best_score = [], None, -1.0
     for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {arch}", mininterval=5):
         started = time.time()
         model.train()
@@ -261,7 +277,11 @@ def train_classifier(
             if len(index) < 2 and len(order) > 1:
                 continue  # a lone sample breaks batch norm
             batch = augment(
-                x_train[index], generator, blur=settings.blur_augmentation, intensity=settings.intensity_augmentation
+                x_train[index],
+                generator,
+                blur=settings.blur_augmentation,
+                intensity=settings.intensity_augmentation,
+                geometric=settings.geometric_augmentation,
             )
             logits = model(normalise(batch).to(torch_device))
             loss = loss_fn(logits, y_train[index].to(torch_device))
@@ -286,12 +306,12 @@ def train_classifier(
                 "seconds": time.time() - started,
             }
         )
-        if val_f1 > best_f1:
-            best_f1, best_state = val_f1, copy.deepcopy(model.state_dict())
+        score = history[-1][f"val_{settings.selection_metric}"]
+        if score > best_score:
+            best_score, best_state = score, copy.deepcopy(model.state_dict())
     frame = pd.DataFrame(history)
-    frame["selected"] = frame["val_macro_f1"] == best_f1
-    frame.loc[frame["selected"].idxmax() + 1 :, "selected"] = False  # first best epoch only
-    best_epoch = int(frame.loc[frame["selected"], "epoch"].iloc[0])
+    best_epoch = selected_epoch(frame, settings.selection_metric)
+    frame["selected"] = frame["epoch"] == best_epoch
     n_synthetic = int((train_rows["source"] == SYNTHETIC_SOURCE).sum()) if "source" in train_rows else 0
     meta = {
         "arch": arch,
@@ -300,7 +320,8 @@ def train_classifier(
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "best_epoch": best_epoch,
-        "best_val_macro_f1": best_f1,
+        "best_val_macro_f1": float(frame.loc[frame["selected"], "val_macro_f1"].iloc[0]),
+        "selection_metric": settings.selection_metric,
         "train_images": int(len(x_train)),
         "train_synthetic_images": n_synthetic,
         "val_images": int(len(x_val)),

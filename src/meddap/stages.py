@@ -151,7 +151,9 @@ class ClassifierSettings(StageSettings):
     class_weighting: bool = True
     blur_augmentation: bool = True
     intensity_augmentation: bool = True
+    geometric_augmentation: bool = True
     lr_schedule: str = "onecycle"
+    selection_metric: str = "macro_f1"
 
 
 @dataclass(frozen=True)
