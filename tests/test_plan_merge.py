@@ -1,7 +1,9 @@
+import math
+
 import pandas as pd
 import pytest
 
-from meddap.merge import fold_rows, merge_fold
+from meddap.merge import effective_expansion_ratio, expansion_table, fold_rows, merge_fold
 from meddap.plan import Plan
 
 
@@ -105,3 +107,25 @@ def test_not_enough_synthetic_images_is_a_clear_error(plan):
     manifest, synthetic = fake_inputs(plan)
     with pytest.raises(ValueError, match="needs 60 synthetic benign/dark"):
         merge_fold(manifest, 0, plan, plan.variant("dark_x2"), synthetic[synthetic["index"] < 2])
+
+
+def test_effective_expansion_ratio_counts_the_fold_training_originals(plan):
+    manifest, synthetic = fake_inputs(plan)  # folds i % 3: benign 10/10/10, normal 5/4/4 of 30 and 13
+    tables = {(v, fold): merge_fold(manifest, fold, plan, plan.variant(v), synthetic)
+              for v in ("original", "bright_x1") for fold in (0, 1)}
+    table = expansion_table(tables).set_index(["variant", "fold", "class"])
+    row = table.loc[("bright_x1", 0, "benign")]
+    assert (row["n_original_train"], row["n_synthetic"], row["n_added"]) == (20, 30, 30)  # fold 0's 10 validate
+    assert row["effective_ratio"] == pytest.approx(1.5)
+    assert table.loc[("bright_x1", 0, "normal"), "effective_ratio"] == pytest.approx(13 / 8)  # 13 - 5 in fold 0
+    assert table.loc[("bright_x1", 1, "normal"), "effective_ratio"] == pytest.approx(13 / 9)  # 13 - 4 in fold 1
+    assert table.loc[("original", 1, "normal"), "n_added"] == 0
+    assert table.loc[("original", 1, "normal"), "effective_ratio"] == 0.0
+    classic = pd.DataFrame({"class": ["a"] * 6, "source": ["original"] * 4 + ["classic"] * 2,
+                            "role": ["train", "train", "train", "validation", "train", "train"]})
+    row = expansion_table({("classic_x1", 0): classic}).iloc[0]
+    assert (row["n_original_train"], row["n_classic"], row["n_synthetic"]) == (3, 2, 0)
+    assert row["effective_ratio"] == pytest.approx(2 / 3)
+    assert effective_expansion_ratio(5, 10) == 0.5 and math.isnan(effective_expansion_ratio(0, 0))
+    with pytest.raises(ValueError):
+        effective_expansion_ratio(-1, 3)

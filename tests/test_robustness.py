@@ -15,6 +15,8 @@ from meddap.robustness import (
     corrupt_images,
     evaluate_corruptions,
     normalised_balanced_error,
+    pooled_relative_balanced_error,
+    pooled_robustness,
     relative_balanced_error,
     robustness_summary,
 )
@@ -138,3 +140,59 @@ def test_evaluate_corruptions_runs_a_classifier(tmp_path, request):
     assert list(table["corruption"]) == ["clean", "pixelate", "pixelate"]
     assert list(table["severity"]) == [0, 1, 5]
     assert table["balanced_error"].between(0, 1).all() and (table["n_images"] == 4).all()
+
+
+def _errors(variant, fold, clean, per_corruption, arch="resnet18"):
+    key = {"variant": variant, "arch": arch, "fold": fold}
+    rows = [{**key, "corruption": "clean", "severity": 0, "balanced_error": clean}]
+    for corruption, errors in per_corruption.items():
+        rows += [
+            {**key, "corruption": corruption, "severity": s, "balanced_error": e} for s, e in zip(SEVERITIES, errors)
+        ]
+    return rows
+
+
+def test_pooled_rbe_does_not_blow_up_where_the_mean_of_ratios_does():
+    # brightness_up barely moves the original (0.001 in total over its clean 0.2); pixelate moves it by 1.5
+    original = {"brightness_up": [0.201, 0.2, 0.2, 0.2, 0.2], "pixelate": [0.3, 0.4, 0.5, 0.6, 0.7]}
+    model = {"brightness_up": [0.15] * 5, "pixelate": [0.15, 0.2, 0.25, 0.3, 0.35]}  # +0.25 and +0.75 over 0.1
+    errors = pd.DataFrame(_errors("original", 0, 0.2, original) + _errors("bright_x1", 0, 0.1, model))
+    summary = robustness_summary(errors).set_index(["variant", "corruption"])
+    assert summary.loc[("bright_x1", "brightness_up"), "rbe"] == pytest.approx(250.0)  # 0.25 / 0.001
+    assert summary.loc[("bright_x1", "mean"), "rbe"] == pytest.approx((250.0 + 0.5) / 2)  # mean of ratios
+    pooled = pooled_robustness(errors).set_index("variant")
+    assert pooled.loc["bright_x1", "rbe_pooled"] == pytest.approx((0.25 + 0.75) / (0.001 + 1.5))  # 0.666
+    assert pooled.loc["bright_x1", "n_cells"] == 10
+    assert pooled.loc["bright_x1", "degradation"] == pytest.approx(1.0 / 10)
+    assert pooled.loc["bright_x1", "reference_degradation"] == pytest.approx(1.501 / 10)
+    assert not pooled.loc["bright_x1", "small_reference"]
+    assert pooled.loc["original", "rbe_pooled"] == pytest.approx(1.0)
+    # the original alone under brightness_up degrades 0.0002 per cell: flagged
+    bright_only = errors[errors["corruption"].isin(["clean", "brightness_up"])]
+    flagged = pooled_robustness(bright_only).set_index("variant").loc["bright_x1"]
+    assert flagged["small_reference"] and flagged["rbe_pooled"] == pytest.approx(250.0)
+    per_corruption = pooled_robustness(errors, by=("variant", "arch", "fold", "corruption"))
+    flags = per_corruption.set_index(["variant", "corruption"])["small_reference"]
+    assert flags[("bright_x1", "brightness_up")] and not flags[("bright_x1", "pixelate")]
+
+
+def test_pooled_rbe_by_hand_and_over_folds():
+    result = pooled_relative_balanced_error([[0.2, 0.3], [0.25, 0.25]], 0.1, [[0.4, 0.5], [0.3, 0.3]], 0.2)
+    assert result["rbe_pooled"] == pytest.approx((0.1 + 0.2 + 0.15 + 0.15) / (0.2 + 0.3 + 0.1 + 0.1))
+    assert result["n_cells"] == 4 and not result["small_reference"]
+    no_change = pooled_relative_balanced_error([0.3, 0.3], 0.1, [0.2, 0.2], 0.2)
+    assert math.isnan(no_change["rbe_pooled"]) and no_change["small_reference"]
+    with pytest.raises(ValueError):
+        pooled_relative_balanced_error([0.1, 0.2], 0.1, [0.1], 0.1)
+    # two folds pooled: each fold against its own original and its own clean errors
+    rows = (
+        _errors("original", 0, 0.2, {"pixelate": [0.3] * 5}) + _errors("mixed_x1", 0, 0.1, {"pixelate": [0.15] * 5})
+        + _errors("original", 1, 0.1, {"pixelate": [0.4] * 5}) + _errors("mixed_x1", 1, 0.3, {"pixelate": [0.4] * 5})
+    )
+    by_arch = pooled_robustness(pd.DataFrame(rows), by=("variant", "arch")).set_index("variant")
+    assert by_arch.loc["mixed_x1", "rbe_pooled"] == pytest.approx((5 * 0.05 + 5 * 0.1) / (5 * 0.1 + 5 * 0.3))
+    by_fold = pooled_robustness(pd.DataFrame(rows)).set_index(["variant", "fold"])
+    assert by_fold.loc[("mixed_x1", 0), "rbe_pooled"] == pytest.approx(0.5)
+    # a fold whose original lacks the corruption: NaN, not a ratio over fewer cells
+    partial = pd.DataFrame(rows[:-6] + _errors("mixed_x1", 1, 0.3, {"pixelate": [0.4] * 5, "motion_blur": [0.5] * 5}))
+    assert math.isnan(pooled_robustness(partial).set_index(["variant", "fold"]).loc[("mixed_x1", 1), "rbe_pooled"])

@@ -209,3 +209,266 @@ def test_predictions_tables_pair_by_path():
     assert classes == ["b", "m"] and list(y) == [0, 0] and proba.shape == (2, 2)
     with pytest.raises(ValueError):
         align_predictions(a, b.assign(**{"class": ["m", "m"]}))
+
+
+# --------------------------------------------------------------------------- multiplicity
+
+
+def test_holm_and_bh_by_hand():
+    from meddap.stats import adjust_pvalues
+
+    p = [0.01, 0.04, 0.03, math.nan, 0.20]  # the NaN is no test: m = 4
+    # Holm: sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1 = 0.04, 0.09, 0.08, 0.20; made monotone: 0.08 -> 0.09
+    holm = adjust_pvalues(p, "holm")
+    assert holm[[0, 1, 2, 4]] == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert math.isnan(holm[3])
+    # BH: p_(i) m / i = 0.04, 0.06, 0.0533, 0.20; minimum from the top down: 0.04, 0.0533, 0.0533, 0.20
+    bh = adjust_pvalues(p, "bh")
+    assert bh[[0, 1, 2, 4]] == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.20])
+    assert math.isnan(bh[3])
+    # capped at 1: 0.3 x 3 = 0.9, 0.6 x 2 = 1.2 -> 1, 0.7 x 1 -> monotone 1
+    assert adjust_pvalues([0.6, 0.3, 0.7], "holm") == pytest.approx([1.0, 0.9, 1.0])
+    assert adjust_pvalues([0.6, 0.3, 0.7], "bh") == pytest.approx([0.7, 0.7, 0.7])
+    assert np.isnan(adjust_pvalues([math.nan, math.nan])).all()
+    with pytest.raises(ValueError):
+        adjust_pvalues([0.1], "bonferroni")
+    with pytest.raises(ValueError):
+        adjust_pvalues([1.5])
+
+
+def test_adjust_comparisons_per_family():
+    from meddap.stats import adjust_comparisons
+
+    frame = pd.DataFrame(
+        {
+            "test_set": ["test", "test", "test", "deviceB", "deviceB"],
+            "metric": ["macro_f1"] * 5,
+            "variant": ["original", "bright_x1", "mixed_x1", "bright_x1", "mixed_x1"],
+            "p_t_vs_original": [math.nan, 0.01, 0.04, 0.02, 0.5],
+            "p_t_vs_classic": [math.nan, 0.03, math.nan, 0.03, 0.01],
+            "delta_vs_original": [0.0, 0.1, 0.05, 0.1, 0.0],
+        }
+    )
+    out = adjust_comparisons(frame, ["test_set", "metric"], method="holm")
+    assert "p_t_vs_original" in out and "delta_vs_original_adj" not in out
+    assert "p_t_vs_original_adj" not in frame  # a copy
+    # test: 0.01, 0.04 (the original's NaN not counted) -> 0.02, 0.04; deviceB: 0.02, 0.5 -> 0.04, 0.5
+    assert out["p_t_vs_original_adj"].tolist()[1:] == pytest.approx([0.02, 0.04, 0.04, 0.5])
+    assert math.isnan(out["p_t_vs_original_adj"].iloc[0])
+    # vs classic, its own column: test holds one p-value (unchanged), deviceB two: 0.03, 0.01 -> 0.03, 0.02
+    assert out["p_t_vs_classic_adj"].tolist()[1] == pytest.approx(0.03)
+    assert out["p_t_vs_classic_adj"].tolist()[3:] == pytest.approx([0.03, 0.02])
+    # one family for the whole table: four p-values vs original
+    whole = adjust_comparisons(frame, [], p_columns=["p_t_vs_original"], method="holm")
+    assert whole["p_t_vs_original_adj"].tolist()[1:] == pytest.approx([0.04, 0.08, 0.06, 0.5])
+    with pytest.raises(ValueError, match="family"):
+        adjust_comparisons(frame, ["comparison"])
+
+
+# --------------------------------------------------------------------------- the primary contrast
+
+DIFFS = [0.02, 0.03, 0.04, 0.025, 0.035]  # per-fold mean difference, mixed - classic
+
+
+def _replicated(values_by_variant: dict, arch: str, metric="macro_f1", offsets=(-0.01, 0.0, 0.01)) -> pd.DataFrame:
+    """Rows per (variant, fold, replicate) whose replicates average to the given fold values."""
+    rows = []
+    for variant, values in values_by_variant.items():
+        for fold, value in enumerate(values):
+            for replicate, offset in enumerate(offsets):
+                shift = offset if variant != "classic_x1" else -offset * (fold % 2)  # replicates differ
+                rows.append({"variant": variant, "arch": arch, "fold": fold, "replicate": replicate,
+                             "test_set": "test", "metric": metric, "value": value + shift})
+    return pd.DataFrame(rows)
+
+
+def test_primary_contrast_averages_replicates_within_folds():
+    from scipy.stats import t as student_t
+
+    from meddap.stats import primary_contrast
+
+    base = np.array([0.70, 0.72, 0.68, 0.71, 0.69])
+    noise = np.array([0.01, -0.012, 0.003, -0.004, 0.002])  # mean 0.0 -> no evidence
+    metrics = pd.concat(
+        [
+            _replicated({"mixed_x1": base + DIFFS, "classic_x1": base}, "densenet121"),
+            _replicated({"mixed_x1": base + noise - noise.mean(), "classic_x1": base}, "resnet18"),
+            _replicated({"mixed_x1": base + 0.5, "classic_x1": base}, "densenet121", metric="accuracy"),
+        ],
+        ignore_index=True,
+    )
+    out = primary_contrast(metrics, "mixed_x1", "classic_x1", "macro_f1", "test").set_index("arch")
+    dense = out.loc["densenet121"]
+    # five pairs (folds), not fifteen (folds x replicates): t-interval with 4 degrees of freedom
+    half = student_t.ppf(0.975, 4) * np.std(DIFFS, ddof=1) / math.sqrt(5)
+    assert dense["n_pairs"] == 5 and dense["n_replicates"] == 3
+    assert dense["delta"] == pytest.approx(0.03)
+    assert (dense["ci_low"], dense["ci_high"]) == pytest.approx((0.03 - half, 0.03 + half))
+    assert dense["verdict"] == "improves"
+    p = ttest_rel(base + DIFFS, base).pvalue
+    assert dense["p"] == pytest.approx(p)
+    # sd of DIFFS = sqrt(0.00025 / 4) = 0.00791; half-width 2.776 x 0.00791 / sqrt(5) = 0.0098; t = 8.49, p = 0.0011
+    assert half == pytest.approx(0.0098, abs=1e-4)
+    assert dense["sentence"] == (
+        "densenet121: mixed_x1 improves macro-F1 over classic_x1 by 0.030 "
+        "(95% CI 0.020 to 0.040, p = 0.0011, 5 folds × 3 replicates)"
+    )
+    res = out.loc["resnet18"]
+    assert res["ci_low"] < 0 < res["ci_high"] and res["verdict"] == "no evidence"
+    assert res["sentence"].startswith(
+        "resnet18: no evidence that mixed_x1 changes macro-F1 compared with classic_x1 (Δ = +0.000, 95% CI -0.0"
+    )
+    assert res["sentence"].endswith(f"p = {res['p']:.2g}, 5 folds × 3 replicates)")
+    with pytest.raises(ValueError, match="test set"):
+        primary_contrast(metrics.assign(test_set=["test", "deviceB"] * (len(metrics) // 2)), "mixed_x1", "classic_x1")
+
+
+def test_primary_contrast_direction_and_never_a_gain_from_an_interval_holding_zero():
+    from meddap.stats import primary_contrast
+
+    base = np.array([0.30, 0.28, 0.32, 0.29, 0.31])
+    lower = _replicated({"mixed_x1": base - DIFFS, "classic_x1": base}, "vit", metric="balanced_error", offsets=(0.0,))
+    row = primary_contrast(lower, "mixed_x1", "classic_x1", "balanced_error").iloc[0]
+    assert row["verdict"] == "improves" and row["delta"] == pytest.approx(-0.03)  # lower error is better
+    assert row["sentence"].startswith("vit: mixed_x1 improves balanced error over classic_x1 by 0.030 (95% CI 0.0")
+    assert row["sentence"].endswith(", 5 folds)")
+    worse = primary_contrast(lower, "classic_x1", "mixed_x1", "balanced_error").iloc[0]
+    assert worse["verdict"] == "worsens"
+    assert worse["sentence"].startswith("vit: classic_x1 worsens balanced error compared with mixed_x1 by 0.030")
+    rng = np.random.default_rng(0)
+    for seed in range(200):
+        values = _replicated({"mixed_x1": base + rng.normal(0.01, 0.02, 5), "classic_x1": base}, "a")
+        row = primary_contrast(values, "mixed_x1", "classic_x1").iloc[0]
+        if row["ci_low"] <= 0 <= row["ci_high"]:
+            assert row["verdict"] == "no evidence" and " improves " not in row["sentence"], seed
+        else:
+            assert row["verdict"] == ("improves" if row["ci_low"] > 0 else "worsens"), seed
+    one = primary_contrast(_replicated({"mixed_x1": [0.8], "classic_x1": [0.7]}, "a"), "mixed_x1", "classic_x1")
+    assert one.iloc[0]["verdict"] == "no evidence" and "too few folds" in one.iloc[0]["sentence"]
+
+
+# --------------------------------------------------------------------------- group bootstrap
+
+
+def _grouped_set(n=40, seed=4):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    proba = rng.dirichlet([1, 1, 1], n)
+    proba[np.arange(n), y] += rng.uniform(0, 0.8, n)
+    other = rng.dirichlet([1, 1, 1], n)
+    other[np.arange(n), y] += rng.uniform(0, 0.4, n)
+    return y, proba, other
+
+
+def test_group_bootstrap_counts_a_duplicated_image_once():
+    from meddap.stats import group_bootstrap_ci, group_bootstrap_difference_ci
+
+    y, good, bad = _grouped_set()
+    groups = [f"g{i}" for i in range(len(y))]
+    twice = np.repeat(np.arange(len(y)), 2)  # each image twice, next to its copy, same group
+    intervals = {}
+    for metric in ("macro_f1", "macro_auroc"):
+        single = intervals[metric] = group_bootstrap_ci(y, good, groups, metric, n_resamples=300, seed=1)
+        doubled = group_bootstrap_ci(y[twice], good[twice], np.asarray(groups)[twice], metric, n_resamples=300, seed=1)
+        assert single["method"] == doubled["method"] == "BCa"
+        assert single["n_groups"] == doubled["n_groups"] == 40 and doubled["n_images"] == 80
+        for key in ("estimate", "low", "high"):
+            assert doubled[key] == pytest.approx(single[key], abs=1e-12), (metric, key)
+        assert single["low"] < single["estimate"] < single["high"]
+    diff = group_bootstrap_difference_ci(y, good, bad, groups, "macro_f1", n_resamples=300, seed=2)
+    diff2 = group_bootstrap_difference_ci(
+        y[twice], good[twice], bad[twice], np.asarray(groups)[twice], "macro_f1", n_resamples=300, seed=2
+    )
+    assert (diff2["low"], diff2["high"]) == pytest.approx((diff["low"], diff["high"]), abs=1e-12)
+    assert diff["estimate"] == pytest.approx(_macro_f1(y, good) - _macro_f1(y, bad))
+    # resampling single images instead would treat the copies as independent: a narrower interval
+    images = group_bootstrap_ci(y[twice], good[twice], None, "macro_f1", n_resamples=300, seed=1)
+    width = intervals["macro_f1"]["high"] - intervals["macro_f1"]["low"]
+    assert images["n_groups"] == 80 and images["high"] - images["low"] < 0.85 * width
+
+
+def _macro_f1(y, proba):
+    from sklearn.metrics import f1_score
+
+    return f1_score(y, proba.argmax(1), average="macro")
+
+
+def test_group_bootstrap_ungrouped_images_and_fallback():
+    from meddap.stats import group_bootstrap_ci, group_codes
+
+    assert group_codes(["a", None, "a", math.nan, "b"], 5).tolist() == [0, 2, 0, 3, 1]
+    assert group_codes(None, 3).tolist() == [0, 1, 2]
+    y, good, _ = _grouped_set()
+    none = group_bootstrap_ci(y, good, None, "accuracy", n_resamples=200, seed=0)
+    nans = group_bootstrap_ci(y, good, [math.nan] * len(y), "accuracy", n_resamples=200, seed=0)
+    assert (none["low"], none["high"]) == (nans["low"], nans["high"])
+    perfect = np.eye(3)[y]  # every resample scores 1: BCa cannot be computed
+    result = group_bootstrap_ci(y, perfect, None, "macro_f1", n_resamples=100, seed=0)
+    assert result["method"] == "percentile" and "degenerate" in result["reason"]
+    assert result["low"] == result["high"] == 1.0
+    auroc = group_bootstrap_ci(y[:6], good[:6], None, "macro_auroc", n_resamples=200, seed=0)  # single-class resamples
+    assert auroc["method"] == "percentile" and "undefined" in auroc["reason"]
+    assert auroc["low"] <= auroc["high"]
+
+
+def test_group_bootstrap_table_pairs_variants_by_path():
+    from meddap.stats import group_bootstrap_table
+
+    y, good, bad = _grouped_set(30)
+    classes = ["benign", "malignant", "normal"]
+
+    def table(proba, order):
+        frame = pd.DataFrame({"path": [f"{i}.png" for i in range(30)], "class": [classes[i] for i in y],
+                              "group": [i // 2 for i in range(30)]})
+        for j, name in enumerate(classes):
+            frame[f"prob_{name}"] = proba[:, j]
+        return frame.iloc[order].reset_index(drop=True)
+
+    shuffled = np.random.default_rng(0).permutation(30)
+    predictions = {
+        "original": table(bad, np.arange(30)),
+        "mixed_x1": [table(good, shuffled), table(good, np.arange(30))],  # two folds
+        "classic_x1": table(bad, shuffled),
+    }
+    out = group_bootstrap_table(predictions, "macro_f1", original="original", partners={"mixed_x1": "classic_x1"},
+                                n_resamples=200).set_index(["variant", "comparison"])
+    assert set(out.index) == {("original", "metric"), ("mixed_x1", "metric"), ("mixed_x1", "vs_original"),
+                              ("mixed_x1", "vs_classic"), ("classic_x1", "metric"), ("classic_x1", "vs_original")}
+    delta = _macro_f1(y, good) - _macro_f1(y, bad)
+    assert out.loc[("mixed_x1", "vs_original"), "estimate"] == pytest.approx(delta)
+    assert out.loc[("mixed_x1", "vs_classic"), "estimate"] == pytest.approx(delta)  # rows paired by path
+    assert out.loc[("mixed_x1", "vs_classic"), "baseline"] == "classic_x1"
+    assert out.loc[("mixed_x1", "metric"), "n_classifiers"] == 2 and out.loc[("mixed_x1", "metric"), "n_groups"] == 15
+
+
+# --------------------------------------------------------------------------- operating point on validation
+
+
+def test_threshold_is_fixed_on_validation_not_on_test():
+    from meddap.stats import sensitivity_at_validation_specificity, validation_threshold
+
+    val_negatives = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    val_positives = [0.97, 0.85, 0.6, 0.3]
+    val_y = np.r_[np.zeros(10), np.ones(4)].astype(bool)
+    val_score = np.r_[val_negatives, val_positives]
+    # 90% specificity on validation needs 9 of 10 negatives below the threshold: 0.95 (0.9 leaves two above)
+    assert validation_threshold(val_y, val_score, 0.9) == pytest.approx(0.95)
+    test_negatives = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+    test_positives = [0.6, 0.7, 0.8, 0.96]
+    test_y = np.r_[np.zeros(10), np.ones(4)].astype(bool)
+    test_score = np.r_[test_negatives, test_positives]
+    result = sensitivity_at_validation_specificity(val_y, val_score, test_y, test_score, 0.9)
+    assert result == pytest.approx({
+        "threshold": 0.95,
+        "validation_sensitivity": 0.25,  # only 0.97 reaches 0.95
+        "validation_specificity": 0.9,
+        "test_sensitivity": 0.25,  # only 0.96
+        "test_specificity": 1.0,
+    })
+    # the test-set oracle picks its own threshold (0.5: nine test negatives below) and finds every positive
+    assert sensitivity_at_specificity(test_y, test_score, 0.9) == pytest.approx(1.0)
+    assert validation_threshold(test_y, test_score, 0.9) == pytest.approx(0.5)
+    # 100% specificity: above every validation negative
+    assert validation_threshold(val_y, val_score, 1.0) == pytest.approx(0.97)
+    missing = sensitivity_at_validation_specificity(np.zeros(4, bool), np.arange(4.0), test_y, test_score)
+    assert all(math.isnan(v) for v in missing.values())

@@ -10,6 +10,10 @@ lineage audit can walk back to the originals.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Mapping
+
 import pandas as pd
 
 from meddap.kinds import ORIGINAL_SOURCE, SYNTHETIC_SOURCE, TRAIN_SPLIT
@@ -114,3 +118,52 @@ def fold_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     training = rows[rows["role"] == TRAIN_ROLE]
     validation = rows[rows["role"] == VALIDATION_ROLE]
     return training.reset_index(drop=True), validation.reset_index(drop=True)
+
+
+def effective_expansion_ratio(n_added: int, n_original_train: int) -> float:
+    """Extra images of a class per original of that class that the fold's classifier trains on.
+
+    The configured ratio counts against ``Plan.train_counts`` (the training split less one fold,
+    the larger share); a fold's classifier trains on the originals of the other folds, which
+    differ by fold (rounding, near-duplicate groups kept whole), so its effective ratio can differ
+    from the nominal one. NaN without originals.
+    """
+    if n_added < 0 or n_original_train < 0:
+        raise ValueError(f"counts must be >= 0, got {n_added} added and {n_original_train} originals")
+    return n_added / n_original_train if n_original_train else math.nan
+
+
+def expansion_table(variant_tables: Mapping[tuple[str, int], pd.DataFrame | str | Path]) -> pd.DataFrame:
+    """Per (variant, fold, class): originals trained on, extra rows added and the effective ratio.
+
+    ``variant_tables``: (variant, fold) -> its dataset-variant CSV (``merge_fold``'s rows: path,
+    class, source, role, ...) or that table. Originals are rows of source ``original`` and role
+    train (the fold's validation originals do not train); added rows are the training rows of any
+    other source (synthetic images or classic copies). Columns: variant, fold, class,
+    n_original_train, n_synthetic, n_classic, n_added, effective_ratio.
+    """
+    rows = []
+    for (variant, fold), table in variant_tables.items():
+        frame = pd.read_csv(table) if isinstance(table, (str, Path)) else table
+        missing = {"class", "source", "role"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"variant {variant} fold {fold}: the table lacks columns {sorted(missing)}")
+        training = frame[frame["role"] == TRAIN_ROLE]
+        for cls in sorted(frame["class"].unique()):
+            sources = training.loc[training["class"] == cls, "source"]
+            n_original = int((sources == ORIGINAL_SOURCE).sum())
+            n_added = int((sources != ORIGINAL_SOURCE).sum())
+            rows.append(
+                {
+                    "variant": variant,
+                    "fold": int(fold),
+                    "class": cls,
+                    "n_original_train": n_original,
+                    "n_synthetic": int((sources == SYNTHETIC_SOURCE).sum()),
+                    "n_classic": int((sources == CLASSIC).sum()),
+                    "n_added": n_added,
+                    "effective_ratio": effective_expansion_ratio(n_added, n_original),
+                }
+            )
+    columns = ["variant", "fold", "class", "n_original_train", "n_synthetic", "n_classic", "n_added"]
+    return pd.DataFrame(rows, columns=[*columns, "effective_ratio"])

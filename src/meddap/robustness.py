@@ -33,6 +33,7 @@ from meddap.seeding import derive_seed
 SEVERITIES = (1, 2, 3, 4, 5)
 REFERENCE_SIZE = 224  # MedMNIST-C corrupts 224 x 224 images; pixel-sized parameters refer to it
 CLEAN = "clean"
+MIN_REFERENCE_DEGRADATION = 0.01  # mean BE increase per (corruption, severity) below which rBE is flagged
 
 # MedMNIST-C, registry.py, 'breastmnist' (severity 1..5):
 PARAMETERS: dict[str, tuple] = {
@@ -265,6 +266,41 @@ def relative_balanced_error(
     return numerator / denominator if abs(denominator) > 1e-12 else math.nan
 
 
+def pooled_relative_balanced_error(
+    be_model: Sequence | np.ndarray,
+    be_model_clean: float,
+    be_original: Sequence | np.ndarray,
+    be_original_clean: float,
+    min_degradation: float = MIN_REFERENCE_DEGRADATION,
+) -> dict:
+    """rBE pooled over every (corruption, severity): sum of degradations over the reference's sum.
+
+    rBE_pooled = sum_{c,s} (BE_{s,c} - BE_clean) / sum_{c,s} (BE^ref_{s,c} - BE^ref_clean)
+
+    ``be_model`` and ``be_original`` hold one BE per cell, same shape (e.g. corruptions x
+    severities). The mean over corruptions of per-corruption rBEs (``robustness_summary``'s
+    "mean" row) lets one corruption that barely moves the reference (denominator ~ 0) dominate
+    with a huge or sign-flipped ratio; pooling weights each corruption by how much it degrades
+    the reference. Returns rbe_pooled (NaN for a zero denominator), degradation and
+    reference_degradation (mean BE increase per cell) and small_reference (True when the
+    reference's mean degradation is below ``min_degradation``: the ratio is then unstable).
+    """
+    model, reference = np.asarray(be_model, float), np.asarray(be_original, float)
+    if model.shape != reference.shape:
+        raise ValueError(f"need one BE per cell for both models; got {model.shape} and {reference.shape}")
+    if model.size == 0:
+        raise ValueError("no corrupted cells")
+    numerator = float(np.sum(model - be_model_clean))
+    denominator = float(np.sum(reference - be_original_clean))
+    return {
+        "rbe_pooled": numerator / denominator if abs(denominator) > 1e-12 else math.nan,
+        "degradation": numerator / model.size,
+        "reference_degradation": denominator / model.size,
+        "small_reference": bool(denominator / model.size < min_degradation),
+        "n_cells": int(model.size),
+    }
+
+
 def normalised_balanced_error(be_model: Sequence[float] | float, be_original: Sequence[float] | float) -> float:
     """MedMNIST-C's normalised BE of one corruption: sum_s BE_{s,c} / sum_s BE^ref_{s,c}."""
     model, reference = np.atleast_1d(np.asarray(be_model, float)), np.atleast_1d(np.asarray(be_original, float))
@@ -377,3 +413,61 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
         .assign(corruption="mean")
     )
     return pd.concat([table, means[table.columns]], ignore_index=True)
+
+
+def pooled_robustness(
+    errors: pd.DataFrame,
+    reference: str = "original",
+    by: Sequence[str] = ("variant", "arch", "fold"),
+    min_degradation: float = MIN_REFERENCE_DEGRADATION,
+) -> pd.DataFrame:
+    """``pooled_relative_balanced_error`` per ``by`` group, each cell against the same-fold reference.
+
+    ``errors``: as ``robustness_summary`` (variant, arch, fold, corruption, severity,
+    balanced_error; the clean error as corruption "clean"). Every (corruption, severity) cell of a
+    classifier is paired with the ``reference`` variant's classifier of the same arch and fold,
+    and each side's degradation is taken from its own clean error; ``by`` without "fold" pools
+    the folds too. A group where the reference lacks a cell or a clean error gets NaN. Columns:
+    ``by``, n_cells, degradation, reference_degradation, rbe_pooled, small_reference.
+    """
+    keys = ["variant", "arch", "fold"]
+    by = list(by)
+    missing = {*keys, *by, "corruption", "severity", "balanced_error"} - set(errors.columns)
+    if missing:
+        raise ValueError(f"errors table lacks columns {sorted(missing)}")
+    cells = [*keys, "corruption", "severity"]
+    mean = errors.groupby(cells, as_index=False)["balanced_error"].mean()
+    clean = mean[mean["corruption"] == CLEAN].set_index(keys)["balanced_error"]
+    table = mean[mean["corruption"] != CLEAN].copy()
+    table["degradation"] = (
+        table["balanced_error"].to_numpy() - clean.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy()
+    )
+    ref = table[table["variant"] == reference].drop(columns=["variant", "balanced_error"])
+    table = table.merge(
+        ref.rename(columns={"degradation": "reference_degradation"}),
+        on=["arch", "fold", "corruption", "severity"],
+        how="left",
+    )
+    extra = [c for c in by if c not in table.columns]
+    if extra:
+        table = table.merge(errors[[*keys, *extra]].drop_duplicates(keys), on=keys, how="left")
+    rows = []
+    for key, group in table.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        if group[["degradation", "reference_degradation"]].isna().any().any():
+            row.update(
+                n_cells=len(group),
+                degradation=math.nan,
+                reference_degradation=math.nan,
+                rbe_pooled=math.nan,
+                small_reference=False,
+            )
+        else:
+            pooled = pooled_relative_balanced_error(
+                group["degradation"].to_numpy(), 0.0, group["reference_degradation"].to_numpy(), 0.0, min_degradation
+            )
+            row.update(pooled)
+        rows.append(row)
+    return pd.DataFrame(
+        rows, columns=[*by, "n_cells", "degradation", "reference_degradation", "rbe_pooled", "small_reference"]
+    )
