@@ -26,10 +26,37 @@ def test_metrics_match_hand_counts():
     assert m["precision_malignant"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert 0 <= m["macro_auroc"] <= 1
-    # malignant vs rest: scores 0.8, 0.6 for the two malignant images; the best threshold with
-    # specificity >= 0.9 (no false positive among 4 negatives, whose top is 0.7) keeps only 0.8.
-    assert m["malignant_sensitivity_at_90_specificity"] == pytest.approx(0.5)
     assert 0 <= m["ece"] <= 1
+    # No operating point given: no sensitivity at a specificity (its threshold is never taken from the test labels).
+    assert "malignant_sensitivity_at_90_specificity" not in m
+    # malignant vs rest, scores 0.8 and 0.6 for the two malignant images, 0.7 the top negative. A
+    # threshold of 0.75 fixed beforehand keeps only 0.8; one of 0.55 both, and a false positive.
+    at = classification_metrics(truth, probs, CLASSES, threshold=0.75)
+    assert at["malignant_sensitivity_at_90_specificity"] == pytest.approx(0.5)
+    assert at["malignant_specificity_at_validation_threshold"] == pytest.approx(1.0)
+    low = classification_metrics(truth, probs, CLASSES, threshold=0.55)
+    assert low["malignant_sensitivity_at_90_specificity"] == pytest.approx(1.0)
+    assert low["malignant_specificity_at_validation_threshold"] == pytest.approx(3 / 4)
+
+
+def test_the_operating_point_comes_from_the_validation_fold_not_the_test_set():
+    """The threshold reaching 90% specificity on the validation images, applied unchanged to the test
+    set: here the test's own oracle threshold would find every malignant image, the fixed one half."""
+    import pandas as pd
+
+    from meddap.evaluate import validation_operating_point
+
+    validation = pd.DataFrame({"class": ["malignant"] * 2 + ["benign"] * 10})
+    scores = np.r_[[0.95, 0.97], np.linspace(0.0, 0.9, 10)]  # negatives up to 0.9: the threshold lands above
+    probs = np.c_[1 - scores, scores, np.zeros(12)]
+    threshold = validation_operating_point(validation, probs, CLASSES, "malignant", 0.9)
+    assert 0.8 < threshold <= 0.95
+    test_truth = ["malignant", "malignant", "benign", "benign"]
+    test_scores = np.array([0.99, 0.6, 0.5, 0.1])  # the test set alone: 0.6 would separate perfectly
+    test = classification_metrics(test_truth, np.c_[1 - test_scores, test_scores, np.zeros(4)], CLASSES,
+                                  threshold=threshold)
+    assert test["malignant_sensitivity_at_90_specificity"] == pytest.approx(0.5)
+    assert validation_operating_point(validation, probs, CLASSES, "normal", 0.9) is None  # not in the fold
 
 
 def test_subset_of_classes_is_evaluated_on_present_classes():
@@ -109,7 +136,12 @@ def _evaluate_with_a_fake_model(tmp_path, monkeypatch) -> tuple[Path, list[list[
     labels = {**plan.variant("bright_x0.5").labels(), "arch": "resnet18", "fold": 1}
     out = tmp_path / "anywhere"  # the folder's name says nothing about what it holds
     settings = EvaluationSettings(corruptions=("pixelate",), severities=(1,))
-    evaluate_classifier("model-dir", test_sets, out, settings, labels=labels)
+    model_dir = tmp_path / "model-dir"
+    model_dir.mkdir()
+    pd.DataFrame({"path": ["v/1.png", "v/2.png"], "class": ["a", "b"], "role": ["validation"] * 2}).to_csv(
+        model_dir / "rows.csv", index=False
+    )
+    evaluate_classifier(model_dir, test_sets, out, settings, labels=labels)
     return out, corrupted
 
 

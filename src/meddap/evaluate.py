@@ -11,10 +11,11 @@ from tqdm.auto import tqdm
 
 from meddap.kinds import TestSet, TestSetKind
 from meddap.stages import EvaluationSettings
-from meddap.stats import expected_calibration_error, sensitivity_at_specificity
+from meddap.stats import expected_calibration_error, validation_threshold
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
+VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"  # the fold's validation images, which fix the threshold
 EVALUATED = "evaluated"  # metrics.json key: what was evaluated (variant, family, ratio, arch, fold, test set and kind)
 
 
@@ -24,12 +25,17 @@ def classification_metrics(
     classes: list[str],
     positive_class: str | None = "malignant",
     specificity: float = 0.9,
+    threshold: float | None = None,
 ) -> dict:
     """Accuracy, balanced accuracy, macro-F1, macro AUROC, per-class sensitivity/specificity/precision, ECE.
 
-    Also the top-label expected calibration error (``ece``) and, when ``positive_class`` is one of
-    the classes and the set holds it and something else, its sensitivity at ``specificity``
-    (one-vs-rest on its probability): ``<positive>_sensitivity_at_<pct>_specificity``.
+    Also the top-label expected calibration error (``ece``) and, when ``threshold`` is given,
+    ``positive_class`` is one of the classes and the set holds it and something else, its
+    sensitivity at ``specificity`` (one-vs-rest on its probability):
+    ``<positive>_sensitivity_at_<pct>_specificity``. ``threshold`` is the operating point fixed
+    beforehand on the validation fold (``validation_operating_point``) to reach ``specificity``
+    there: choosing it on the test labels would be an oracle operating point. The specificity it
+    achieves on this set is ``<positive>_specificity_at_validation_threshold``.
 
     Macro averages run over the classes *present* in ``y_true`` (an unseen set may lack some);
     predictions may still be any trained class, and count as errors when absent from the set.
@@ -66,12 +72,34 @@ def classification_metrics(
                 aurocs.append(auc)
     metrics["macro_auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
     metrics["ece"] = expected_calibration_error(truth, probabilities)
-    if positive_class in index:
+    if positive_class in index and threshold is not None and not np.isnan(threshold):
         positive = truth == index[positive_class]
         if 0 < positive.sum() < len(truth):
-            name = f"{positive_class}_sensitivity_at_{round(specificity * 100)}_specificity"
-            metrics[name] = sensitivity_at_specificity(positive, probabilities[:, index[positive_class]], specificity)
+            flagged = probabilities[:, index[positive_class]] >= threshold
+            metrics[f"{positive_class}_sensitivity_at_{round(specificity * 100)}_specificity"] = float(
+                flagged[positive].mean()
+            )
+            metrics[f"{positive_class}_specificity_at_validation_threshold"] = float((~flagged[~positive]).mean())
+            metrics["validation_threshold"] = float(threshold)
     return metrics
+
+
+def validation_operating_point(
+    validation: pd.DataFrame,
+    probabilities: np.ndarray,
+    classes: list[str],
+    positive_class: str | None,
+    specificity: float,
+) -> float | None:
+    """The threshold on ``positive_class``'s probability that reaches ``specificity`` on the
+    classifier's own validation fold (``validation``: its rows, class column); None when the class
+    is not trained or the fold lacks it or everything else."""
+    if positive_class not in classes or validation.empty:
+        return None
+    threshold = validation_threshold(
+        (validation["class"] == positive_class).to_numpy(), probabilities[:, classes.index(positive_class)], specificity
+    )
+    return None if np.isnan(threshold) else threshold
 
 
 def predictions_frame(
@@ -95,7 +123,9 @@ def evaluate_classifier(
     """One classifier on every test set, written atomically as one folder.
 
     ``test_sets``: test set -> CSV of (path, class[, extra columns kept in the predictions]).
-    Writes ``out_dir/<name>/predictions.csv`` and ``out_dir/<name>/metrics.json`` per test set and,
+    Writes ``out_dir/<name>/predictions.csv`` and ``out_dir/<name>/metrics.json`` per test set,
+    ``out_dir/validation_predictions.csv`` (the classifier's validation fold, which fixes the
+    operating point of the sensitivity at ``settings.specificity``) and,
     when ``settings.corruptions`` are given and an internal test set is among them, ``out_dir/robustness.csv``
     (balanced error of the internal test split under each corruption and severity, with the
     ``labels`` columns first). ``labels`` say what was evaluated (variant, family, adjective, ratio,
@@ -106,7 +136,7 @@ def evaluate_classifier(
     Returns the metrics per test set name.
     """
     from meddap.atomic import atomic_path, json_text
-    from meddap.classifier import load_classifier, predict_paths
+    from meddap.classifier import ROWS_NAME, load_classifier, predict_paths
     from meddap.robustness import evaluate_corruptions
 
     internal = [test_set for test_set in test_sets if test_set.kind == TestSetKind.INTERNAL]
@@ -115,6 +145,17 @@ def evaluate_classifier(
     model, meta = load_classifier(model_dir)
     results: dict[str, dict] = {}
     with atomic_path(out_dir) as folder:
+        # The operating point for sensitivity at a specificity: fixed on the fold's validation images.
+        rows = pd.read_csv(Path(model_dir) / ROWS_NAME)
+        validation = rows.loc[rows["role"] == "validation", ["path", "class"]].reset_index(drop=True)
+        validation_probabilities = predict_paths(model, meta, list(validation["path"]))
+        threshold = validation_operating_point(
+            validation, validation_probabilities, meta["classes"], settings.positive_class, settings.specificity
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        predictions_frame(
+            list(validation["path"]), list(validation["class"]), validation_probabilities, meta["classes"]
+        ).to_csv(folder / VALIDATION_PREDICTIONS_FILE, index=False)
         tables = {test_set: pd.read_csv(csv) for test_set, csv in test_sets.items()}
         by_name = sorted(tables.items(), key=lambda item: item[0].name)
         for test_set, table in tqdm(by_name, desc="test sets", unit="set"):
@@ -123,7 +164,12 @@ def evaluate_classifier(
             for extra in table.columns.difference(["path", "class"]):
                 predictions[extra] = table[extra].values
             metrics = classification_metrics(
-                list(table["class"]), probabilities, meta["classes"], settings.positive_class, settings.specificity
+                list(table["class"]),
+                probabilities,
+                meta["classes"],
+                settings.positive_class,
+                settings.specificity,
+                threshold,
             )
             evaluated = {**(labels or {}), "test_set": test_set.name, "test_set_kind": str(test_set.kind)}
             (folder / test_set.name).mkdir(parents=True)
