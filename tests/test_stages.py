@@ -21,12 +21,13 @@ from meddap.stages import (
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 # Config keys that are no job's setting: they shape the DAG (classes, variants, jobs) or go to
-# one rule's params directly (bootstrap: report, knn_k: synthetic_quality).
+# one rule's params directly (bootstrap: report, knn_k: synthetic_quality; primary_contrast and
+# p_adjust: the report's ContrastSettings, tested below).
 DAG_KEYS = {
     "lora": {"mode", "scope"},
     "generation": {"adjectives", "ratios", "variant_families", "shard_size"},
     "classifier": {"architectures"},
-    "evaluation": {"bootstrap", "knn_k"},
+    "evaluation": {"bootstrap", "knn_k", "primary_contrast", "p_adjust"},
     "base_model.pretrain": {"enabled"},
 }
 STAGES = {
@@ -98,3 +99,31 @@ def test_schema_enums_are_the_choices_the_code_knows():
     assert set(MIXED_LABEL_ACTIONS) == set(choices.MIXED_LABEL_GROUPS)
     assert {MIXED, CLASSIC} < set(choices.VARIANT_FAMILIES)
     assert (FOLD_SCOPE, SPLIT_SCOPE) == choices.LORA_SCOPES and (PHANTOM_CORPUS, DATASET_CORPUS) == choices.PRETRAIN_CORPORA
+
+
+def test_the_primary_contrast_is_declared_and_resolved_at_parse_time():
+    """Left null it is mixed_x1 vs classic_x1 where both are planned (the paper's question), falling
+    back to what the config plans; named, it must exist."""
+    from meddap.settings import ConfigError
+    from meddap.stages import ContrastSettings
+
+    schema = yaml.safe_load(open(SCHEMA))
+    keys = set(schema_section(schema, "evaluation.primary_contrast")["properties"]) | {"p_adjust"}
+    assert keys == {field.name for field in dataclasses.fields(ContrastSettings)}
+
+    def contrast(**changes):
+        config = default_config()
+        for section, values in changes.items():
+            config[section] = {**config[section], **values}
+        return resolve(config).contrast
+
+    assert contrast().params() == {"variant": "mixed_x1", "baseline": "original", "metric": "macro_f1",
+                                   "test_set": "test", "p_adjust": "holm"}  # no classic in the embedded default
+    both = contrast(generation={"ratios": [0.5, 1, 2], "variant_families": ["mixed", "classic"]})
+    assert (both.variant, both.baseline) == ("mixed_x1", "classic_x1")
+    half = contrast(generation={"ratios": [0.5], "variant_families": ["adjective", "classic"]})
+    assert (half.variant, half.baseline) == ("none_x0.5", "classic_x0.5")
+    with pytest.raises(ConfigError, match=r"primary_contrast.baseline 'classic_x1' is not a planned variant"):
+        contrast(evaluation={"primary_contrast": {"variant": None, "baseline": "classic_x1"}})
+    with pytest.raises(ConfigError, match="primary_contrast.test_set 'elsewhere'"):
+        contrast(evaluation={"primary_contrast": {"variant": None, "baseline": None, "test_set": "elsewhere"}})

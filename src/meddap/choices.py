@@ -16,7 +16,9 @@ SCHEDULERS = ("dpm", "ddim", "pndm", "euler", "unipc")
 GUIDANCE_REFERENCES = ("lora", "base")
 VARIANT_FAMILIES = ("adjective", "mixed", "classic")
 LR_SCHEDULES = ("onecycle", "constant")
-SELECTION_METRICS = ("macro_f1", "accuracy")  # the validation score that picks a classifier's epoch
+SELECTION_METRICS = ("macro_f1", "accuracy")
+CONTRAST_METRICS = ("macro_f1", "balanced_accuracy", "macro_auroc", "accuracy")
+P_ADJUST_METHODS = ("holm", "bh")  # the validation score that picks a classifier's epoch
 # Adjectives with an image operation (meddap.adjectives), which a pretraining corpus can teach.
 TEACHABLE_ADJECTIVES = (
     "bright",
@@ -56,4 +58,6 @@ SCHEMA_ENUMS = {
     "classifier.lr_schedule": LR_SCHEDULES,
     "classifier.selection_metric": SELECTION_METRICS,
     "evaluation.corruptions[]": CORRUPTIONS,
+    "evaluation.primary_contrast.metric": CONTRAST_METRICS,
+    "evaluation.p_adjust": P_ADJUST_METHODS,
 }

@@ -6,6 +6,7 @@ config key and what to do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,11 @@ from meddap.kinds import (
     TestSetKind,
     unseen_test_set,
 )
-from meddap.plan import Plan
+from meddap.plan import ADJECTIVE, CLASSIC, MIXED, ORIGINAL, Plan
 from meddap.prompts import NO_ADJECTIVE
 from meddap.stages import (
     ClassifierSettings,
+    ContrastSettings,
     EvaluationSettings,
     LoraSettings,
     PretrainSettings,
@@ -71,6 +73,7 @@ class Settings:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    contrast: ContrastSettings = field(default_factory=ContrastSettings)
     # Said at parse time, not errors: e.g. a generation adjective the small model was not taught.
     warnings: list[str] = field(default_factory=list)
 
@@ -362,8 +365,37 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         sampling=SamplingSettings.from_params(config["generation"]),
         classifier=ClassifierSettings.from_params(config["classifier"]),
         evaluation=EvaluationSettings.from_params(config["evaluation"]),
+        contrast=_primary_contrast(config["evaluation"], plan, unseen),
         warnings=_untaught_adjectives(plan.adjectives, pretraining),
     )
+
+
+def _primary_contrast(evaluation: dict, plan: Plan, unseen: dict[str, str]) -> ContrastSettings:
+    """evaluation.primary_contrast, checked against what the config plans: declared in advance, it
+    must name comparisons that will exist."""
+    contrast = ContrastSettings.from_params({**evaluation["primary_contrast"], "p_adjust": evaluation["p_adjust"]})
+    variants = [variant.name for variant in plan.variants()]
+    if contrast.variant is None:  # the paper's question: does the mix of adjectives beat more classic copies?
+        synthetic = [v for v in plan.variants() if v.kind in (MIXED, ADJECTIVE)]
+        mixed = [v for v in synthetic if v.kind == MIXED]
+        preferred = [v for v in mixed if v.ratio == 1.0] or mixed or synthetic
+        contrast = dataclasses.replace(contrast, variant=preferred[0].name if preferred else ORIGINAL)
+    if contrast.baseline is None:
+        ratio = plan.variant(contrast.variant).ratio
+        classic = [v.name for v in plan.variants() if v.kind == CLASSIC and v.ratio == ratio]
+        contrast = dataclasses.replace(contrast, baseline=classic[0] if classic else ORIGINAL)
+    for key in ("variant", "baseline"):
+        if getattr(contrast, key) not in variants:
+            raise ConfigError(
+                f"evaluation.primary_contrast.{key} {getattr(contrast, key)!r} is not a planned variant {variants}; "
+                "name one of them (generation.ratios and variant_families decide which exist)"
+            )
+    if contrast.variant == contrast.baseline:
+        raise ConfigError("evaluation.primary_contrast: variant and baseline are the same; compare two variants")
+    test_sets = [INTERNAL.name, *unseen]
+    if contrast.test_set not in test_sets:
+        raise ConfigError(f"evaluation.primary_contrast.test_set {contrast.test_set!r} is not one of {test_sets}")
+    return contrast
 
 
 def _untaught_adjectives(adjectives: list[str], pretraining: PretrainSettings | None) -> list[str]:

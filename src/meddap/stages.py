@@ -164,3 +164,15 @@ class EvaluationSettings(StageSettings):
     specificity: float = 0.9
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContrastSettings(StageSettings):
+    """The primary contrast declared in the config, and the correction of every other comparison
+    (config: evaluation.primary_contrast, evaluation.p_adjust): the report's."""
+
+    variant: str | None = None  # None until resolved (meddap.settings): mixed_x1 vs classic_x1 where planned
+    baseline: str | None = None
+    metric: str = "macro_f1"
+    test_set: str = "test"
+    p_adjust: str = "holm"

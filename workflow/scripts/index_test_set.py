@@ -13,7 +13,8 @@ from meddap.kinds import TEST_SPLIT, TestSetKind  # noqa: E402
 name = snakemake.wildcards.test_set
 manifest = pd.read_csv(snakemake.input.manifest)
 if TestSetKind(snakemake.params.kind) == TestSetKind.INTERNAL:
-    frame = manifest.loc[manifest["split"] == TEST_SPLIT, ["path", "class"]]
+    # With the near-duplicate groups: the report's bootstrap resamples groups, not single images.
+    frame = manifest.loc[manifest["split"] == TEST_SPLIT, ["path", "class", "group"]]
 else:
     frame = index_test_set(snakemake.input.source, list(snakemake.params.classes), list(snakemake.params.exclude))
     # An unseen set stands for other devices: a near-copy of a dataset image would make it a test on seen data.
