@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Mapping
@@ -14,6 +13,8 @@ import pandas as pd
 
 from meddap.evaluate import EVALUATED, METRICS_FILE, PREDICTIONS_FILE
 from meddap.kinds import TestSetKind
+from meddap.markdown import fmt as _fmt
+from meddap.markdown import table as _markdown_table
 from meddap.plan import CLASSIC, MIXED, ORIGINAL
 
 METRICS_COLUMNS = [
@@ -152,10 +153,6 @@ def lora_loss_summary(losses: pd.DataFrame, window: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["lora", "arm", "steps", "loss_first", "loss_last"])
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def leakage_notes(lora_scope: str, pretrain_corpus: str | None, audit_verdict: str) -> list[str]:
     """The report's first paragraphs: what the config lets reach the validation folds, and the
     lineage audit's verdict."""
@@ -201,15 +198,6 @@ def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int, mixed_label
             f"{action} (dataset.mixed_label_groups: {mixed_label_groups}; see results/splits/near_duplicates.csv)."
         )
     return note
-
-
-def _markdown_table(columns: list[str], rows: list[list]) -> list[str]:
-    """The lines of a Markdown table: header, rule, one line per row."""
-    return [
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
-    ]
 
 
 def _delta(variant: str, delta, low, high) -> str:
