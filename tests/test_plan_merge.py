@@ -103,6 +103,21 @@ def test_shards_for_lists_only_used_shards(plan):
     assert set(plan.shards_for(plan.variant("bright_x2"))) == {s for s in plan.all_shards() if s[1] == "bright"}
 
 
+def test_a_merge_reads_only_its_variants_part_of_the_plan(plan):
+    """merge_dataset's params are Plan.for_variant: the same rows as with the whole plan, and
+    unchanged by an adjective or ratio that the variant does not use."""
+    import dataclasses
+
+    manifest, synthetic = fake_inputs(plan)
+    for variant in plan.variants():
+        whole = merge_fold(manifest, 1, plan, variant, synthetic)
+        assert whole.equals(merge_fold(manifest, 1, plan.for_variant(variant), variant, synthetic)), variant.name
+    more = dataclasses.replace(plan, adjectives=[*plan.adjectives, "sheared"], ratios=[*plan.ratios, 3.0])
+    for name in ("bright_x1", "original"):
+        assert more.for_variant(more.variant(name)) == plan.for_variant(plan.variant(name))
+    assert more.for_variant(more.variant("mixed_x1")) != plan.for_variant(plan.variant("mixed_x1"))  # draws from all
+
+
 def test_not_enough_synthetic_images_is_a_clear_error(plan):
     manifest, synthetic = fake_inputs(plan)
     with pytest.raises(ValueError, match="needs 60 synthetic benign/dark"):

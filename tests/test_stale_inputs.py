@@ -234,7 +234,7 @@ def verify(run: Path) -> subprocess.CompletedProcess:
 
 # Everything the split reaches (the base model too: its corpus is decontaminated against the manifest);
 # not the simulations nor the unseen sets' indexes.
-AFTER_SPLIT = {"split", "index_test_set", "pretrain_base", "augment_classic", "train_lora", "generate_shard", "merge_dataset",
+AFTER_SPLIT = {"split", "index_test_set", "pretrain_base", "augment_classic", "train_lora", "check_generation_inputs", "generate_shard", "merge_dataset",
                "train_classifier", "evaluate", "index_synthetic", "synthetic_quality", "audit", "report", "all"}
 
 

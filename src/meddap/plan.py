@@ -46,6 +46,18 @@ class Plan:
     shard_size: int
     families: tuple[str, ...] = (ADJECTIVE, MIXED)
 
+    def for_variant(self, variant: Variant) -> "Plan":
+        """The plan reduced to what ``variant``'s merge reads (its adjectives and ratio): a rule's
+        params, so adding an adjective or a ratio reruns the merges that use it, not every merge."""
+        if variant.kind == ADJECTIVE:
+            adjectives = [variant.adjective]
+        elif variant.kind == MIXED:
+            adjectives = list(self.adjectives)  # a mixed variant draws evenly from every adjective
+        else:
+            adjectives = []
+        ratios = [variant.ratio] if variant.kind != ORIGINAL else []
+        return Plan(self.classes, self.train_counts, adjectives, ratios, self.shard_size, (variant.kind,))
+
     def synthetic_count(self, cls: str, ratio: float) -> int:
         """Synthetic images of ``cls`` that a variant of ``ratio`` adds."""
         return int(round(ratio * self.train_counts[cls]))

@@ -18,7 +18,7 @@ rule merge_dataset:
         runtime=10,
     params:
         variant=lambda wc: asdict(PLAN.variant(wc.variant)),
-        plan=asdict(PLAN),
+        plan=lambda wc: asdict(PLAN.for_variant(PLAN.variant(wc.variant))),
     script:
         "../scripts/merge_dataset.py"
 
