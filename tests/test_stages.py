@@ -25,7 +25,7 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 DAG_KEYS = {
     "lora": {"mode", "scope"},
     "generation": {"adjectives", "ratios", "variant_families", "shard_size"},
-    "classifier": {"architectures"},
+    "classifier": {"architectures", "replicates"},
     "evaluation": {"bootstrap", "knn_k"},
     "base_model.pretrain": {"enabled"},
 }

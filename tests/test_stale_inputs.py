@@ -145,7 +145,7 @@ def test_verify_is_a_subcommand(results):
 def test_regenerate_targets():
     assert regenerate_target("results/synthetic/fold1/normal/none/shard002/x.png") == "results/synthetic/fold1/normal/none/shard002"
     assert regenerate_target("results/splits/counts.csv") == "results/splits/manifest.csv"
-    assert regenerate_target("results/classifiers/original/resnet18/fold0/model.safetensors") == "results/classifiers/original/resnet18/fold0"
+    assert regenerate_target("results/classifiers/original/resnet18/fold0/rep1/model.safetensors") == "results/classifiers/original/resnet18/fold0/rep1"
     assert regenerate_target("/data/busi/benign/a.png") is None
 
 
