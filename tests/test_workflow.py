@@ -140,7 +140,7 @@ def test_end_to_end_outputs(tiny_run):
     }
     long = pd.read_csv(results / "report" / "metrics.csv", keep_default_na=False)
     assert list(long.columns) == [
-        "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+        "variant", "family", "adjective", "ratio", "arch", "fold", "replicate", "test_set", "test_set_kind", "metric", "value"
     ]
     kinds = set(zip(long["test_set"], long["test_set_kind"]))
     assert kinds == {("test", "internal"), ("linear-L7", "unseen"), ("convex-C5", "unseen")}
