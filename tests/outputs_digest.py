@@ -20,8 +20,8 @@ PATTERNS = [
     "results/datasets/*/*.csv",
     "results/synthetic/**/*.png",
     "results/lora/*/*/pytorch_lora_weights.safetensors",
-    "results/classifiers/*/*/*/model.safetensors",
-    "results/evaluation/*/*/*/*/predictions.csv",
+    "results/classifiers/*/*/*/*/model.safetensors",
+    "results/evaluation/*/*/*/*/*/predictions.csv",
     "results/base_model/unet/*.safetensors",
 ]
 
@@ -45,7 +45,7 @@ def outputs_digest(run_dir: str | Path) -> dict:
         for path in sorted(root.glob(pattern)):
             digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     metrics = {}
-    for path in sorted(root.glob("results/evaluation/*/*/*/*/metrics.json")):
+    for path in sorted(root.glob("results/evaluation/*/*/*/*/*/metrics.json")):
         values = json.loads(path.read_text())
         numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         metrics[str(path.relative_to(root))] = numbers

@@ -82,7 +82,7 @@ def test_summary_pairs_folds_against_original(tmp_path):
     metrics = collect_metrics(records)
     assert set(metrics["metric"]) == {"macro_f1"}
     assert list(metrics.columns) == [
-        "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+        "variant", "family", "adjective", "ratio", "arch", "fold", "replicate", "test_set", "test_set_kind", "metric", "value"
     ]
     summary = summarise(metrics).set_index("variant")
     assert summary.loc["none_x1", "mean"] == pytest.approx(np.mean([0.75, 0.78, 0.77]))

@@ -140,7 +140,7 @@ def test_parse_time_errors_name_the_path(tmp_path, setup, expected):
 # A slice of the DAG that holds every kind of long job (diffusion, generation, classic augmentation,
 # classifier training): the interrupted run builds only this, the uninterrupted one is ``tiny_run``.
 KILL_TARGETS = ("results/datasets/bright_x1/fold0.csv", "results/datasets/classic_x1/fold0.csv",
-                "results/classifiers/bright_x1/squeezenet1_1/fold0")
+                "results/classifiers/bright_x1/squeezenet1_1/fold0/rep0")
 
 
 def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
@@ -169,7 +169,7 @@ def assert_nothing_looks_complete_but_is_not(results: Path) -> None:
     for shard in (results / "synthetic").glob("*/*/*/shard[0-9][0-9][0-9]"):
         metadata = pd.read_csv(shard / "metadata.csv")
         assert all((shard / name).is_file() for name in metadata["file"]), shard
-    for model in (results / "classifiers").glob("*/*/fold*"):
+    for model in (results / "classifiers").glob("*/*/fold*/rep*"):
         assert (model / "model.json").is_file() and (model / "model.safetensors").is_file(), model
 
 
@@ -201,7 +201,7 @@ def test_seed_versions_and_settings_are_written_next_to_models_and_shards(tiny_r
     records = {
         "lora": results / "lora" / "fold0" / "benign" / "lora_info.json",
         "shard": results / "synthetic" / "fold1" / "normal" / "none" / "shard000" / "provenance.json",
-        "classifier": results / "classifiers" / "original" / "squeezenet1_1" / "fold0" / "model.json",
+        "classifier": results / "classifiers" / "original" / "squeezenet1_1" / "fold0" / "rep0" / "model.json",
         "base_model": results / "base_model" / "meddap_pretrain.json",
     }
     for kind, path in records.items():

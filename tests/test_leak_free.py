@@ -1,5 +1,7 @@
 """Leak-free by construction: per-fold arms, the pretraining corpus, and the lineage audit."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,8 +58,9 @@ def artifacts(tmp_path):
         shard = tmp_path / "synthetic" / name / "a" / "none" / "shard000"
         shard.mkdir(parents=True)
         write_lineage(shard, "shard", inputs={"lora": str(lora), "base_model": str(base)})
-        folder = tmp_path / "classifiers" / name / "resnet18" / "fold0"
+        folder = tmp_path / "classifiers" / name / "resnet18" / "fold0" / "rep0"
         folder.mkdir(parents=True)
+        (folder / "model.json").write_text(json.dumps({"variant": name, "arch": "resnet18", "fold": 0, "replicate": 0}))
         train = manifest[(manifest["split"] == "train") & (manifest["fold"] != 0)]
         validation = manifest[(manifest["split"] == "train") & (manifest["fold"] == 0)]
         table = pd.concat([
@@ -184,13 +187,13 @@ def test_meddap_audit_command_exits_1_on_a_leak_and_0_when_clean(artifacts, tmp_
     (results / "splits").mkdir(parents=True)
     manifest.to_csv(results / "splits" / "manifest.csv", index=False)
     leaky = classifier([data["a5"]])  # a test image behind fold 0's LoRA
-    (results / "classifiers").symlink_to(leaky.parents[2])
+    (results / "classifiers").symlink_to(leaky.parents[3])
     monkeypatch.chdir(tmp_path)
     assert main(["audit", "--results", str(results), "--findings", "findings.csv"]) == 1
     assert pd.read_csv(tmp_path / "findings.csv")["protected_set"].tolist() == ["test"]
     assert main(["audit", "--results", str(tmp_path / "nowhere")]) == 2
     import shutil
 
-    shutil.rmtree(leaky.parents[1])
+    shutil.rmtree(leaky.parents[2])
     classifier(list(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == 1), "path"]), "clean")
     assert main(["audit", "--results", str(results)]) == 0

@@ -50,8 +50,8 @@ def test_bootstrap_intervals_contain_their_estimates(tiny_run):
 
 @pytest.mark.slow
 def test_robustness_covers_every_classifier_corruption_and_severity(tiny_run):
-    files = sorted((tiny_run / "results" / "evaluation").glob("*/*/fold*/robustness.csv"))
-    assert len(files) == 4 * 2  # 4 variants (original, none_x1, bright_x1, classic_x1) x 1 architecture x 2 folds
+    files = sorted((tiny_run / "results" / "evaluation").glob("*/*/fold*/rep*/robustness.csv"))
+    assert len(files) == 4 * 2  # 4 variants (original, none_x1, bright_x1, classic_x1) x 1 architecture x 2 folds x 1 replicate
     errors = pd.read_csv(files[0])
     assert set(errors["corruption"]) == CORRUPTIONS | {"clean"}
     assert sorted(errors.loc[errors["corruption"] == "pixelate", "severity"]) == [1, 2, 3, 4, 5]

@@ -227,7 +227,7 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
         assert group_of.get(rule, rule) in ids, (rule, sorted(ids))
     # The shipped profile's grouping pays: several shards (and evaluations) per SLURM job.
     shards = len(list((workdir / "results" / "synthetic").glob("*/*/*/shard*/metadata.csv")))
-    evaluations = len(list((workdir / "results" / "evaluation").glob("*/*/fold*/robustness.csv")))
+    evaluations = len(list((workdir / "results" / "evaluation").glob("*/*/fold*/rep*/robustness.csv")))
     assert 0 < len(ids["generation"]) < shards, (ids["generation"], shards)
     assert 0 < len(ids["evaluation"]) < evaluations, (ids["evaluation"], evaluations)
     all_ids = [job_id for job_ids in ids.values() for job_id in job_ids]

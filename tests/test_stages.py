@@ -26,7 +26,7 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 DAG_KEYS = {
     "lora": {"mode", "scope"},
     "generation": {"adjectives", "ratios", "variant_families", "shard_size"},
-    "classifier": {"architectures"},
+    "classifier": {"architectures", "replicates"},
     "evaluation": {"bootstrap", "knn_k", "primary_contrast", "p_adjust"},
     "base_model.pretrain": {"enabled"},
 }

@@ -145,7 +145,7 @@ def test_verify_is_a_subcommand(results):
 def test_regenerate_targets():
     assert regenerate_target("results/synthetic/fold1/normal/none/shard002/x.png") == "results/synthetic/fold1/normal/none/shard002"
     assert regenerate_target("results/splits/counts.csv") == "results/splits/manifest.csv"
-    assert regenerate_target("results/classifiers/original/resnet18/fold0/model.safetensors") == "results/classifiers/original/resnet18/fold0"
+    assert regenerate_target("results/classifiers/original/resnet18/fold0/rep1/model.safetensors") == "results/classifiers/original/resnet18/fold0/rep1"
     assert regenerate_target("/data/busi/benign/a.png") is None
 
 
@@ -260,7 +260,9 @@ def test_a_changed_or_renamed_training_image_reruns_the_split_and_downstream(run
     output = dry.stdout + dry.stderr
     assert re.search(r"params have changed since last execution:\n\s+split\n", output), output[-3000:]
     assert set(planned_jobs(output)) == AFTER_SPLIT
-    assert planned_jobs(output)["split"] == 1 and planned_jobs(output)["index_test_set"] == 1  # the internal split only
+    # Every test set is reindexed: the internal split's, and the unseen sets', which are checked
+    # against the new manifest for near-copies of its images.
+    assert planned_jobs(output)["split"] == 1 and planned_jobs(output)["index_test_set"] == 3
     assert verify(run).returncode == 1  # the manifest and what trained on the image are stale
 
 

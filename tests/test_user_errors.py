@@ -29,7 +29,7 @@ def classifier_dir(tmp_path_factory) -> Path:
 
     from meddap.classifier import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_NAME, build_classifier
 
-    folder = tmp_path_factory.mktemp("classifier") / "results" / "classifiers" / "original" / ARCH / "fold0"
+    folder = tmp_path_factory.mktemp("classifier") / "results" / "classifiers" / "original" / ARCH / "fold0" / "rep0"
     folder.mkdir(parents=True)
     model = build_classifier(ARCH, len(CLASSES))
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, folder / WEIGHTS_NAME)
@@ -39,8 +39,8 @@ def classifier_dir(tmp_path_factory) -> Path:
 
 
 def copy_classifier(source: Path, tmp_path: Path) -> Path:
-    """A copy that keeps the workflow's results/classifiers/<variant>/<arch>/fold<k> path (for --forcerun)."""
-    target = tmp_path / source.relative_to(source.parents[4])
+    """A copy that keeps the workflow's results/classifiers/<variant>/<arch>/fold<k>/rep<r> path (for --forcerun)."""
+    target = tmp_path / source.relative_to(source.parents[5])
     shutil.copytree(source, target)
     return target
 
@@ -88,7 +88,7 @@ def test_predict_user_errors_are_one_line_with_exit_code_2(classifier_dir, tmp_p
         out.mkdir()
         named, remedy = f"--out {out}", "CSV"
     else:
-        named, remedy = str(damage_classifier(kind, folder)), f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0"
+        named, remedy = str(damage_classifier(kind, folder)), f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0/rep0"
     code = main(["predict", "--model", str(folder), "--images", str(images), "--out", str(out), "--device", "cpu"])
     assert code == 2
     line = one_error_line(capsys)
@@ -175,7 +175,7 @@ def test_damaged_safetensors_name_the_file_and_the_rerun_command(classifier_dir,
         expected = SafetensorsFileError if kind in ("truncated weights", "corrupt header") else ClassifierError
         with pytest.raises(expected) as caught:
             evaluate_classifier(folder, {}, tmp_path / "evaluation")
-        rerun = f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0 (rule train_classifier)"
+        rerun = f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0/rep0 (rule train_classifier)"
         assert not (tmp_path / "evaluation").exists()
     message = str(caught.value)
     assert "\n" not in message and str(named) in message and rerun in message, message

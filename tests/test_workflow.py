@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, snakemake
+from meddap.seeding import classifier_seed
 
 ALL_RULES = {
     "simulate_phantom", "simulate_pretrain_corpus", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard",
@@ -122,20 +123,24 @@ def test_end_to_end_outputs(tiny_run):
     audit = pd.read_csv(results / "audit" / "summary.csv")
     assert len(audit) == 8 and (audit["status"] == "clean").all() and (audit["influencing_images"] > 0).all()
     assert "Lineage audit: passed" in (results / "report" / "summary.md").read_text()
-    model_dir = results / "classifiers" / "classic_x1" / "squeezenet1_1" / "fold1"
+    model_dir = results / "classifiers" / "classic_x1" / "squeezenet1_1" / "fold1" / "rep0"
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["classes"] == ["benign", "malignant", "normal"] and meta["input_size"] == 32
+    # Matched seeds: every variant of (arch, fold, replicate) trained from one seed (meddap.seeding).
+    assert meta["replicate"] == 0 and meta["seed"] == classifier_seed(42, "squeezenet1_1", 1, 0)
+    assert json.loads((results / "classifiers" / "original" / "squeezenet1_1" / "fold1" / "rep0" / "model.json").read_text())["seed"] == meta["seed"]
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "history.csv").is_file()
-    metrics = json.loads((results / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "linear-L7" / "metrics.json").read_text())
+    metrics = json.loads((results / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "rep0" / "linear-L7" / "metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc", "sensitivity_malignant", "specificity_benign", "precision_normal"):
         assert key in metrics
     assert metrics["evaluated"] == {
         "variant": "original", "family": "original", "adjective": "", "ratio": 0.0,
-        "arch": "squeezenet1_1", "fold": 0, "test_set": "linear-L7", "test_set_kind": "unseen",
+        "arch": "squeezenet1_1", "fold": 0, "replicate": 0, "classifier_seed": classifier_seed(42, "squeezenet1_1", 0, 0),
+        "test_set": "linear-L7", "test_set_kind": "unseen",
     }
     long = pd.read_csv(results / "report" / "metrics.csv", keep_default_na=False)
     assert list(long.columns) == [
-        "variant", "family", "adjective", "ratio", "arch", "fold", "test_set", "test_set_kind", "metric", "value"
+        "variant", "family", "adjective", "ratio", "arch", "fold", "replicate", "test_set", "test_set_kind", "metric", "value"
     ]
     kinds = set(zip(long["test_set"], long["test_set_kind"]))
     assert kinds == {("test", "internal"), ("linear-L7", "unseen"), ("convex-C5", "unseen")}
@@ -155,7 +160,7 @@ def test_end_to_end_outputs(tiny_run):
 
 @pytest.mark.slow
 def test_predict_command_round_trip(tiny_run, tmp_path):
-    model_dir = tiny_run / "results" / "classifiers" / "original" / "squeezenet1_1" / "fold0"
+    model_dir = tiny_run / "results" / "classifiers" / "original" / "squeezenet1_1" / "fold0" / "rep0"
     images = tiny_run / "resources" / "phantom" / "linear-L7"
     out, metrics_out = tmp_path / "preds.csv", tmp_path / "metrics.json"
     meddap = str(Path(sys.executable).with_name("meddap"))
@@ -168,21 +173,21 @@ def test_predict_command_round_trip(tiny_run, tmp_path):
     assert "macro-F1" in result.stdout and "sensitivity" in result.stdout  # class subfolders -> a readable table
     assert json.loads(metrics_out.read_text())["ensemble_members"] == 1
     ours = pd.read_csv(out).sort_values("path").reset_index(drop=True)
-    workflow = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "linear-L7" / "predictions.csv")
+    workflow = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "rep0" / "linear-L7" / "predictions.csv")
     workflow = workflow.sort_values("path").reset_index(drop=True)
     assert [Path(p).name for p in ours["path"]] == [Path(p).name for p in workflow["path"]]
     assert (ours["predicted"] == workflow["predicted"]).all()
     probabilities = ["prob_benign", "prob_malignant", "prob_normal"]
     assert (ours[probabilities] - workflow[probabilities]).abs().max().max() < 1e-5
 
-    # <variant>/<arch>: the ensemble of the folds, its probabilities the mean of its members'.
+    # <variant>/<arch>: the ensemble of the folds (each fold's replicates), its probabilities the mean of its members'.
     ensemble = tmp_path / "ensemble.csv"
-    result = subprocess.run([meddap, "predict", "--model", str(model_dir.parent), "--images", str(images), "--out", str(ensemble)],
+    result = subprocess.run([meddap, "predict", "--model", str(model_dir.parent.parent), "--images", str(images), "--out", str(ensemble)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     both = pd.read_csv(ensemble).sort_values("path").reset_index(drop=True)
     assert (both["ensemble_members"] == 2).all()
-    member1 = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold1" / "linear-L7" / "predictions.csv")
+    member1 = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold1" / "rep0" / "linear-L7" / "predictions.csv")
     member1 = member1.sort_values("path").reset_index(drop=True)
     assert ((both[probabilities] - (workflow[probabilities] + member1[probabilities]) / 2).abs().max().max()) < 1e-5
 
@@ -232,7 +237,7 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     }
     out = dry.stdout + dry.stderr
     outputs = set(re.findall(r"^\s*output: (\S+?),?$", out, re.M))
-    assert "results/datasets/bright_x1/fold0.csv" in outputs and "results/classifiers/bright_x1/squeezenet1_1/fold0" in outputs
+    assert "results/datasets/bright_x1/fold0.csv" in outputs and "results/classifiers/bright_x1/squeezenet1_1/fold0/rep0" in outputs
     assert not {o for o in outputs if o.startswith("results/") and ("fold1" in o or "none_x1" in o or "classic_x1" in o)}
 
 
@@ -294,6 +299,10 @@ AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4,
         ({"classifier": {"lr": 2.0e-3}}, {"train_classifier"},
          {"train_classifier": 8, "evaluate": 8, "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}, None),
         ({"evaluation": {"specificity": 0.8}}, {"evaluate"}, {"evaluate": 8, "report": 1, "all": 1}, None),
+        # More replicates add classifiers (and their evaluations) beside the existing ones: nothing reruns,
+        # and synthetic_quality keeps its replicate-0 judges.
+        ({"classifier": {"replicates": 2}}, set(), {"train_classifier": 8, "evaluate": 8, "audit": 1, "report": 1, "all": 1},
+         None),
         # One class reworded with words the tokenizer has: only its LoRAs (2 folds) and shards (2 x 2).
         ({"prompts": {"subjects": {"normal": "no tumor", "benign": "tumor benign"}}}, {"train_lora"},
          {"train_lora": 2, "check_generation_inputs": 2, "generate_shard": 4, **AFTER_SHARDS},

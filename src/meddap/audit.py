@@ -20,6 +20,7 @@ reported as accepted; every other finding fails the run.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,7 @@ FINDING_COLUMNS = [
     "variant",
     "arch",
     "fold",
+    "replicate",
     "classifier",
     "image",
     "via",
@@ -51,6 +53,7 @@ SUMMARY_COLUMNS = [
     "variant",
     "arch",
     "fold",
+    "replicate",
     "classifier",
     "influencing_images",
     "findings",
@@ -115,6 +118,32 @@ class _Influences:
         return self._cache[shard_dir]
 
 
+LABELS = ("variant", "arch", "fold", "replicate")
+
+
+def read_classifier_labels(classifier_dir: str | Path) -> dict:
+    """What a classifier is (variant, arch, fold, replicate), as its model.json records it (never
+    read from folder names)."""
+    from meddap.classifier import META_NAME
+
+    meta_path = Path(classifier_dir) / META_NAME
+    remedy = "retrain the classifier (rule train_classifier) so it can be audited"
+    try:
+        meta = json.loads(meta_path.read_text())
+        return {
+            "variant": meta["variant"],
+            "arch": meta["arch"],
+            "fold": int(meta["fold"]),
+            "replicate": int(meta["replicate"]),
+        }
+    except FileNotFoundError:
+        raise AuditError(f"{meta_path} is missing: {remedy}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+        raise AuditError(
+            f"{meta_path} does not say which variant, arch, fold and replicate it is ({error!r}): {remedy}"
+        ) from None
+
+
 def read_classifier_rows(classifier_dir: str | Path) -> pd.DataFrame:
     """The rows that trained (role train) and selected (role validation) a classifier."""
     from meddap.classifier import ROWS_NAME
@@ -170,7 +199,8 @@ def audit_classifiers(
     max_distance: int,
     accepted: AcceptedLeaks = AcceptedLeaks(),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(findings, summary) for ``classifier_dirs`` (``.../<variant>/<arch>/fold<k>``).
+    """(findings, summary) for ``classifier_dirs`` (each with its model.json and rows.csv; what a
+    classifier is comes from its model.json, ``read_classifier_labels``).
 
     ``manifest``: the split manifest (path, class, split, fold, group, phash); ``unseen``: name ->
     table with a path column; ``max_distance``: the near-duplicate distance (-1: by path and
@@ -184,11 +214,8 @@ def audit_classifiers(
     test_paths = list(manifest.loc[manifest["split"] == TEST_SPLIT, "path"])
     findings, summary = [], []
     for classifier_dir in map(Path, classifier_dirs):
-        variant, arch, fold = (
-            classifier_dir.parts[-3],
-            classifier_dir.parts[-2],
-            int(classifier_dir.name.removeprefix("fold")),
-        )
+        labels = read_classifier_labels(classifier_dir)
+        variant, arch, fold, replicate = (labels[key] for key in LABELS)
         rows = read_classifier_rows(classifier_dir)
         influence = classifier_influences(rows, influences)
         protected = {VALIDATION: list(rows.loc[rows["role"] == VALIDATION, "path"]), INTERNAL_TEST: test_paths}
@@ -245,6 +272,7 @@ def audit_classifiers(
                     variant,
                     arch,
                     fold,
+                    replicate,
                     str(classifier_dir),
                     images[i],
                     via,
@@ -259,7 +287,18 @@ def audit_classifiers(
         unaccepted = n_findings - n_accepted
         status = "clean" if not n_findings else ("LEAK" if unaccepted else "accepted leak")
         summary.append(
-            (variant, arch, fold, str(classifier_dir), len(set(images)), n_findings, n_accepted, unaccepted, status)
+            (
+                variant,
+                arch,
+                fold,
+                replicate,
+                str(classifier_dir),
+                len(set(images)),
+                n_findings,
+                n_accepted,
+                unaccepted,
+                status,
+            )
         )
     return pd.DataFrame(findings, columns=FINDING_COLUMNS), pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
 

@@ -1,8 +1,9 @@
 """Torchvision classifiers: build any by name, train on a variant's fold, save, load, predict.
 
 A trained classifier is a folder: ``model.safetensors`` (weights), ``model.json`` (architecture,
-classes, input size, normalisation) and ``history.csv`` (one row per epoch). The epoch with the
-best validation score (``classifier.selection_metric``: macro-F1, or accuracy) is the one saved.
+classes, input size, normalisation; the variant, fold, replicate and seed it was trained with) and
+``history.csv`` (one row per epoch). The epoch with the best validation score
+(``classifier.selection_metric``: macro-F1, or accuracy) is the one saved.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_NAME = "model.safetensors"
+META_NAME = "model.json"  # architecture, classes, preprocessing; variant, fold, replicate and seed as trained
 ROWS_NAME = "rows.csv"  # the rows that trained (role train) and selected (role validation) the model
 
 
@@ -332,7 +334,7 @@ def train_classifier(
     with atomic_path(out_dir) as temporary:
         temporary.mkdir()
         save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, temporary / WEIGHTS_NAME)
-        write_json(temporary / "model.json", meta)
+        write_json(temporary / META_NAME, meta)
         frame.to_csv(temporary / "history.csv", index=False)
         rows = pd.concat([train_rows.assign(role="train"), val_rows.assign(role="validation")], ignore_index=True)
         rows.to_csv(temporary / ROWS_NAME, index=False)
@@ -351,7 +353,7 @@ def load_classifier(model_dir: str | Path, device: str = "cpu") -> tuple[nn.Modu
     from meddap.safetensors_check import check_safetensors, retrain_hint
 
     model_dir = Path(model_dir)
-    meta_path, weights = model_dir / "model.json", model_dir / WEIGHTS_NAME
+    meta_path, weights = model_dir / META_NAME, model_dir / WEIGHTS_NAME
     remedy = retrain_hint(model_dir, "train_classifier")
     for path in (meta_path, weights):
         if not path.is_file():

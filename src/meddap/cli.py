@@ -123,6 +123,7 @@ def audit(args: argparse.Namespace) -> int:
     import os
 
     from meddap.audit import AcceptedLeaks, AuditError, run_audit
+    from meddap.classifier import META_NAME, ROWS_NAME
     from meddap.kinds import INTERNAL
 
     findings_out = Path(args.findings).resolve() if args.findings else None
@@ -137,7 +138,8 @@ def audit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    classifiers = sorted(p for p in (results / "classifiers").glob("*/*/fold*") if p.is_dir())
+    # A classifier folder is one with a rows.csv or model.json, at whatever depth (what it is: its model.json).
+    classifiers = sorted({p.parent for name in (ROWS_NAME, META_NAME) for p in (results / "classifiers").rglob(name)})
     if not classifiers:
         print(f"error: no trained classifiers under {results / 'classifiers'}", file=sys.stderr)
         return 2
@@ -155,9 +157,9 @@ def audit(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(
-        summary[["variant", "arch", "fold", "influencing_images", "findings", "accepted", "status"]].to_string(
-            index=False
-        )
+        summary[
+            ["variant", "arch", "fold", "replicate", "influencing_images", "findings", "accepted", "status"]
+        ].to_string(index=False)
     )
     print(text)
     if findings_out:
@@ -180,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--model",
         required=True,
-        help="a classifier folder (results/classifiers/<variant>/<arch>/fold<k>), or "
-        "<variant>/<arch> for the ensemble of its folds (probabilities averaged)",
+        help="a classifier folder (results/classifiers/<variant>/<arch>/fold<k>/rep<r>), or a folder above "
+        "classifiers (<variant>/<arch>: every fold and replicate; <variant>/<arch>/fold<k>: the fold's "
+        "replicates) for their ensemble (probabilities averaged)",
     )
     p.add_argument("--images", required=True, help="folder of images; class subfolders give metrics")
     p.add_argument("--out", required=True, help="CSV of predictions and class probabilities")

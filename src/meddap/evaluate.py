@@ -16,7 +16,7 @@ from meddap.stats import expected_calibration_error, validation_threshold
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"  # the fold's validation images, which fix the threshold
-EVALUATED = "evaluated"  # metrics.json key: what was evaluated (variant, family, ratio, arch, fold, test set and kind)
+EVALUATED = "evaluated"  # metrics.json key: what was evaluated (variant, arch, fold, replicate, test set...)
 
 
 def classification_metrics(
@@ -129,7 +129,8 @@ def evaluate_classifier(
     when ``settings.corruptions`` are given and an internal test set is among them, ``out_dir/robustness.csv``
     (balanced error of the internal test split under each corruption and severity, with the
     ``labels`` columns first). ``labels`` say what was evaluated (variant, family, adjective, ratio,
-    arch, fold): each metrics.json holds them, with ``test_set`` and ``test_set_kind``, under
+    arch, fold, replicate): each metrics.json holds them, with the classifier's seed (its model.json
+    ``seed``, as ``classifier_seed``), ``test_set`` and ``test_set_kind``, under
     ``EVALUATED``, so the report reads them as data instead of from folder names.
     The model is loaded once: one job per classifier, not per test set, because loading torch
     and the model costs more than scoring a few hundred images.
@@ -171,7 +172,13 @@ def evaluate_classifier(
                 settings.specificity,
                 threshold,
             )
-            evaluated = {**(labels or {}), "test_set": test_set.name, "test_set_kind": str(test_set.kind)}
+            evaluated = {
+                **(labels or {}),
+                # the seed it trained with (matched across variants: meddap.seeding), where recorded
+                **({"classifier_seed": meta["seed"]} if "seed" in meta else {}),
+                "test_set": test_set.name,
+                "test_set_kind": str(test_set.kind),
+            }
             (folder / test_set.name).mkdir(parents=True)
             predictions.to_csv(folder / test_set.name / PREDICTIONS_FILE, index=False)
             (folder / test_set.name / METRICS_FILE).write_text(json_text({EVALUATED: evaluated, **metrics}))

@@ -1,9 +1,9 @@
 """``meddap predict``: classify a folder with one trained classifier or the ensemble of a variant's folds.
 
-``--model results/classifiers/<variant>/<arch>/fold<k>`` is one classifier;
-``--model results/classifiers/<variant>/<arch>`` is the ensemble of its folds (class
-probabilities averaged). Images are read and classified in batches, so a folder of any size fits
-in memory.
+``--model results/classifiers/<variant>/<arch>/fold<k>/rep<r>`` is one classifier;
+``--model results/classifiers/<variant>/<arch>`` is the ensemble of every fold and replicate,
+``.../<arch>/fold<k>`` that of the fold's replicates (class probabilities averaged). Images are
+read and classified in batches, so a folder of any size fits in memory.
 """
 
 from __future__ import annotations
@@ -21,21 +21,32 @@ class PredictError(ValueError):
 
 
 def ensemble_members(model: str | Path) -> list[Path]:
-    """The classifier folders behind ``model``: itself, or every ``fold<k>`` below it."""
+    """The classifier folders behind ``model``: itself, or every classifier folder below it (any
+    depth: ``<variant>/<arch>`` holds fold<k>/rep<r>), ordered by the fold and replicate that
+    their model.json records (folder names are not parsed)."""
+    import json
+
+    from meddap.classifier import META_NAME
+
     model = Path(model)
     # Weights without model.json are a damaged classifier folder: load_classifier names the missing file.
-    if (model / "model.json").is_file() or (model / WEIGHTS_NAME).is_file():
+    if (model / META_NAME).is_file() or (model / WEIGHTS_NAME).is_file():
         return [model]
-    folds = sorted(
-        (p for p in model.glob("fold*") if (p / "model.json").is_file()),
-        key=lambda p: int(p.name.removeprefix("fold") or 0),
-    )
-    if not folds:
+
+    def order(folder: Path) -> tuple:
+        try:
+            meta = json.loads((folder / META_NAME).read_text())
+            return (int(meta.get("fold", 0)), int(meta.get("replicate", 0)), str(folder))
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            return (0, 0, str(folder))  # a corrupt model.json: load_classifier names it
+
+    members = sorted((p.parent for p in model.rglob(META_NAME)), key=order)
+    if not members:
         raise PredictError(
             f"--model {model} is neither a classifier folder (model.json) "
-            "nor a <variant>/<arch> folder of fold<k> classifiers"
+            "nor a folder of classifiers (<variant>/<arch> of fold<k>/rep<r> classifiers)"
         )
-    return folds
+    return members
 
 
 def load_members(members: list[Path], device: str = "cpu"):

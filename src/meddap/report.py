@@ -24,6 +24,7 @@ METRICS_COLUMNS = [
     "ratio",
     "arch",
     "fold",
+    "replicate",
     "test_set",
     "test_set_kind",
     "metric",
@@ -33,8 +34,8 @@ METRICS_COLUMNS = [
 
 def read_evaluations(evaluation_dirs: list[str | Path]) -> list[dict]:
     """One record per (classifier, test set) in evaluation folders (``meddap.evaluate``): what its
-    metrics.json says was evaluated (variant, family, adjective, ratio, arch, fold, test_set,
-    test_set_kind) and the paths of its ``metrics`` and ``predictions`` files. Nothing is read
+    metrics.json says was evaluated (variant, family, adjective, ratio, arch, fold, replicate,
+    test_set, test_set_kind) and the paths of its ``metrics`` and ``predictions`` files. Nothing is read
     from folder names."""
     records = []
     for folder in map(Path, evaluation_dirs):
@@ -56,7 +57,8 @@ def of_kind(records: list[dict], kind: TestSetKind) -> list[dict]:
 
 def collect_metrics(records: list[dict]) -> pd.DataFrame:
     """Long form (``METRICS_COLUMNS``) from records {variant, family, adjective, ratio, arch, fold,
-    test_set, test_set_kind, metrics: path to metrics.json} (``read_evaluations``)."""
+    replicate, test_set, test_set_kind, metrics: path to metrics.json} (``read_evaluations``; a
+    record without a replicate, written before replicates, is replicate 0)."""
     rows = []
     for record in records:
         metrics = json.loads(Path(record["metrics"]).read_text())
@@ -69,6 +71,7 @@ def collect_metrics(records: list[dict]) -> pd.DataFrame:
             "ratio": float(record["ratio"]),
             "arch": record["arch"],
             "fold": int(record["fold"]),
+            "replicate": int(record.get("replicate", 0)),
             "test_set": record["test_set"],
             "test_set_kind": record["test_set_kind"],
         }
@@ -81,29 +84,40 @@ def collect_metrics(records: list[dict]) -> pd.DataFrame:
 def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     """Share of each (class, adjective)'s synthetic images the ``original`` classifier assigns to that class.
 
-    ``prediction_files``: records {arch, fold, predictions} of the synthetic-images test set.
-    One row per (arch, class, adjective) with mean and std over folds, plus 'all' adjectives.
+    ``prediction_files``: records {arch, fold, replicate, predictions} of the synthetic-images test
+    set. One row per (arch, class, adjective) with mean and std over folds, plus 'all' adjectives;
+    a fold's value is the mean over its replicates (they are not independent of each other), and
+    ``n_replicates`` says how many there were (the fewest of any fold).
     """
+    columns = ["arch", "class", "adjective", "fidelity_mean", "fidelity_std", "n_images", "n_folds", "n_replicates"]
     frames = []
     for record in prediction_files:
         frame = pd.read_csv(record["predictions"])
         frame["arch"], frame["fold"] = record["arch"], int(record["fold"])
+        frame["replicate"] = int(record.get("replicate", 0))
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(
-            columns=["arch", "class", "adjective", "fidelity_mean", "fidelity_std", "n_images", "n_folds"]
-        )
+        return pd.DataFrame(columns=columns)
     data = pd.concat(frames, ignore_index=True)
     data["correct"] = data["class"] == data["predicted"]
     both = pd.concat([data, data.assign(adjective="all")], ignore_index=True)
-    per_fold = both.groupby(["arch", "class", "adjective", "fold"])["correct"].agg(["mean", "size"]).reset_index()
-    out = per_fold.groupby(["arch", "class", "adjective"]).agg(
-        fidelity_mean=("mean", "mean"),
-        fidelity_std=("mean", "std"),
-        n_images=("size", "first"),
-        n_folds=("fold", "nunique"),
+    keys = ["arch", "class", "adjective", "fold"]
+    per_replicate = both.groupby([*keys, "replicate"])["correct"].agg(["mean", "size"]).reset_index()
+    per_fold = per_replicate.groupby(keys).agg(
+        mean=("mean", "mean"), size=("size", "first"), replicates=("replicate", "nunique")
     )
-    return out.reset_index()
+    out = (
+        per_fold.reset_index()
+        .groupby(["arch", "class", "adjective"])
+        .agg(
+            fidelity_mean=("mean", "mean"),
+            fidelity_std=("mean", "std"),
+            n_images=("size", "first"),
+            n_folds=("fold", "nunique"),
+            n_replicates=("replicates", "min"),
+        )
+    )
+    return out.reset_index()[columns]
 
 
 def read_lora_histories(
@@ -200,6 +214,23 @@ def near_duplicate_note(duplicates: pd.DataFrame, max_distance: int, mixed_label
     return note
 
 
+def replicates_note(summary: pd.DataFrame) -> str:
+    """One sentence on the classifier replicates behind each fold's value (``summarise``'s n_replicates)."""
+    counts = sorted({int(n) for n in summary.get("n_replicates", pd.Series([1])).dropna()}) or [1]
+    matched = (
+        "Every variant of one architecture, fold and replicate trained from the same seed "
+        "(matched seeds), so initialisation and batch order cancel in the paired Δ."
+    )
+    if counts == [1]:
+        return f"One classifier per variant, architecture and fold (classifier.replicates: 1). {matched}"
+    number = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return (
+        f"Each fold's value is the mean of its {number} classifier replicates (classifier.replicates), "
+        f"averaged before the comparison across folds: replicates share a fold's data and are not "
+        f"independent, so n (pairs) is the number of folds. {matched}"
+    )
+
+
 def _delta(variant: str, delta, low, high) -> str:
     """A difference to `original` with its interval; a dash on original's own row."""
     return "—" if variant == ORIGINAL else f"{_fmt(delta)} [{_fmt(low)}, {_fmt(high)}]"
@@ -230,6 +261,7 @@ def readable_summary(
         "t-test across folds (with few folds it has little power: read Δ with its spread). "
         "Δ classic compares with the classic-augmentation variant of the same ratio where it was run."
     )
+    lines += ["", replicates_note(summary)]
     metrics = [m for m in ("macro_f1", "balanced_accuracy", "macro_auroc", "ece") if m in set(summary["metric"])]
     metrics += sorted(m for m in set(summary["metric"]) if "_sensitivity_at_" in m)
     for metric in metrics:
@@ -257,7 +289,7 @@ def readable_summary(
         lines += ["", "## Bootstrap over test images (macro-F1, fold mean)", ""]
         lines.append(
             "95% percentile intervals from resampling the test images "
-            "(all folds' classifiers scored on the same resample)."
+            "(all folds' classifiers scored on the same resample; a fold's replicates averaged first)."
         )
         lines.append("")
         lines += _markdown_table(
@@ -296,7 +328,7 @@ def readable_summary(
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
         f"Share of each class's synthetic images that the `original` classifier assigns to the intended "
-        f"class (chance: {chance:.2f}); mean ± std over the classifiers of the folds."
+        f"class (chance: {chance:.2f}); mean ± std over folds (a fold: the mean of its replicates)."
     )
     lines.append("")
     lines += _markdown_table(

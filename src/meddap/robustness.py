@@ -370,12 +370,22 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
     "clean", severity 0. The reference is the ``reference`` variant's classifier of the same
     arch and fold. A final corruption "mean" row per classifier averages nBE and rBE over the
     corruptions (MedMNIST-C's summary); feed the result to ``meddap.stats.summarise`` after
-    melting for fold statistics.
+    melting for fold statistics. A fold's replicates (column ``replicate``, optional) are averaged
+    per severity before nBE and rBE, as the statistics average them within the fold;
+    ``n_replicates`` says how many there were.
     """
     keys = ["variant", "arch", "fold"]
     missing = {*keys, "corruption", "severity", "balanced_error"} - set(errors.columns)
     if missing:
         raise ValueError(f"errors table lacks columns {sorted(missing)}")
+    if "replicate" in errors:
+        # One value per (classifier, corruption, severity), then the mean over a fold's replicates.
+        errors = errors.groupby([*keys, "replicate", "corruption", "severity"], sort=False, as_index=False)[
+            "balanced_error"
+        ].mean()
+        replicates = errors.groupby(keys)["replicate"].nunique().to_dict()
+    else:
+        replicates = {}  # one classifier per fold
     clean = errors[errors["corruption"] == CLEAN].groupby(keys)["balanced_error"].mean()
     corrupted = errors[errors["corruption"] != CLEAN]
     per_severity = corrupted.groupby([*keys, "corruption", "severity"])["balanced_error"].mean()
@@ -389,6 +399,7 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
             "corruption": corruption,
             "be_mean": float(be.mean()),
             "be_clean": float(clean.get((variant, arch, fold), math.nan)),
+            "n_replicates": int(replicates.get((variant, arch, fold), 1)),
         }
         try:
             ref = per_severity.loc[(reference, arch, fold, corruption)].reindex(be.index)
@@ -403,12 +414,18 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
                 rbe=relative_balanced_error(be.to_numpy(), row["be_clean"], ref.to_numpy(), ref_clean),
             )
         rows.append(row)
-    table = pd.DataFrame(rows, columns=[*keys, "corruption", "be_mean", "be_clean", "nbe", "rbe"])
+    table = pd.DataFrame(rows, columns=[*keys, "corruption", "be_mean", "be_clean", "nbe", "rbe", "n_replicates"])
     if table.empty:
         return table
     means = (
-        table.groupby(keys, sort=False)[["be_mean", "be_clean", "nbe", "rbe"]]
-        .mean()
+        table.groupby(keys, sort=False)
+        .agg(
+            be_mean=("be_mean", "mean"),
+            be_clean=("be_clean", "mean"),
+            nbe=("nbe", "mean"),
+            rbe=("rbe", "mean"),
+            n_replicates=("n_replicates", "min"),
+        )
         .reset_index()
         .assign(corruption="mean")
     )

@@ -19,6 +19,16 @@ def derive_seed(*parts: object, bits: int = 63) -> int:
     return int.from_bytes(digest[:8], "big") & ((1 << bits) - 1)
 
 
+def classifier_seed(seed: int, arch: str, fold: int | str, replicate: int | str) -> int:
+    """The seed of one classifier training: the same for every variant of one (architecture, fold,
+    replicate), so initialisation and batch-order noise are shared by the variants compared in a
+    paired difference and cancel there; replicates of a fold differ only in it.
+
+    The variant is deliberately not a part; the replicate always is (replicate 0 too), so the
+    scheme is the same whatever ``classifier.replicates`` says."""
+    return derive_seed(seed, "classifier", arch, int(fold), int(replicate))
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
     import torch

@@ -62,6 +62,7 @@ class Settings:
     phantom: bool
     architectures: list[str]
     folds: int = 2
+    replicates: int = 1  # classifier.replicates: classifiers (seeds) per (variant, arch, fold); shapes the DAG
     lora_scope: str = FOLD_SCOPE
     lora_mode: str = "per_class"
     base_source: BaseModelSource | None = None  # what base_model.path names (meddap.base_models)
@@ -327,13 +328,15 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     # Jobs that scale with the config: shards, and classifier trainings with their evaluations
     # (one per test set: the internal split, each unseen set, the synthetic images).
     n_shards = n_arms * len(plan.all_shards())
-    n_trainings = len(plan.variants()) * len(architectures) * folds
+    replicates = int(config["classifier"]["replicates"])
+    n_trainings = len(plan.variants()) * len(architectures) * folds * replicates
     planned_jobs = n_shards + n_trainings * (1 + 2 + len(unseen))
     if planned_jobs > config["limits"]["max_jobs"]:
         raise ConfigError(
             f"the config plans about {planned_jobs:,} jobs ({n_shards:,} shards, {n_trainings:,} classifier "
             f"trainings), more than limits.max_jobs ({config['limits']['max_jobs']:,}); lower generation.ratios, "
-            "adjectives, architectures or dataset.folds, raise generation.shard_size, or raise the limit"
+            "adjectives, architectures, classifier.replicates or dataset.folds, raise generation.shard_size, "
+            "or raise the limit"
         )
     if check_architectures:
         from meddap.architectures import classification_architectures
@@ -356,6 +359,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         phantom=bool(phantom["enabled"]),
         architectures=architectures,
         folds=folds,
+        replicates=replicates,
         lora_scope=config["lora"]["scope"],
         lora_mode=config["lora"]["mode"],
         runtime=RuntimeSettings.from_params(config),

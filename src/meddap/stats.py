@@ -4,7 +4,9 @@ Two sources of uncertainty, kept apart on purpose:
 
 * between folds (``summarise``): each fold is a different training set and classifier, so the
   spread over folds is the variability of the *training procedure*; the paired tests compare two
-  variants fold by fold (same validation split, same test set).
+  variants fold by fold (same validation split, same test set). A fold's replicates (classifiers
+  of other seeds, ``classifier.replicates``) share its data and are not independent: they are
+  averaged within (variant, arch, test set, fold) first, so the pairs are the folds.
 * between test images (``bootstrap_ci``, ``bootstrap_difference_ci``): the variability of the
   *test-set estimate* of one trained classifier; resampling the same images for two classifiers
   gives a paired CI of their difference. ``group_bootstrap_ci`` and
@@ -16,7 +18,8 @@ within folds), and ``sensitivity_at_validation_specificity`` for an operating po
 validation fold rather than on the test set.
 
 Inputs are the project's tables: the long-form ``results/report/metrics.csv`` (columns variant,
-family, ratio, arch, fold, test_set, metric, value and optionally adjective, test_set_kind) and
+family, ratio, arch, fold, test_set, metric, value and optionally replicate, adjective,
+test_set_kind) and
 the per-classifier ``predictions.csv`` (path, class, predicted, prob_<class>...). A variant's
 family and ratio are data the plan wrote; variant names are labels only, never parsed.
 """
@@ -121,14 +124,29 @@ def paired_test(values: Sequence[float], baseline: Sequence[float]) -> dict:
     return out
 
 
+REPLICATE = "replicate"
+
+
 def _series(frame: pd.DataFrame) -> pd.Series:
+    """One value per fold: the mean over the fold's replicates (a table without a replicate column
+    holds one classifier per fold)."""
+    if REPLICATE in frame:
+        frame = frame.groupby(["fold", REPLICATE])["value"].mean().reset_index()
     return frame.groupby("fold")["value"].mean()
+
+
+def _replicates(frame: pd.DataFrame) -> int:
+    """The fewest replicates of any fold in ``frame`` (1 without a replicate column)."""
+    if REPLICATE not in frame:
+        return 1
+    return int(frame.groupby("fold")[REPLICATE].nunique().min())
 
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, arch, test_set, metric): mean/std over folds and paired tests vs two baselines.
 
-    ``metrics``: long form, one row per (variant, arch, fold, test_set, metric) with ``value`` and
+    ``metrics``: long form, one row per (variant, arch, fold[, replicate], test_set, metric) with
+    ``value`` and
     the variant's ``family`` and ``ratio`` (as ``meddap.report.collect_metrics`` writes it; extra
     columns such as adjective and test_set_kind are carried through). Baselines, paired on the
     shared folds of the same arch and test set, found by family and ratio (``classic_partners``):
@@ -137,16 +155,18 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     * the classic-augmentation variant of the same ratio (``*_vs_classic``; NaN, and an empty
       ``classic_variant``, where no such variant was run, and for original/classic rows).
 
-    A variant compared with itself gets delta 0 and NaN p-values. Wilcoxon p-values need at
-    least 6 paired folds (NaN below). Columns: the key, any carried columns, mean, std (ddof=1,
-    NaN for one fold), n_folds, then for each baseline: delta, delta_ci_low/high (95% t-interval
-    of the mean paired difference), p_t, p_wilcoxon, n_pairs; and ``classic_variant``.
+    A fold's replicates are averaged first (one value per fold), so n_pairs counts folds, never
+    classifiers. A variant compared with itself gets delta 0 and NaN p-values. Wilcoxon p-values
+    need at least 6 paired folds (NaN below). Columns: the key, any carried columns, mean, std
+    (ddof=1, NaN for one fold), n_folds, n_replicates (the fewest of any fold), then for each
+    baseline: delta, delta_ci_low/high (95% t-interval of the mean paired difference), p_t,
+    p_wilcoxon, n_pairs; and ``classic_variant``.
     """
     missing = {"variant", "family", "ratio", "arch", "fold", "test_set", "metric", "value"} - set(metrics.columns)
     if missing:
         raise ValueError(f"metrics table lacks columns {sorted(missing)}")
     original, partners = original_variant(metrics), classic_partners(metrics)
-    carried = [c for c in metrics.columns if c not in {*GROUP, "fold", "value"}]
+    carried = [c for c in metrics.columns if c not in {*GROUP, "fold", REPLICATE, "value"}]
     groups = {key: group for key, group in metrics.groupby(GROUP, sort=False)}
     series = {key: _series(group) for key, group in groups.items()}
     rows = []
@@ -159,6 +179,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
             mean=float(per_fold.mean()),
             std=float(per_fold.std(ddof=1)) if len(per_fold) > 1 else math.nan,
             n_folds=int(len(per_fold)),
+            n_replicates=_replicates(groups[key]),
         )
         classic = partners.get(variant)
         row["classic_variant"] = classic or ""
@@ -423,27 +444,43 @@ def bootstrap_fold_mean(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    variant_folds: Sequence[object] | None = None,
+    baseline_folds: Sequence[object] | None = None,
 ) -> dict:
     """Bootstrap CI over test images of the fold-mean metric, and of its difference to a baseline.
 
     Every fold's classifier is scored on the *same* resampled images (and so is the baseline's),
     so the interval is that of the number the report shows (the mean over folds) under the
-    variability of the test sample. Returns estimate/low/high and, with a baseline,
-    delta/delta_low/delta_high/p_bootstrap (as in ``bootstrap_difference_ci``).
+    variability of the test sample. ``variant_folds`` / ``baseline_folds`` name the fold of each
+    prediction where a fold has several (replicates): their metrics are averaged within the fold
+    first, then over folds (None: one prediction per fold). Returns estimate/low/high and, with a
+    baseline, delta/delta_low/delta_high/p_bootstrap (as in ``bootstrap_difference_ci``).
     """
     fn = _metric(metric)
     y, preds = _check(y_true, *variant_preds, *baseline_preds)
     k = len(variant_preds)
+    variant_folds = list(range(k)) if variant_folds is None else list(variant_folds)
+    baseline_folds = list(range(len(preds) - k)) if baseline_folds is None else list(baseline_folds)
+    if len(variant_folds) != k or len(baseline_folds) != len(preds) - k:
+        raise ValueError("one fold label per prediction is needed")
     values = _resampled(y, preds, fn, n_boot, seed)
-    mean_variant = values[:, :k].mean(1)
+    on_all = np.array([[fn(y, p) for p in preds]])
+    mean_variant = _fold_mean(values[:, :k], variant_folds)
     low, high = _percentiles(mean_variant, alpha)
-    out = {"estimate": float(np.mean([fn(y, p) for p in preds[:k]])), "low": low, "high": high, "n_boot": n_boot}
+    out = {"estimate": float(_fold_mean(on_all[:, :k], variant_folds)[0]), "low": low, "high": high, "n_boot": n_boot}
     if baseline_preds:
-        diff = mean_variant - values[:, k:].mean(1)
+        diff = mean_variant - _fold_mean(values[:, k:], baseline_folds)
         d_low, d_high = _percentiles(diff, alpha)
-        baseline = float(np.mean([fn(y, pred) for pred in preds[k:]]))
+        baseline = float(_fold_mean(on_all[:, k:], baseline_folds)[0])
         out.update(delta=out["estimate"] - baseline, delta_low=d_low, delta_high=d_high, p_bootstrap=_bootstrap_p(diff))
     return out
+
+
+def _fold_mean(values: np.ndarray, folds: Sequence[object]) -> np.ndarray:
+    """Row-wise mean over folds of the mean over each fold's columns (``folds``: one label per column)."""
+    labels = list(dict.fromkeys(folds))
+    folds = np.asarray(folds, dtype=object)
+    return np.stack([values[:, folds == label].mean(1) for label in labels], axis=1).mean(1)
 
 
 def _bootstrap_p(diff: np.ndarray) -> float:
@@ -467,24 +504,40 @@ def bootstrap_table(
 ) -> pd.DataFrame:
     """Per (variant, arch, test_set): bootstrap CI of the fold-mean ``metric`` and of its difference to ``reference``.
 
-    ``records``: {variant, arch, fold, test_set, predictions (path to predictions.csv)}. The folds'
-    tables are paired by image path (each test set is the same images for every classifier).
+    ``records``: {variant, arch, fold, test_set, predictions (path to predictions.csv)} and
+    optionally replicate. The tables are paired by image path (each test set is the same images
+    for every classifier); a fold's replicates are averaged within the fold before the mean over
+    folds (``bootstrap_fold_mean``).
     """
     frames = {}
     for record in records:
         frames.setdefault((record["variant"], record["arch"], record["test_set"]), []).append(
-            pd.read_csv(record["predictions"])
+            (int(record["fold"]), int(record.get("replicate", 0)), pd.read_csv(record["predictions"]))
         )
     rows = []
-    for (variant, arch, test_set), tables in sorted(frames.items()):
-        baseline = frames.get((reference, arch, test_set), []) if variant != reference else []
-        paths = sorted(set.intersection(*(set(t["path"]) for t in [*tables, *baseline])))
+    for (variant, arch, test_set), members in sorted(frames.items(), key=lambda item: item[0]):
+        members = sorted(members, key=lambda member: member[:2])
+        baseline = sorted(frames.get((reference, arch, test_set), []), key=lambda member: member[:2])
+        baseline = baseline if variant != reference else []
+        tables = [table for _, _, table in [*members, *baseline]]
+        paths = sorted(set.intersection(*(set(t["path"]) for t in tables)))
         if not paths:
             continue
-        aligned = [t.set_index("path").loc[paths].reset_index() for t in [*tables, *baseline]]
+        aligned = [t.set_index("path").loc[paths].reset_index() for t in tables]
         y, _, _ = predictions_arrays(aligned[0])
         probas = [predictions_arrays(t)[1] for t in aligned]
-        result = bootstrap_fold_mean(y, probas[: len(tables)], probas[len(tables) :], metric, n_boot, seed)
+        folds = [fold for fold, _, _ in members]
+        result = bootstrap_fold_mean(
+            y,
+            probas[: len(members)],
+            probas[len(members) :],
+            metric,
+            n_boot,
+            seed,
+            variant_folds=folds,
+            baseline_folds=[fold for fold, _, _ in baseline],
+        )
+        replicates = pd.Series([replicate for _, replicate, _ in members]).groupby(folds).nunique()
         rows.append(
             {
                 "variant": variant,
@@ -492,7 +545,8 @@ def bootstrap_table(
                 "test_set": test_set,
                 "metric": metric,
                 "n_images": len(paths),
-                "n_folds": len(tables),
+                "n_folds": len(set(folds)),
+                "n_replicates": int(replicates.min()),
                 **result,
             }
         )

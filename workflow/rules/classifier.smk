@@ -1,13 +1,15 @@
 rule train_classifier:
-    """Train one classifier on a variant's fold; validation is that fold's original images."""
+    """Train one classifier (one replicate) on a variant's fold; validation is that fold's original
+    images. Its seed depends on (seed, architecture, fold, replicate), not on the variant.
+    """
     input:
         "results/datasets/{variant}/fold{fold}.csv",
     output:
-        directory("results/classifiers/{variant}/{arch}/fold{fold}"),
+        directory("results/classifiers/{variant}/{arch}/fold{fold}/rep{replicate}"),
     log:
-        f"{LOGS}/train_classifier/{{variant}}/{{arch}}/fold{{fold}}.log",
+        f"{LOGS}/train_classifier/{{variant}}/{{arch}}/fold{{fold}}/rep{{replicate}}.log",
     benchmark:
-        f"{BENCH}/train_classifier/{{variant}}/{{arch}}/fold{{fold}}.tsv"
+        f"{BENCH}/train_classifier/{{variant}}/{{arch}}/fold{{fold}}/rep{{replicate}}.tsv"
     conda:
         ENV
     threads: THREADS

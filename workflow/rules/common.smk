@@ -95,6 +95,7 @@ wildcard_constraints:
     variant=alternation([v.name for v in PLAN.variants()]),
     arch=alternation(SETTINGS.architectures),
     fold=r"\d+",
+    replicate=r"\d+",
     arm=alternation(SETTINGS.arms),
     lora=alternation(SETTINGS.lora_names),
     test_set=alternation([test_set.name for test_set in SETTINGS.indexed_test_sets]),
@@ -106,6 +107,7 @@ MANIFEST = "results/splits/manifest.csv"
 BASE_MODEL = SETTINGS.base_model
 PRETRAIN_CORPUS = "resources/phantom/pretrain-corpus"
 FOLDS = list(range(SETTINGS.folds))
+REPLICATES = list(range(SETTINGS.replicates))
 
 
 def shard_dir(arm, cls, adjective, shard):
@@ -191,22 +193,36 @@ def evaluation_test_sets(wildcards):
 
 def evaluation_labels(wildcards):
     """What one evaluate job evaluates, as plain data for its metrics.json: the plan's data on
-    the variant (family, adjective, ratio), the architecture and the fold."""
+    the variant (family, adjective, ratio), the architecture, the fold and the replicate.
+    """
     variant = PLAN.variant(wildcards.variant)
-    return {**variant.labels(), "arch": wildcards.arch, "fold": int(wildcards.fold)}
+    return {
+        **variant.labels(),
+        "arch": wildcards.arch,
+        "fold": int(wildcards.fold),
+        "replicate": int(wildcards.replicate),
+    }
+
+
+def classifier_dir(variant, arch, fold, replicate):
+    """One trained classifier: variant, architecture, fold and replicate (seed) are folder levels,
+    each also recorded as a value in its model.json (and its evaluations' metrics.json).
+    """
+    return f"results/classifiers/{variant}/{arch}/fold{fold}/rep{replicate}"
 
 
 def classifier_dirs():
     return [
-        f"results/classifiers/{variant.name}/{arch}/fold{fold}"
+        classifier_dir(variant.name, arch, fold, replicate)
         for variant in PLAN.variants()
         for arch in SETTINGS.architectures
         for fold in FOLDS
+        for replicate in REPLICATES
     ]
 
 
 def evaluation_targets():
-    """One evaluation folder per trained classifier (variant, arch, fold)."""
+    """One evaluation folder per trained classifier (variant, arch, fold, replicate)."""
     return [
         path.replace("results/classifiers/", "results/evaluation/", 1)
         for path in classifier_dirs()

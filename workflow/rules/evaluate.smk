@@ -3,14 +3,14 @@ rule evaluate:
     of the internal test split (robustness.csv, MedMNIST-C breast set); the model loads once.
     """
     input:
-        model="results/classifiers/{variant}/{arch}/fold{fold}",
+        model="results/classifiers/{variant}/{arch}/fold{fold}/rep{replicate}",
         test_sets=lambda wc: list(evaluation_test_sets(wc).values()),
     output:
-        directory("results/evaluation/{variant}/{arch}/fold{fold}"),
+        directory("results/evaluation/{variant}/{arch}/fold{fold}/rep{replicate}"),
     log:
-        f"{LOGS}/evaluate/{{variant}}/{{arch}}/fold{{fold}}.log",
+        f"{LOGS}/evaluate/{{variant}}/{{arch}}/fold{{fold}}/rep{{replicate}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{variant}}/{{arch}}/fold{{fold}}.tsv"
+        f"{BENCH}/evaluate/{{variant}}/{{arch}}/fold{{fold}}/rep{{replicate}}.tsv"
     conda:
         ENV
     threads: THREADS

@@ -1,12 +1,13 @@
 rule synthetic_quality:
     """Fréchet distance, precision/recall and fidelity per (class, adjective); adjective effects; near
     copies. Fold k's `original` classifier judges the synthetic images of fold k's arm against the
-    originals that arm's LoRAs trained on."""
+    originals that arm's LoRAs trained on (its replicate 0: one judge per fold, whatever
+    classifier.replicates says, so more replicates do not rerun this)."""
     input:
         manifest=MANIFEST,
         shards=all_shard_dirs(),
         models=expand(
-            "results/classifiers/original/{{arch}}/fold{fold}",
+            "results/classifiers/original/{{arch}}/fold{fold}/rep0",
             fold=FOLDS,
         ),
     output:

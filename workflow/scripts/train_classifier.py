@@ -1,4 +1,4 @@
-"""Rule train_classifier: one (variant, architecture, fold) classifier folder."""
+"""Rule train_classifier: one (variant, architecture, fold, replicate) classifier folder."""
 
 from _meddap_script import start
 
@@ -9,19 +9,22 @@ import pandas as pd  # noqa: E402
 from meddap.classifier import train_classifier  # noqa: E402
 from meddap.kinds import SYNTHETIC_SOURCE  # noqa: E402
 from meddap.merge import fold_rows  # noqa: E402
-from meddap.seeding import derive_seed  # noqa: E402
+from meddap.seeding import classifier_seed  # noqa: E402
 from meddap.settings import library_versions  # noqa: E402
 from meddap.stages import ClassifierSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
 settings = ClassifierSettings.from_params(params.classifier)
 train_rows, val_rows = fold_rows(pd.read_csv(snakemake.input[0]))
-seed = derive_seed(params.seed, "classifier", wc.variant, wc.arch, wc.fold)
+# Matched seeds: every variant of this (architecture, fold, replicate) starts from the same seed.
+seed = classifier_seed(params.seed, wc.arch, wc.fold, wc.replicate)
 n_synthetic = int((train_rows.source == SYNTHETIC_SOURCE).sum())
 log.info(
-    "%s fold %s: %d training rows (%d synthetic), %d validation rows",
+    "%s fold %s replicate %s (seed %d): %d training rows (%d synthetic), %d validation rows",
     wc.variant,
     wc.fold,
+    wc.replicate,
+    seed,
     len(train_rows),
     n_synthetic,
     len(val_rows),
@@ -41,6 +44,7 @@ history = train_classifier(
         "versions": library_versions(),
         "variant": wc.variant,
         "fold": int(wc.fold),
+        "replicate": int(wc.replicate),
     },
     lineage_inputs={"dataset": snakemake.input[0]},
 )
