@@ -87,10 +87,66 @@ def group_bootstrap(
         )
         frames.append(table.assign(arch=arch, test_set=test_set))
     if not frames:
-        return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
-    first = ["test_set", "arch"]
-    return out[first + [c for c in out.columns if c not in first]]
+        return pd.DataFrame(columns=BOOTSTRAP_COLUMNS)
+    return _wide(pd.concat(frames, ignore_index=True))
+
+
+# bootstrap.csv: one row per (test set, arch, variant); delta_* vs original, delta_classic_* vs the
+# classic variant of the same ratio.
+BOOTSTRAP_COLUMNS = [
+    "test_set",
+    "arch",
+    "variant",
+    "metric",
+    "estimate",
+    "low",
+    "high",
+    "delta",
+    "delta_low",
+    "delta_high",
+    "classic_variant",
+    "delta_classic",
+    "delta_classic_low",
+    "delta_classic_high",
+    "method",
+    "n_images",
+    "n_groups",
+    "n_classifiers",
+]
+
+
+def _method(row: pd.Series) -> str:
+    reason = row["reason"]
+    return f"{row['method']} ({reason})" if isinstance(reason, str) and reason else str(row["method"])
+
+
+def _wide(long: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (test_set, arch, variant), part in long.groupby(["test_set", "arch", "variant"], sort=True):
+        by = {row["comparison"]: row for _, row in part.iterrows()}
+        own = by.get("metric")
+        if own is None:
+            continue
+        row = {"test_set": test_set, "arch": arch, "variant": variant, "metric": own["metric"]}
+        row.update(estimate=own["estimate"], low=own["low"], high=own["high"])
+        original, classic = by.get("vs_original"), by.get("vs_classic")
+        nan = float("nan")
+        row.update(
+            delta=original["estimate"] if original is not None else nan,
+            delta_low=original["low"] if original is not None else nan,
+            delta_high=original["high"] if original is not None else nan,
+            classic_variant=classic["baseline"] if classic is not None else "",
+            delta_classic=classic["estimate"] if classic is not None else nan,
+            delta_classic_low=classic["low"] if classic is not None else nan,
+            delta_classic_high=classic["high"] if classic is not None else nan,
+            # BCa, or percentile where BCa could not be computed (with its reason, if any part fell back).
+            method="; ".join(sorted({_method(r) for _, r in part.iterrows()})),
+            n_images=own["n_images"],
+            n_groups=own["n_groups"],
+            n_classifiers=own["n_classifiers"],
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=BOOTSTRAP_COLUMNS)
 
 
 def expansion(variant_tables: dict[tuple[str, int], str | Path]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from meddap.kinds import TestSetKind
 from meddap.markdown import fmt as _fmt
 from meddap.markdown import table as _markdown_table
 from meddap.plan import CLASSIC, MIXED, ORIGINAL
+from meddap.stages import ContrastSettings
 
 METRICS_COLUMNS = [
     "variant",
@@ -246,11 +247,16 @@ def readable_summary(
     near_duplicates: str | None = None,
     preface: list[str] | None = None,
     lora_losses: pd.DataFrame | None = None,
+    opening: list[str] | None = None,
+    evidence: list[str] | None = None,
 ) -> str:
-    """A Markdown page: ``preface`` paragraphs (leakage warnings, the audit's verdict), then headline
-    metrics per test set, bootstrap CIs, robustness, class fidelity, quality, LoRA training
-    (``lora_losses``: ``lora_loss_summary``)."""
+    """A Markdown page: ``opening`` (the primary contrast's answer), ``preface`` paragraphs (leakage
+    warnings, the audit's verdict), ``evidence`` (how to read the comparisons, test sets, expansion
+    ratios, pooled robustness), then headline metrics per test set, bootstrap CIs, robustness,
+    class fidelity, quality, LoRA training (``lora_losses``: ``lora_loss_summary``)."""
     lines = ["# MEDDAP results", ""]
+    if opening:
+        lines += [*opening, ""]
     for paragraph in preface or []:
         lines += [paragraph, ""]
     if near_duplicates:
@@ -262,13 +268,25 @@ def readable_summary(
         "Δ classic compares with the classic-augmentation variant of the same ratio where it was run."
     )
     lines += ["", replicates_note(summary)]
+    lines += evidence or []
     metrics = [m for m in ("macro_f1", "balanced_accuracy", "macro_auroc", "ece") if m in set(summary["metric"])]
     metrics += sorted(m for m in set(summary["metric"]) if "_sensitivity_at_" in m)
     for metric in metrics:
         part = summary[summary["metric"] == metric].sort_values(["test_set", "arch", "variant"])
         lines += ["", f"## {metric}", ""]
         lines += _markdown_table(
-            ["test set", "arch", "variant", "mean ± std", "Δ vs original [95% CI]", "p", "Δ vs classic", "p"],
+            [
+                "test set",
+                "arch",
+                "variant",
+                "mean ± std",
+                "Δ vs original [95% CI]",
+                "p",
+                "p adj",
+                "Δ vs classic",
+                "p",
+                "p adj",
+            ],
             [
                 [
                     row.test_set,
@@ -279,21 +297,25 @@ def readable_summary(
                         row.variant, row.delta_vs_original, row.delta_ci_low_vs_original, row.delta_ci_high_vs_original
                     ),
                     _fmt(row.p_t_vs_original),
+                    _fmt(row.get("p_t_vs_original_adj")),
                     _fmt(row.delta_vs_classic),
                     _fmt(row.p_t_vs_classic),
+                    _fmt(row.get("p_t_vs_classic_adj")),
                 ]
                 for _, row in part.iterrows()
             ],
         )
     if bootstrap is not None and not bootstrap.empty:
-        lines += ["", "## Bootstrap over test images (macro-F1, fold mean)", ""]
+        lines += ["", "## Bootstrap over test images (macro-F1, mean over the classifiers)", ""]
         lines.append(
-            "95% percentile intervals from resampling the test images "
-            "(all folds' classifiers scored on the same resample; a fold's replicates averaged first)."
+            "95% intervals (BCa where it can be computed, else percentile) from resampling the test set's "
+            "near-duplicate groups, not single images: a scan and its near-copies go in or out together. Every "
+            "classifier of a variant (folds, replicates) is scored on the same resample; Δ pairs two variants "
+            "on it."
         )
         lines.append("")
         lines += _markdown_table(
-            ["test set", "arch", "variant", "macro-F1 [95% CI]", "Δ vs original [95% CI]", "p"],
+            ["test set", "arch", "variant", "macro-F1 [95% CI]", "Δ vs original [95% CI]", "Δ vs classic [95% CI]"],
             [
                 [
                     row.test_set,
@@ -301,7 +323,14 @@ def readable_summary(
                     row.variant,
                     f"{_fmt(row.estimate)} [{_fmt(row.low)}, {_fmt(row.high)}]",
                     _delta(row.variant, row.get("delta"), row.get("delta_low"), row.get("delta_high")),
-                    _fmt(row.get("p_bootstrap")),
+                    "—"
+                    if not row.get("classic_variant")
+                    else _delta(
+                        row.variant,
+                        row.get("delta_classic"),
+                        row.get("delta_classic_low"),
+                        row.get("delta_classic_high"),
+                    ),
                 ]
                 for _, row in bootstrap.sort_values(["test_set", "arch", "variant"]).iterrows()
             ],
@@ -423,6 +452,8 @@ def build_report(
     mixed_label_groups: str,
     lora_scope: str,
     pretrain_corpus: str | None,
+    contrast: ContrastSettings = ContrastSettings(variant="mixed_x1", baseline="original"),
+    datasets: list[dict] | None = None,
     verify_results: str | Path | None = None,
 ) -> str:
     """Rule report: write every table, figure, the Markdown summary and the HTML page; return the summary.
@@ -432,14 +463,15 @@ def build_report(
     the figures); ``prompt_classes`` maps each class's LoRA training prompt to the class (a shared
     LoRA's validation images are shown by class); ``benchmarks`` is the folder of the rules'
     benchmark files (run times); ``verify_results``: the results folder to check first with
-    ``meddap verify`` (its findings are stated; one that concerns an input fails the report); the
-    rest are the rule's params.
+    ``meddap verify`` (its findings are stated; one that concerns an input fails the report);
+    ``contrast``: the declared primary contrast and the p-value adjustment; ``datasets``: the
+    (variant, fold) of each ``inputs["datasets"]`` file, in order; the rest are the rule's params.
     """
-    from meddap import figures
+    from meddap import evidence, figures
     from meddap.atomic import write_csv, write_text
     from meddap.generate import read_shards
     from meddap.robustness import robustness_summary
-    from meddap.stats import bootstrap_table, summarise
+    from meddap.stats import classic_partners, original_variant, summarise
 
     provenance = []
     if verify_results is not None:
@@ -455,10 +487,19 @@ def build_report(
     errors = read_robustness(list(inputs.evaluations))
 
     metrics = collect_metrics(records)
-    summary = summarise(metrics)
-    bootstrap = bootstrap_table(records, metric="macro_f1", n_boot=n_bootstrap, seed=seed)
+    # The declared contrast first; every other comparison's p-values adjusted within its family.
+    primary = evidence.primary_contrast_table(metrics, contrast)
+    summary = evidence.adjust_summary(summarise(metrics), contrast.p_adjust)
+    bootstrap = evidence.group_bootstrap(
+        records, classic_partners(metrics), original_variant(metrics), n_resamples=n_bootstrap, seed=seed
+    )
     fidelity = class_fidelity(synthetic)
     robustness = robustness_summary(errors)
+    pooled = evidence.pooled_robustness_summary(errors)
+    composition = evidence.test_set_composition(records, classes)
+    expansion = evidence.expansion(
+        {(d["variant"], int(d["fold"])): path for d, path in zip(datasets or [], getattr(inputs, "datasets", []))}
+    )
     quality_tables = {}
     for name in ("quality", "adjective_effect", "near_copies"):
         frames = [pd.read_csv(path).assign(arch=Path(path).parent.name) for path in getattr(inputs, name)]
@@ -467,6 +508,14 @@ def build_report(
     write_csv(out.metrics, metrics)
     write_csv(out.summary, summary)
     write_csv(out.bootstrap, bootstrap)
+    for name, table in (
+        ("primary_contrast", primary),
+        ("robustness_pooled", pooled),
+        ("test_sets", composition),
+        ("expansion", expansion),
+    ):
+        if hasattr(out, name):
+            write_csv(getattr(out, name), table)
     write_csv(out.fidelity, fidelity)
     write_csv(out.robustness, robustness)
     write_csv(out.quality, quality_tables["quality"])
@@ -512,6 +561,8 @@ def build_report(
         near_duplicates=duplicates_note,
         preface=preface,
         lora_losses=lora_summary,
+        opening=evidence.primary_contrast_lines(primary, contrast),
+        evidence=evidence.evidence_lines(composition, expansion, pooled, contrast.p_adjust),
     )
     write_text(out.readable, text)
     headline = summary[
@@ -526,13 +577,21 @@ def build_report(
         "std",
         "delta_vs_original",
         "p_t_vs_original",
+        "p_t_vs_original_adj",
         "delta_vs_classic",
         "p_t_vs_classic",
+        "p_t_vs_classic_adj",
     ]
     figures.html_page(
         out.html,
         "MEDDAP results",
         [
+            (
+                "Primary contrast",
+                " ".join(evidence.primary_contrast_lines(primary, contrast)[2:]).replace("`", ""),
+                [],
+                [primary.drop(columns=["sentence"], errors="ignore")],
+            ),
             (
                 "Leakage and lineage audit",
                 " ".join(preface).replace("**", ""),
@@ -566,11 +625,21 @@ def build_report(
             (
                 "Bootstrap confidence intervals",
                 (
-                    "95% percentile intervals over test images of the fold-mean macro-F1 "
-                    "and of its difference to original."
+                    "95% intervals (BCa, else percentile) over the test set's near-duplicate groups of the mean "
+                    "macro-F1 of a variant's classifiers, and of its differences to original and to classic."
                 ),
                 [],
                 [bootstrap],
+            ),
+            (
+                "What the numbers rest on",
+                (
+                    f"p adj: {contrast.p_adjust}-adjusted within each (test set, metric) family. Test sets and the "
+                    "classes they hold; the expansion ratio each fold's classifiers saw; robustness pooled over "
+                    "corruptions, severities and folds."
+                ),
+                [],
+                [composition, expansion, pooled],
             ),
             (
                 "Robustness",

@@ -107,6 +107,10 @@ MANIFEST = "results/splits/manifest.csv"
 BASE_MODEL = SETTINGS.base_model
 PRETRAIN_CORPUS = "resources/phantom/pretrain-corpus"
 FOLDS = list(range(SETTINGS.folds))
+# What each dataset-variant table is, as data (the report reads them in this order).
+DATASET_TABLES = [
+    {"variant": v.name, "fold": f} for v in PLAN.variants() for f in FOLDS
+]
 REPLICATES = list(range(SETTINGS.replicates))
 
 

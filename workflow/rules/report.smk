@@ -21,10 +21,19 @@ rule report:
         loras=expand(
             "results/lora/{arm}/{lora}", arm=SETTINGS.arms, lora=SETTINGS.lora_names
         ),
+        # Every classifier's dataset: the expansion ratio it really trained with.
+        datasets=[
+            f"results/datasets/{d['variant']}/fold{d['fold']}.csv"
+            for d in DATASET_TABLES
+        ],
     output:
         metrics="results/report/metrics.csv",
         summary="results/report/summary.csv",
         bootstrap="results/report/bootstrap.csv",
+        primary_contrast="results/report/primary_contrast.csv",
+        test_sets="results/report/test_sets.csv",
+        expansion="results/report/expansion.csv",
+        robustness_pooled="results/report/robustness_pooled.csv",
         fidelity="results/report/fidelity.csv",
         robustness="results/report/robustness.csv",
         quality="results/report/quality.csv",
@@ -101,5 +110,7 @@ rule report:
         mixed_label_groups=config["dataset"]["mixed_label_groups"],
         lora_scope=SETTINGS.lora_scope,
         pretrain_corpus=SETTINGS.pretrain_corpus,
+        contrast=SETTINGS.contrast.params(),
+        datasets=DATASET_TABLES,
     script:
         "../scripts/report.py"

@@ -6,6 +6,7 @@ from _meddap_script import start
 log = start(snakemake)  # noqa: F821
 
 from meddap.report import build_report  # noqa: E402
+from meddap.stages import ContrastSettings  # noqa: E402
 
 params = snakemake.params
 text = build_report(
@@ -20,6 +21,8 @@ text = build_report(
     mixed_label_groups=params.mixed_label_groups,
     lora_scope=params.lora_scope,
     pretrain_corpus=params.pretrain_corpus,
+    contrast=ContrastSettings.from_params(params.contrast),
+    datasets=list(params.datasets),
     # meddap verify first: findings are stated in the report; one about a file read here fails it.
     verify_results="results",
 )
