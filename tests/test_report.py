@@ -40,6 +40,36 @@ def test_summary_has_fold_statistics_calibration_and_fixed_specificity_sensitivi
 
 
 @pytest.mark.slow
+def test_the_report_opens_with_the_declared_contrast_and_states_what_the_numbers_rest_on(tiny_run):
+    report = tiny_run / "results" / "report"
+    text = (report / "summary.md").read_text()
+    # The primary contrast (tiny.yaml plans no mixed variant: none_x1 vs classic_x1) before any table.
+    opening = text.split("\n## ")[1]
+    assert opening.startswith("Primary contrast") and "`none_x1` vs `classic_x1`" in opening
+    assert text.index("## Primary contrast") < text.index("|")
+    primary = pd.read_csv(report / "primary_contrast.csv")
+    assert list(primary["arch"]) == ["squeezenet1_1"] and (primary["n_pairs"] == 2).all()
+    assert primary["sentence"].iloc[0] in opening
+    # Every other comparison: raw and Holm-adjusted p-values side by side.
+    summary = pd.read_csv(report / "summary.csv")
+    assert {"p_t_vs_original_adj", "p_t_vs_classic_adj"} <= set(summary.columns)
+    raw, adjusted = summary["p_t_vs_original"], summary["p_t_vs_original_adj"]
+    assert (adjusted.dropna() >= raw[adjusted.notna()] - 1e-12).all()
+    assert "| p adj |" in text
+    # The expansion ratio each fold's classifier saw: its synthetic rows over its training originals.
+    expansion = pd.read_csv(report / "expansion.csv").set_index(["variant", "fold", "class"])
+    for fold in (0, 1):
+        rows = pd.read_csv(tiny_run / "results" / "datasets" / "none_x1" / f"fold{fold}.csv")
+        training = rows[rows["role"] == "train"]
+        for cls, part in training.groupby("class"):
+            synthetic, originals = (part["source"] == "synthetic").sum(), (part["source"] == "original").sum()
+            assert expansion.loc[("none_x1", fold, cls), "effective_ratio"] == pytest.approx(synthetic / originals)
+    # Each test set's classes, and the ones it lacks.
+    sets = pd.read_csv(report / "test_sets.csv").set_index("test_set")
+    assert sets.loc["test", ["benign", "malignant", "normal"]].sum() == len(pd.read_csv(tiny_run / "results" / "test_sets" / "test.csv"))
+
+
+@pytest.mark.slow
 def test_bootstrap_intervals_contain_their_estimates(tiny_run):
     table = pd.read_csv(tiny_run / "results" / "report" / "bootstrap.csv")
     assert {"test", "synthetic"} & set(table["test_set"]) == {"test"}  # synthetic images are no test set here

@@ -7,8 +7,6 @@ from scipy.stats import ttest_rel, wilcoxon
 
 from meddap.stats import (
     align_predictions,
-    bootstrap_ci,
-    bootstrap_difference_ci,
     classic_partners,
     expected_calibration_error,
     paired_test,
@@ -139,20 +137,9 @@ def _labels(n, accuracy, seed):
     return y, pred
 
 
-def test_bootstrap_ci_contains_estimate_and_narrows():
-    y, pred = _labels(100, 0.8, 1)
-    small = bootstrap_ci(y, pred, "balanced_accuracy", n_boot=400, seed=3)
-    assert small["low"] <= small["estimate"] <= small["high"]
-    assert small["n_valid"] == 400
-    assert bootstrap_ci(y, pred, "balanced_accuracy", n_boot=400, seed=3) == small  # seeded
-    y2, pred2 = _labels(2000, 0.8, 2)
-    large = bootstrap_ci(y2, pred2, "balanced_accuracy", n_boot=400, seed=3)
-    assert large["low"] <= large["estimate"] <= large["high"]
-    assert (large["high"] - large["low"]) < 0.5 * (small["high"] - small["low"])
-
-
 def test_bootstrap_metrics_agree_with_evaluate():
     from meddap.evaluate import classification_metrics
+    from meddap.stats import group_bootstrap_ci
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 3, 60)
@@ -162,17 +149,7 @@ def test_bootstrap_metrics_agree_with_evaluate():
     classes = ["benign", "malignant", "normal"]
     reference = classification_metrics([classes[i] for i in y], proba, classes)
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc"):
-        assert bootstrap_ci(y, proba, name, n_boot=5)["estimate"] == pytest.approx(reference[name])
-
-
-def test_bootstrap_difference_is_paired():
-    y, good = _labels(300, 0.9, 7)
-    _, bad = _labels(300, 0.6, 8)
-    diff = bootstrap_difference_ci(y, good, bad, "accuracy", n_boot=300, seed=0)
-    assert diff["low"] > 0 and diff["p_bootstrap"] < 0.01
-    assert diff["low"] <= diff["estimate"] <= diff["high"]
-    same = bootstrap_difference_ci(y, good, good.copy(), "accuracy", n_boot=100, seed=0)
-    assert same["estimate"] == 0 and same["low"] == 0 and same["high"] == 0  # same indices for both
+        assert group_bootstrap_ci(y, proba, None, name, n_resamples=20)["estimate"] == pytest.approx(reference[name])
 
 
 def test_expected_calibration_error():

@@ -7,10 +7,10 @@ Two sources of uncertainty, kept apart on purpose:
   variants fold by fold (same validation split, same test set). A fold's replicates (classifiers
   of other seeds, ``classifier.replicates``) share its data and are not independent: they are
   averaged within (variant, arch, test set, fold) first, so the pairs are the folds.
-* between test images (``bootstrap_ci``, ``bootstrap_difference_ci``): the variability of the
-  *test-set estimate* of one trained classifier; resampling the same images for two classifiers
-  gives a paired CI of their difference. ``group_bootstrap_ci`` and
-  ``group_bootstrap_difference_ci`` resample near-duplicate groups instead of single images.
+* between test images (``group_bootstrap_ci``, ``group_bootstrap_difference_ci``): the
+  variability of the *test-set estimate* of trained classifiers; resampling the same
+  near-duplicate groups (not single images: a scan and its near-copies are one observation) for
+  two variants gives a paired CI of their difference (``group_bootstrap_table``, BCa).
 
 On top: ``adjust_pvalues``/``adjust_comparisons`` (Holm, Benjamini-Hochberg) for the many
 comparisons, ``primary_contrast`` for the one comparison declared in advance (replicates averaged
@@ -306,21 +306,6 @@ def _metric(metric: str | Callable) -> Callable[[np.ndarray, np.ndarray], float]
     return METRICS[metric]
 
 
-def _resampled(y_true: np.ndarray, preds: list[np.ndarray], fn: Callable, n_boot: int, seed: int) -> np.ndarray:
-    """Metric values over ``n_boot`` bootstrap resamples (rows = resamples, columns = preds)."""
-    rng = np.random.default_rng(seed)
-    out = np.full((n_boot, len(preds)), np.nan)
-    n = len(y_true)
-    for b in range(n_boot):
-        index = rng.integers(0, n, n)
-        for j, pred in enumerate(preds):
-            try:
-                out[b, j] = fn(y_true[index], pred[index])
-            except ValueError:
-                pass  # e.g. AUROC of a resample with a single class: left out (NaN)
-    return out
-
-
 def _check(y_true, *preds) -> tuple[np.ndarray, list[np.ndarray]]:
     y = np.asarray(y_true)
     arrays = [np.asarray(p) for p in preds]
@@ -330,66 +315,6 @@ def _check(y_true, *preds) -> tuple[np.ndarray, list[np.ndarray]]:
     if len(y) == 0:
         raise ValueError("no test images to bootstrap")
     return y, arrays
-
-
-def bootstrap_ci(
-    y_true: Sequence[int],
-    y_pred_or_proba: np.ndarray,
-    metric: str | Callable = "balanced_accuracy",
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> dict:
-    """Percentile bootstrap CI of a metric over test images (resampled with replacement).
-
-    ``y_true``: class indices; ``y_pred_or_proba``: predicted indices (N,) or probabilities (N, C)
-    (label metrics use the argmax). ``metric``: a name in ``METRICS`` or f(y_true, pred) -> float.
-    Resamples where the metric is undefined (ValueError, NaN) are left out; ``n_valid`` counts
-    the rest. Returns {estimate (on all images), low, high, n_boot, n_valid, alpha}.
-    """
-    fn = _metric(metric)
-    y, (pred,) = _check(y_true, y_pred_or_proba)
-    values = _resampled(y, [pred], fn, n_boot, seed)[:, 0]
-    low, high = _percentiles(values, alpha)
-    return {
-        "estimate": float(fn(y, pred)),
-        "low": low,
-        "high": high,
-        "n_boot": n_boot,
-        "n_valid": int((~np.isnan(values)).sum()),
-        "alpha": alpha,
-    }
-
-
-def bootstrap_difference_ci(
-    y_true: Sequence[int],
-    pred_a: np.ndarray,
-    pred_b: np.ndarray,
-    metric: str | Callable = "balanced_accuracy",
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> dict:
-    """Paired percentile bootstrap CI of metric(a) - metric(b) on the same test images.
-
-    Both models are scored on the *same* resampled indices, so image difficulty cancels.
-    Also returns ``p_bootstrap``: two-sided share of resampled differences on the other side of
-    zero (2 x min(P(d <= 0), P(d >= 0)), capped at 1) - an approximate, not an exact, p-value.
-    """
-    fn = _metric(metric)
-    y, (a, b) = _check(y_true, pred_a, pred_b)
-    values = _resampled(y, [a, b], fn, n_boot, seed)
-    diff = values[:, 0] - values[:, 1]
-    low, high = _percentiles(diff, alpha)
-    return {
-        "estimate": float(fn(y, a) - fn(y, b)),
-        "low": low,
-        "high": high,
-        "p_bootstrap": _bootstrap_p(diff),
-        "n_boot": n_boot,
-        "n_valid": int((~np.isnan(diff)).sum()),
-        "alpha": alpha,
-    }
 
 
 def expected_calibration_error(y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15) -> float:
@@ -436,121 +361,12 @@ def sensitivity_at_specificity(
     return float(tpr[allowed].max())
 
 
-def bootstrap_fold_mean(
-    y_true: Sequence[int],
-    variant_preds: Sequence[np.ndarray],
-    baseline_preds: Sequence[np.ndarray] = (),
-    metric: str | Callable = "macro_f1",
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    variant_folds: Sequence[object] | None = None,
-    baseline_folds: Sequence[object] | None = None,
-) -> dict:
-    """Bootstrap CI over test images of the fold-mean metric, and of its difference to a baseline.
-
-    Every fold's classifier is scored on the *same* resampled images (and so is the baseline's),
-    so the interval is that of the number the report shows (the mean over folds) under the
-    variability of the test sample. ``variant_folds`` / ``baseline_folds`` name the fold of each
-    prediction where a fold has several (replicates): their metrics are averaged within the fold
-    first, then over folds (None: one prediction per fold). Returns estimate/low/high and, with a
-    baseline, delta/delta_low/delta_high/p_bootstrap (as in ``bootstrap_difference_ci``).
-    """
-    fn = _metric(metric)
-    y, preds = _check(y_true, *variant_preds, *baseline_preds)
-    k = len(variant_preds)
-    variant_folds = list(range(k)) if variant_folds is None else list(variant_folds)
-    baseline_folds = list(range(len(preds) - k)) if baseline_folds is None else list(baseline_folds)
-    if len(variant_folds) != k or len(baseline_folds) != len(preds) - k:
-        raise ValueError("one fold label per prediction is needed")
-    values = _resampled(y, preds, fn, n_boot, seed)
-    on_all = np.array([[fn(y, p) for p in preds]])
-    mean_variant = _fold_mean(values[:, :k], variant_folds)
-    low, high = _percentiles(mean_variant, alpha)
-    out = {"estimate": float(_fold_mean(on_all[:, :k], variant_folds)[0]), "low": low, "high": high, "n_boot": n_boot}
-    if baseline_preds:
-        diff = mean_variant - _fold_mean(values[:, k:], baseline_folds)
-        d_low, d_high = _percentiles(diff, alpha)
-        baseline = float(_fold_mean(on_all[:, k:], baseline_folds)[0])
-        out.update(delta=out["estimate"] - baseline, delta_low=d_low, delta_high=d_high, p_bootstrap=_bootstrap_p(diff))
-    return out
-
-
-def _fold_mean(values: np.ndarray, folds: Sequence[object]) -> np.ndarray:
-    """Row-wise mean over folds of the mean over each fold's columns (``folds``: one label per column)."""
-    labels = list(dict.fromkeys(folds))
-    folds = np.asarray(folds, dtype=object)
-    return np.stack([values[:, folds == label].mean(1) for label in labels], axis=1).mean(1)
-
-
-def _bootstrap_p(diff: np.ndarray) -> float:
-    """Two-sided share of resampled differences on the other side of zero (NaN resamples left out)."""
-    valid = diff[~np.isnan(diff)]
-    if not len(valid):
-        return math.nan
-    return min(1.0, 2 * min(float((valid <= 0).mean()), float((valid >= 0).mean())))
-
-
 def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
     valid = values[~np.isnan(values)]
     if not len(valid):
         return math.nan, math.nan
     low, high = np.percentile(valid, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(low), float(high)
-
-
-def bootstrap_table(
-    records: Sequence[dict], metric: str = "macro_f1", n_boot: int = 1000, seed: int = 0, reference: str = ORIGINAL
-) -> pd.DataFrame:
-    """Per (variant, arch, test_set): bootstrap CI of the fold-mean ``metric`` and of its difference to ``reference``.
-
-    ``records``: {variant, arch, fold, test_set, predictions (path to predictions.csv)} and
-    optionally replicate. The tables are paired by image path (each test set is the same images
-    for every classifier); a fold's replicates are averaged within the fold before the mean over
-    folds (``bootstrap_fold_mean``).
-    """
-    frames = {}
-    for record in records:
-        frames.setdefault((record["variant"], record["arch"], record["test_set"]), []).append(
-            (int(record["fold"]), int(record.get("replicate", 0)), pd.read_csv(record["predictions"]))
-        )
-    rows = []
-    for (variant, arch, test_set), members in sorted(frames.items(), key=lambda item: item[0]):
-        members = sorted(members, key=lambda member: member[:2])
-        baseline = sorted(frames.get((reference, arch, test_set), []), key=lambda member: member[:2])
-        baseline = baseline if variant != reference else []
-        tables = [table for _, _, table in [*members, *baseline]]
-        paths = sorted(set.intersection(*(set(t["path"]) for t in tables)))
-        if not paths:
-            continue
-        aligned = [t.set_index("path").loc[paths].reset_index() for t in tables]
-        y, _, _ = predictions_arrays(aligned[0])
-        probas = [predictions_arrays(t)[1] for t in aligned]
-        folds = [fold for fold, _, _ in members]
-        result = bootstrap_fold_mean(
-            y,
-            probas[: len(members)],
-            probas[len(members) :],
-            metric,
-            n_boot,
-            seed,
-            variant_folds=folds,
-            baseline_folds=[fold for fold, _, _ in baseline],
-        )
-        replicates = pd.Series([replicate for _, replicate, _ in members]).groupby(folds).nunique()
-        rows.append(
-            {
-                "variant": variant,
-                "arch": arch,
-                "test_set": test_set,
-                "metric": metric,
-                "n_images": len(paths),
-                "n_folds": len(set(folds)),
-                "n_replicates": int(replicates.min()),
-                **result,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- multiplicity
