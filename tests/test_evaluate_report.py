@@ -107,6 +107,35 @@ def test_class_fidelity_per_adjective(tmp_path):
     assert fidelity.loc[("normal", "all"), "fidelity_mean"] == 0.5
 
 
+def test_the_fidelity_floor_reads_the_median_over_folds_and_prints_every_fold(tmp_path, capsys):
+    """One fold's judge rejecting a class does not fail the gate; a class rejected in most folds does."""
+    from meddap.check import check
+
+    records = []
+    for fold, normal_right in enumerate((4, 4, 0)):  # fold 2's classifier calls every normal image benign
+        frame = pd.DataFrame({"path": [f"{fold}{i}" for i in range(8)], "class": ["benign"] * 4 + ["normal"] * 4,
+                              "predicted": ["benign"] * 4 + ["normal"] * normal_right + ["benign"] * (4 - normal_right),
+                              "adjective": "none"})
+        frame.to_csv(tmp_path / f"p{fold}.csv", index=False)
+        records.append({"arch": "r", "fold": fold, "predictions": str(tmp_path / f"p{fold}.csv")})
+    fidelity = class_fidelity(records)
+    normal = fidelity.set_index(["class", "adjective"]).loc[("normal", "all")]
+    assert normal["fidelity_median"] == 1.0 and normal["fidelity_mean"] == pytest.approx(2 / 3)
+    assert normal["fidelity_folds"] == "1.00 1.00 0.00"
+    report = tmp_path / "report"
+    report.mkdir()
+    fidelity.to_csv(report / "fidelity.csv", index=False)
+    pd.DataFrame({"variant": ["original"], "family": ["original"], "arch": ["r"], "test_set": ["test"],
+                  "test_set_kind": ["internal"], "metric": ["macro_f1"], "mean": [0.9], "std": [0.01],
+                  "delta_vs_original": [0.0]}).to_csv(report / "summary.csv", index=False)
+    assert check(report, 0.8, 0.7) == []
+    assert "folds 1.00 1.00 0.00" in capsys.readouterr().out
+    for fold in (0, 1):  # now most folds' judges reject the normal images
+        pd.read_csv(tmp_path / f"p{fold}.csv").assign(predicted="benign").to_csv(tmp_path / f"p{fold}.csv", index=False)
+    class_fidelity(records).to_csv(report / "fidelity.csv", index=False)
+    assert check(report, 0.8, 0.7) == ["fidelity of normal: median 0.000 < 0.7"]
+
+
 def _evaluate_with_a_fake_model(tmp_path, monkeypatch) -> tuple[Path, list[list[str]]]:
     """evaluate_classifier on three two-image test sets (internal "holdout", unseen "deviceB",
     synthetic) with a model that calls every image class a; returns (its folder, the paths that

@@ -86,11 +86,23 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     """Share of each (class, adjective)'s synthetic images the ``original`` classifier assigns to that class.
 
     ``prediction_files``: records {arch, fold, replicate, predictions} of the synthetic-images test
-    set. One row per (arch, class, adjective) with mean and std over folds, plus 'all' adjectives;
+    set. One row per (arch, class, adjective) with mean, std and median over folds and each fold's
+    value (``fidelity_folds``, in fold order), plus 'all' adjectives;
     a fold's value is the mean over its replicates (they are not independent of each other), and
     ``n_replicates`` says how many there were (the fewest of any fold).
     """
-    columns = ["arch", "class", "adjective", "fidelity_mean", "fidelity_std", "n_images", "n_folds", "n_replicates"]
+    columns = [
+        "arch",
+        "class",
+        "adjective",
+        "fidelity_mean",
+        "fidelity_std",
+        "fidelity_median",
+        "fidelity_folds",
+        "n_images",
+        "n_folds",
+        "n_replicates",
+    ]
     frames = []
     for record in prediction_files:
         frame = pd.read_csv(record["predictions"])
@@ -113,6 +125,10 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
         .agg(
             fidelity_mean=("mean", "mean"),
             fidelity_std=("mean", "std"),
+            # One judge (a fold's original classifier) can reject a class's images alone: the median and
+            # every fold's value show it.
+            fidelity_median=("mean", "median"),
+            fidelity_folds=("mean", lambda values: " ".join(f"{v:.2f}" for v in values)),
             n_images=("size", "first"),
             n_folds=("fold", "nunique"),
             n_replicates=("replicates", "min"),

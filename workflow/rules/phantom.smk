@@ -8,6 +8,7 @@ if SETTINGS.phantom:
             f"{LOGS}/simulate_phantom/{{device}}.log",
         benchmark:
             f"{BENCH}/simulate_phantom/{{device}}.tsv"
+        priority: 3  # upstream of pretrain_base, the critical path: before the original classifiers
         conda:
             ENV
         threads: 1
@@ -42,6 +43,7 @@ if SETTINGS.pretrain and SETTINGS.pretrain_corpus == PHANTOM_CORPUS:
             f"{LOGS}/simulate_pretrain_corpus.log",
         benchmark:
             f"{BENCH}/simulate_pretrain_corpus.tsv"
+        priority: 3  # upstream of pretrain_base, the critical path: before the original classifiers
         conda:
             ENV
         threads: 1

@@ -11,6 +11,7 @@ rule split:
         f"{LOGS}/split.log",
     benchmark:
         f"{BENCH}/split.tsv"
+    priority: 3  # upstream of pretrain_base, the critical path: before the original classifiers
     conda:
         ENV
     threads: 1
@@ -47,6 +48,7 @@ rule index_test_set:
         f"{LOGS}/index_test_set/{{test_set}}.log",
     benchmark:
         f"{BENCH}/index_test_set/{{test_set}}.tsv"
+    priority: 3  # upstream of pretrain_base, the critical path: before the original classifiers
     conda:
         ENV
     threads: 1
