@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
+from meddap.kinds import INTERNAL_TEST
+
 T = TypeVar("T", bound="StageSettings")
 
 
@@ -174,5 +176,5 @@ class ContrastSettings(StageSettings):
     variant: str | None = None  # None until resolved (meddap.settings): mixed_x1 vs classic_x1 where planned
     baseline: str | None = None
     metric: str = "macro_f1"
-    test_set: str = "test"
+    test_set: str = INTERNAL_TEST
     p_adjust: str = "holm"
