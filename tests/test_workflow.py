@@ -43,7 +43,7 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     # lora.scope: fold -> one generative arm (LoRAs and shards) per fold
     assert config["lora"]["scope"] == "fold"
     assert jobs["train_lora"] == len(config["dataset"]["classes"]) * folds
-    assert jobs["check_generation_inputs"] == jobs["train_lora"]  # one per LoRA, before its shards
+    assert jobs["check_generation_inputs"] == jobs["generate_shard"]  # one per shard, before it
     assert jobs["index_synthetic"] == folds
     assert jobs["merge_dataset"] == n_variants * folds
     assert jobs["simulate_phantom"] == 3
@@ -281,8 +281,8 @@ def settled_run(tiny_run, tmp_path_factory):
 
 # What the tiny config reruns downstream of new shards (both folds, synthetic variants none_x1 and
 # bright_x1): their merges, classifiers and evaluations, fold k's synthetic test set and its scoring
-# by the original classifier, quality, audit, report. Every shard job that runs has its LoRA's
-# check_generation_inputs job (a temp() output) run first: 2 arms x 3 classes.
+# by the original classifier, quality, audit, report. Every shard job that runs has its own
+# check_generation_inputs job (a temp() output) run first.
 AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4, "evaluate": 6,
                 "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}
 
@@ -292,10 +292,10 @@ AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4,
     "change, top, planned, isolated",
     [
         # precision: the LoRAs retrain (and so every shard); generation reads it too (isolated below).
-        ({"precision": "fp32"}, {"train_lora"}, {"train_lora": 6, "check_generation_inputs": 6, "generate_shard": 12, **AFTER_SHARDS},
+        ({"precision": "fp32"}, {"train_lora"}, {"train_lora": 6, "check_generation_inputs": 12, "generate_shard": 12, **AFTER_SHARDS},
          ("generate_shard", "results/synthetic/fold0/benign/bright/shard000")),
         ({"generation": {"guidance_scale": 4.5}}, {"generate_shard"},
-         {"check_generation_inputs": 6, "generate_shard": 12, **AFTER_SHARDS}, None),
+         {"check_generation_inputs": 12, "generate_shard": 12, **AFTER_SHARDS}, None),
         ({"classifier": {"lr": 2.0e-3}}, {"train_classifier"},
          {"train_classifier": 8, "evaluate": 8, "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}, None),
         ({"evaluation": {"specificity": 0.8}}, {"evaluate"}, {"evaluate": 8, "report": 1, "all": 1}, None),
@@ -305,7 +305,7 @@ AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4,
          None),
         # One class reworded with words the tokenizer has: only its LoRAs (2 folds) and shards (2 x 2).
         ({"prompts": {"subjects": {"normal": "no tumor", "benign": "tumor benign"}}}, {"train_lora"},
-         {"train_lora": 2, "check_generation_inputs": 2, "generate_shard": 4, **AFTER_SHARDS},
+         {"train_lora": 2, "check_generation_inputs": 4, "generate_shard": 4, **AFTER_SHARDS},
          ("generate_shard", "results/synthetic/fold1/benign/none/shard000")),
     ],
 )

@@ -143,8 +143,10 @@ def lora_dir(wildcards):
 
 def generation_inputs_check(wildcards):
     """The check that a shard's LoRA and base model load, done before the shard job starts."""
-    lora = SETTINGS.lora_for_class(wildcards.cls)
-    return f"results/checks/generation_inputs/{wildcards.arm}/{lora}.ok"
+    return (
+        f"results/checks/generation_inputs/{wildcards.arm}/{wildcards.cls}/"
+        f"{wildcards.adjective}/shard{wildcards.shard}.ok"
+    )
 
 
 def fold_classic_dir(wildcards):

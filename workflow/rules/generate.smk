@@ -3,17 +3,18 @@ rule check_generation_inputs:
     and base model's safetensors files are complete and the LoRA's layers exist in the base model.
     A temp() output: missing after the shards are made, so every shard job that runs, forced
     (`make regenerate-shard`) or not, runs this check first; a bad file stops the run before a
-    good shard is deleted, and the error names the file and the command that remakes it.
+    good shard is deleted, and the error names the file and the command that remakes it. One per
+    shard: a check run for a new shard feeds that shard only, so it reruns no other shard.
     """
     input:
         base_model_input,
-        lora="results/lora/{arm}/{lora}",
+        lora=lora_dir,
     output:
-        temp("results/checks/generation_inputs/{arm}/{lora}.ok"),
+        temp("results/checks/generation_inputs/{arm}/{cls}/{adjective}/shard{shard}.ok"),
     log:
-        f"{LOGS}/check_generation_inputs/{{arm}}/{{lora}}.log",
+        f"{LOGS}/check_generation_inputs/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.log",
     benchmark:
-        f"{BENCH}/check_generation_inputs/{{arm}}/{{lora}}.tsv"
+        f"{BENCH}/check_generation_inputs/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
     localrule: True  # reads file headers only: no cluster job
     conda:
         ENV
