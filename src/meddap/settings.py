@@ -14,6 +14,7 @@ from pathlib import Path
 from meddap.base_models import PRETRAIN, BaseModelSource, base_model_source
 from meddap.choices import LORA_SCOPES, PRETRAIN_CORPORA
 from meddap.dataset import list_class_images, split_counts
+from meddap.gpu_slots import GpuSlotSettings
 from meddap.kinds import (
     INTERNAL,
     RESERVED_TEST_SET_NAMES,
@@ -68,6 +69,8 @@ class Settings:
     base_source: BaseModelSource | None = None  # what base_model.path names (meddap.base_models)
     # What each stage's jobs read (meddap.stages): built here once, passed to jobs through params.
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    # Not a job's params (a GPU's id changes no output): the jobs read it from the environment (common.smk).
+    gpu_slots: GpuSlotSettings = field(default_factory=GpuSlotSettings)
     prompts: PromptSettings = field(default_factory=PromptSettings)
     pretraining: PretrainSettings | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -363,6 +366,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         lora_scope=config["lora"]["scope"],
         lora_mode=config["lora"]["mode"],
         runtime=RuntimeSettings.from_params(config),
+        gpu_slots=GpuSlotSettings.from_config(config),
         prompts=PromptSettings.from_params(config["prompts"]),
         pretraining=pretraining,
         lora=LoraSettings.from_params(config["lora"]),

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
 from meddap.dataset import DatasetError, dataset_state  # noqa: E402
+from meddap.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE  # noqa: E402
 from meddap.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache  # noqa: E402
 from meddap.kinds import SYNTHETIC, TestSetKind  # noqa: E402
 from meddap.plan import CLASSIC, ORIGINAL  # noqa: E402
@@ -36,6 +37,9 @@ THREADS = config["resources"]["threads_per_job"]
 
 # File digests are cached by path, size and mtime_ns (here at parse time and in the jobs' lineage records).
 os.environ.setdefault(CACHE_VARIABLE, DEFAULT_CACHE)
+# How local GPU jobs share the GPUs (resources.gpu_*): through the environment, not params, since a
+# job's device changes none of its outputs. The GPU jobs name their kind in `resources: gpu_slot`.
+os.environ[SETTINGS_VARIABLE] = SETTINGS.gpu_slots.to_env()
 
 
 def dataset_fingerprint():

@@ -42,4 +42,8 @@ def start(snakemake) -> logging.Logger:
     )
     logger = logging.getLogger(f"meddap.rule.{snakemake.rule}")
     logger.info("rule %s wildcards %s threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
+    # A GPU rule's job takes a device (or a slot of one) of its own before torch loads (meddap.gpu_slots).
+    from meddap import gpu_slots
+
+    gpu_slots.acquire_for_job(getattr(snakemake.resources, "gpu_slot", None), logger)
     return logger
