@@ -33,6 +33,7 @@ from conftest import DEFAULT, snakemake
         ({"generation": {"ratios": [0.001]}}, "rounds to 0 synthetic images"),
         ({"generation": {"ratios": [1000000]}}, "limits.max_synthetic_images"),
         ({"limits": {"max_jobs": 20}}, "more than limits.max_jobs (20)"),
+        ({"resources": {"gpu_slots": {"classifier": 0}}}, "gpu_slots"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, override, expected):
