@@ -131,7 +131,6 @@ def test_a_waiting_whole_gpu_job_is_not_overtaken_by_sharing_jobs(tmp_path):
     [
         {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"},
         {"SLURM_JOB_GPUS": "2,3"},
-        {"CUDA_VISIBLE_DEVICES": "1"},
     ],
 )
 def test_given_devices_are_kept_and_nothing_is_locked(tmp_path, given):
@@ -141,6 +140,17 @@ def test_given_devices_are_kept_and_nothing_is_locked(tmp_path, given):
     assert lease.device is None and not lease.locks and "given" in lease.reason
     assert environ == {gpu_slots.LOCK_DIR_VARIABLE: str(folder), **given}
     assert not folder.exists()
+
+
+def test_an_exported_cuda_visible_devices_is_the_pool_outside_slurm(tmp_path):
+    environ = {gpu_slots.LOCK_DIR_VARIABLE: str(tmp_path / "locks"), "CUDA_VISIBLE_DEVICES": "2,3"}
+    first = acquire(DIFFUSION, GpuSlotSettings(), dict(environ), detect=lambda: pytest.fail("devices detected"))
+    second_env = dict(environ)
+    second = acquire(DIFFUSION, GpuSlotSettings(), second_env, detect=lambda: pytest.fail("devices detected"))
+    assert {first.device, second.device} == {"2", "3"} and second_env["CUDA_VISIBLE_DEVICES"] == second.device
+    empty = acquire(CLASSIFIER, GpuSlotSettings(), {**environ, "CUDA_VISIBLE_DEVICES": ""}, detect=lambda: ["0"])
+    assert (empty.device, empty.reason) == (None, "no GPU")
+    first.release(), second.release()
 
 
 def test_without_a_gpu_nothing_happens(tmp_path):

@@ -18,9 +18,10 @@ device ``d``:
   that device and it gets its turn (briefly held by every job while it picks the device).
 
 A job that finds no free device waits (logging once) and polls. Where the devices are already
-given (a SLURM job: ``SLURM_JOB_ID``, ``SLURM_JOB_GPUS``, or ``CUDA_VISIBLE_DEVICES`` set) nothing
-is locked and the environment is kept; where there is no GPU (``nvidia-smi -L`` lists none and no
-devices are configured) or ``device: cpu``, nothing happens: the job runs on the CPU.
+given (a SLURM job: ``SLURM_JOB_ID`` or ``SLURM_JOB_GPUS`` set) nothing is locked and the
+environment is kept. Outside SLURM, a ``CUDA_VISIBLE_DEVICES`` the user exported names the pool the
+jobs share (where ``resources.gpu_devices`` is null). Where there is no GPU (``nvidia-smi -L``
+lists none and no devices are configured) or ``device: cpu``, nothing happens: the job runs on the CPU.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ DIFFUSION = "diffusion"  # pretrain_base, train_lora, generate_shard
 KINDS = (CLASSIFIER, DIFFUSION)
 SETTINGS_VARIABLE = "MEDDAP_GPU_SLOTS"  # the settings as JSON, set at parse time (common.smk) for the jobs
 LOCK_DIR_VARIABLE = "MEDDAP_GPU_LOCK_DIR"  # overrides resources.gpu_lock_dir (tests)
-# Set by SLURM (or by hand): the devices are given, nothing is locked.
-GIVEN_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_JOB_ID")
+# Set by SLURM: the devices are given, nothing is locked.
+GIVEN_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_JOB_ID")
 POLL_SECONDS = 0.5
 
 logger = logging.getLogger(__name__)
@@ -112,11 +113,21 @@ def detect_devices(run: Callable = subprocess.run) -> list[str]:
 
 
 def given_devices(environ: MutableMapping[str, str]) -> str | None:
-    """What says the devices are already chosen (a SLURM job, CUDA_VISIBLE_DEVICES), or None."""
+    """What says the devices are already chosen (a SLURM job), or None."""
     for name in GIVEN_VARIABLES:
         if name in environ:
             return f"{name}={environ[name]}"
     return None
+
+
+def pool(settings: GpuSlotSettings, environ: MutableMapping[str, str], detect: Callable[[], list[str]]) -> list[str]:
+    """The devices jobs share: the configured list, else the user's CUDA_VISIBLE_DEVICES (e.g.
+    ``CUDA_VISIBLE_DEVICES=2,3 snakemake ...`` shares GPUs 2 and 3), else every GPU the driver lists."""
+    if settings.devices is not None:
+        return list(settings.devices)
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    return detect()
 
 
 def _file_name(device: str) -> str:
@@ -251,7 +262,7 @@ def acquire(
     if given:
         log.info("GPU: devices given by the environment (%s); no slot locked", given)
         return Lease(kind, reason=f"given: {given}")
-    devices = list(settings.devices) if settings.devices is not None else detect()
+    devices = pool(settings, environ, detect)
     if not devices:
         return Lease(kind, reason="no GPU")
     folder = settings.folder(environ)
