@@ -47,7 +47,7 @@ test-slurm: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
-	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/ruff check src workflow/scripts tests
 	$(BIN)/ruff format --check src workflow/scripts tests
 

@@ -3,9 +3,9 @@ config-key table is the one generated from it (python -m meddap.schema_docs, mak
 
 import pytest
 import yaml
+from conftest import REPO
 from snakemake.utils import validate
 
-from conftest import REPO
 from meddap import schema_docs
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
