@@ -13,13 +13,14 @@ PYTEST_ARGS ?= --durations=30
 # tests/conftest.py (files of the longest tests first). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-slurm install lint dag clean help check-results regenerate-shard record-outputs
+.PHONY: run test test-slurm install lint config-table dag clean help check-results regenerate-shard record-outputs
 
 help:
 	@echo "make run    run the whole workflow (snakemake --cores all) on config/config.yaml"
 	@echo "make test   run the tests"
 	@echo "make test-slurm  the SLURM test (a one-node cluster it starts; root; slow)"
 	@echo "make lint   snakemake --lint, snakefmt --check, ruff check and ruff format --check"
+	@echo "make config-table  rewrite README.md's config-key table from workflow/schemas/config.schema.yaml"
 	@echo "make dag    redraw docs/rulegraph.svg"
 	@echo "make check-results       check the default run's quality floors"
 	@echo "make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"
@@ -46,9 +47,13 @@ test-slurm: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
-	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/ruff check src workflow/scripts
-	$(BIN)/ruff format --check src workflow/scripts
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/ruff check src workflow/scripts tests
+	$(BIN)/ruff format --check src workflow/scripts tests
+
+# README.md's config-key table is generated from the schema (tests/test_schema_docs.py checks it).
+config-table: $(STAMP)
+	$(BIN)/python -m meddap.schema_docs --schema workflow/schemas/config.schema.yaml --readme README.md
 
 check-results: $(STAMP)
 	$(BIN)/python -m meddap.check

@@ -20,12 +20,25 @@ DEFAULT = REPO / "config" / "config.yaml"
 
 
 def snakemake_command(workdir: Path, *args: str, configs=(DEFAULT, TINY)) -> list[str]:
-    return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, configs), *args]
+    return [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        *map(str, configs),
+        *args,
+    ]
 
 
 def digest_tree(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root``, keyed by its relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = True) -> subprocess.CompletedProcess:
@@ -35,6 +48,7 @@ def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -73,11 +87,18 @@ def small_pipeline_dir(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     spec = SmallModelSpec(image_size=32)
-    vae, text_encoder, tokenizer, unet = build_small_components(spec, prompt_words(["benign", "malignant", "normal"], ["none", "bright"]), seed=0)
+    vae, text_encoder, tokenizer, unet = build_small_components(
+        spec, prompt_words(["benign", "malignant", "normal"], ["none", "bright"]), seed=0
+    )
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     out = tmp_path_factory.mktemp("small_sd") / "pipeline"
     pipeline.save_pretrained(out, safe_serialization=True)

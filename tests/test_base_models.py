@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import DEFAULT, TINY, snakemake
 from safetensors.torch import save_file
 
-from conftest import DEFAULT, TINY, snakemake
 from meddap.base_models import (
     BASE_MODEL_DIR,
     FOLDER,
@@ -60,7 +60,10 @@ def test_single_file_converts_exactly_and_generates(sd15_checkpoint, tmp_path):
     with safe_open(str(checkpoint), framework="pt") as handle:
         keys = set(handle.keys())
     assert "model.diffusion_model.output_blocks.11.0.skip_connection.weight" in keys  # diffusers' SD v1 marker
-    assert "first_stage_model.decoder.up.0.upsample.conv.weight" not in keys and "first_stage_model.decoder.up.3.upsample.conv.weight" in keys
+    assert (
+        "first_stage_model.decoder.up.0.upsample.conv.weight" not in keys
+        and "first_stage_model.decoder.up.3.upsample.conv.weight" in keys
+    )
     assert not any(key.startswith(("unet.", "vae.", "text_encoder.")) for key in keys)
 
     source = convert_single_file(checkpoint, tmp_path / "base_model")
@@ -79,8 +82,14 @@ def test_single_file_converts_exactly_and_generates(sd15_checkpoint, tmp_path):
     assert converted.scheduler.config.prediction_type == "epsilon"
     assert converted.tokenizer("a photo of a cat").input_ids[:3] == [49406, 320, 1125]
 
-    image = converted("a bright ultrasound photo of benign tumor in breast", num_inference_steps=2, height=64, width=64,
-                      generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    image = converted(
+        "a bright ultrasound photo of benign tumor in breast",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
     assert image.shape == (64, 64, 3) and float(image.std()) > 0
 
 
@@ -102,12 +111,29 @@ def write_keys(path: Path, keys: dict[str, tuple[int, ...]]) -> Path:
 @pytest.mark.parametrize(
     "keys, expected",
     [
-        ({"conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": (4, 2),
-          "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3)}, "SDXL"),
-        ({"cond_stage_model.model.token_embedding.weight": (4, 2), "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3)}, "SD 2.x"),
+        (
+            {
+                "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": (4, 2),
+                "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
+            },
+            "SDXL",
+        ),
+        (
+            {
+                "cond_stage_model.model.token_embedding.weight": (4, 2),
+                "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
+            },
+            "SD 2.x",
+        ),
         ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 8)}, "no Stable Diffusion UNet"),
         ({"model.diffusion_model.input_blocks.0.0.weight": (8, 9, 3, 3)}, "9 input channels"),
-        ({"model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3), "first_stage_model.encoder.conv_in.weight": (8, 3, 3, 3)}, "no CLIP text encoder"),
+        (
+            {
+                "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
+                "first_stage_model.encoder.conv_in.weight": (8, 3, 3, 3),
+            },
+            "no CLIP text encoder",
+        ),
     ],
 )
 def test_other_single_files_are_refused_at_parse_time(tmp_path, keys, expected):
@@ -203,11 +229,19 @@ def test_workflow_converts_once_and_every_job_reads_the_folder(sd15_checkpoint, 
 
 def test_workflow_with_a_hub_id_downloads_once_and_lora_reads_the_folder(tmp_path):
     config = tmp_path / "hub.yaml"
-    config.write_text(yaml.safe_dump({
-        "allow_hub": True,
-        "base_model": {"path": "stable-diffusion-v1-5/stable-diffusion-v1-5", "revision": "main", "pretrain": {"enabled": False}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "allow_hub": True,
+                "base_model": {
+                    "path": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                    "revision": "main",
+                    "pretrain": {"enabled": False},
+                },
+            }
+        )
+    )
     dry = snakemake(tmp_path, "-n", "results/lora/fold0/benign", configs=(DEFAULT, TINY, config)).stdout
     assert dry.count("rule download_base_model:") == 1 and "pretrain_base" not in dry
-    lora_job = dry[dry.index("rule train_lora:"):]
+    lora_job = dry[dry.index("rule train_lora:") :]
     assert f"input: {BASE_MODEL_DIR}," in lora_job.split("\n")[1]

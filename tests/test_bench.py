@@ -12,23 +12,51 @@ from meddap.bench.measure import interleave
 
 def test_bench_writes_both_methods_with_ratios(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = bench.main([
-        "--out", str(out), "--device", "cpu", "--threads", "1", "--resolution", "32",
-        "--images", "2", "--steps", "2", "--warmup-steps", "1", "--batch-size", "2",
-        "--lora-steps", "2", "--lora-warmup", "1", "--lora-batch-size", "2", "--train-images", "2",
-    ])
+    code = bench.main(
+        [
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--resolution",
+            "32",
+            "--images",
+            "2",
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--lora-steps",
+            "2",
+            "--lora-warmup",
+            "1",
+            "--lora-batch-size",
+            "2",
+            "--train-images",
+            "2",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Generation" in printed and "LoRA training" in printed
 
-    for name, rate, unit in (("generation.csv", "images_per_s", "images"), ("lora_training.csv", "samples_per_s", "samples")):
+    for name, rate, unit in (
+        ("generation.csv", "images_per_s", "images"),
+        ("lora_training.csv", "samples_per_s", "samples"),
+    ):
         frame = pd.read_csv(out / name)
         assert sorted(frame["method"]) == ["baseline", "meddap"], name
         rows = frame.set_index("method")
         assert (rows[rate] > 0).all(), name
         assert (rows["seconds"] > 0).all(), name
         assert rows.loc["baseline", "ratio_vs_baseline"] == pytest.approx(1.0)
-        assert rows.loc["meddap", "ratio_vs_baseline"] == pytest.approx(rows.loc["meddap", rate] / rows.loc["baseline", rate])
+        assert rows.loc["meddap", "ratio_vs_baseline"] == pytest.approx(
+            rows.loc["meddap", rate] / rows.loc["baseline", rate]
+        )
         assert list(rows[rate]) == pytest.approx(list(rows[unit] / rows["seconds"])), name
         assert (rows["cpu_s"] > 0).all(), name
         per_cpu = rows[unit] / rows["cpu_s"]
@@ -37,7 +65,11 @@ def test_bench_writes_both_methods_with_ratios(tmp_path, capsys):
 
     generation = pd.read_csv(out / "generation.csv").set_index("method")
     assert generation.loc["baseline", "scheduler"] == "pndm"
-    assert (generation["steps"] == 2).all() and (generation["resolution"] == 32).all() and (generation["images"] == 2).all()
+    assert (
+        (generation["steps"] == 2).all()
+        and (generation["resolution"] == 32).all()
+        and (generation["images"] == 2).all()
+    )
     training = pd.read_csv(out / "lora_training.csv").set_index("method")
     assert training.loc["baseline", "batch_size"] == 1 and training.loc["meddap", "batch_size"] == 2
     assert training.loc["baseline", "samples"] == 2 and training.loc["meddap", "samples"] == 4
@@ -51,11 +83,34 @@ def test_bench_on_the_sd15_architecture_with_a_smaller_baseline_count(tmp_path, 
     """The GPU benchmark's path (bench/gpu.sh) at a tenth of SD v1.5's width: the baseline may
     generate fewer images than meddap; each row's rate counts its own images."""
     out = tmp_path / "bench"
-    code = bench.main([
-        "--out", str(out), "--device", "cpu", "--threads", "1", "--sd15", "--sd15-width-divisor", "10",
-        "--resolution", "32", "--images", "4", "--baseline-images", "2", "--steps", "2", "--warmup-steps", "1",
-        "--batch-size", "2", "--skip-training", "--guidance-reference", "lora",
-    ])
+    code = bench.main(
+        [
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--sd15",
+            "--sd15-width-divisor",
+            "10",
+            "--resolution",
+            "32",
+            "--images",
+            "4",
+            "--baseline-images",
+            "2",
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--skip-training",
+            "--guidance-reference",
+            "lora",
+        ]
+    )
     assert code == 0
     generation = pd.read_csv(out / "generation.csv").set_index("method")
     assert generation.loc["baseline", "images"] == 2 and generation.loc["meddap", "images"] == 4

@@ -6,7 +6,6 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEFAULT, REPO, digest_tree, snakemake
 
 BUSI_CONFIG = REPO / "config" / "busi.yaml"

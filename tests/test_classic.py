@@ -12,7 +12,9 @@ from meddap.plan import Plan
 
 @pytest.fixture
 def plan():
-    return Plan(["benign", "normal"], {"benign": 9, "normal": 6}, ["none"], [0.5, 1.0], 8, families=("adjective", "classic"))
+    return Plan(
+        ["benign", "normal"], {"benign": 9, "normal": 6}, ["none"], [0.5, 1.0], 8, families=("adjective", "classic")
+    )
 
 
 @pytest.fixture
@@ -33,7 +35,9 @@ def test_sources_never_include_the_folds_validation_or_test_images(manifest):
         sources = classic_sources(manifest, fold, "benign", seed=1, count=20)
         used = manifest.set_index("path").loc[sources]
         assert (used["split"] == "train").all() and (used["fold"] != fold).all()
-        assert len(sources) == 20 and used.index.value_counts().max() - used.index.value_counts().min() <= 1  # spread evenly
+        assert (
+            len(sources) == 20 and used.index.value_counts().max() - used.index.value_counts().min() <= 1
+        )  # spread evenly
 
 
 def test_classic_variant_equal_counts_nested_and_only_in_its_folds_training(tmp_path, manifest, plan):
@@ -66,4 +70,7 @@ def test_classic_variant_equal_counts_nested_and_only_in_its_folds_training(tmp_
     # ...and the copies are transformed, not verbatim.
     meta = pd.read_csv(folders[0] / "metadata.csv")
     first = meta.iloc[0]
-    assert not np.array_equal(np.asarray(Image.open(folders[0] / first["file"]).convert("L")), np.asarray(Image.open(first["source_path"]).convert("L")))
+    assert not np.array_equal(
+        np.asarray(Image.open(folders[0] / first["file"]).convert("L")),
+        np.asarray(Image.open(first["source_path"]).convert("L")),
+    )

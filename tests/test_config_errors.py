@@ -2,7 +2,6 @@
 
 import pytest
 import yaml
-
 from conftest import DEFAULT, snakemake
 
 
@@ -18,8 +17,14 @@ from conftest import DEFAULT, snakemake
         ({"generation": {"adjectives": ["none", "../etc"]}}, "adjectives"),
         ({"generation": {"adjectives": ["none", "it's"]}}, "adjectives"),
         ({"generation": {"adjectives": ["none", "original"]}}, "reserved"),
-        ({"phantom": {"enabled": False}, "base_model": {"pretrain": {"enabled": False}, "path": "/no/such/model"}}, "/no/such/model"),
-        ({"phantom": {"enabled": False}, "base_model": {"pretrain": {"corpus": "phantom"}}}, "base_model.pretrain.corpus"),
+        (
+            {"phantom": {"enabled": False}, "base_model": {"pretrain": {"enabled": False}, "path": "/no/such/model"}},
+            "/no/such/model",
+        ),
+        (
+            {"phantom": {"enabled": False}, "base_model": {"pretrain": {"corpus": "phantom"}}},
+            "base_model.pretrain.corpus",
+        ),
         ({"lora": {"scope": "per_fold"}}, "scope"),
         ({"dataset": {"mixed_label_groups": "merge"}}, "mixed_label_groups"),
         # Hardening, round two: everything checkable before a job runs.
@@ -51,11 +56,16 @@ def test_an_unseen_set_holding_the_datasets_own_images_is_refused(tmp_path):
     from conftest import BUSI
 
     config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({
-        "phantom": {"enabled": False}, "dataset": {"root": str(BUSI)},
-        "base_model": {"pretrain": {"corpus": "dataset"}},
-        "unseen": [{"name": "same-device", "root": str(BUSI)}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "phantom": {"enabled": False},
+                "dataset": {"root": str(BUSI)},
+                "base_model": {"pretrain": {"corpus": "dataset"}},
+                "unseen": [{"name": "same-device", "root": str(BUSI)}],
+            }
+        )
+    )
     result = snakemake(tmp_path, "-n", configs=(DEFAULT, config), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "unseen set 'same-device'" in output and "holds" in output
@@ -70,10 +80,15 @@ def test_a_dataset_with_one_class_folder_is_refused(tmp_path):
     for i in range(4):
         Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(tmp_path / "data" / "benign" / f"b{i}.png")
     config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({
-        "phantom": {"enabled": False}, "dataset": {"root": str(tmp_path / "data"), "classes": None},
-        "base_model": {"pretrain": {"corpus": "dataset"}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "phantom": {"enabled": False},
+                "dataset": {"root": str(tmp_path / "data"), "classes": None},
+                "base_model": {"pretrain": {"corpus": "dataset"}},
+            }
+        )
+    )
     result = snakemake(tmp_path, "-n", configs=(DEFAULT, config), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "at least two class folders" in output

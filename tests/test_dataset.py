@@ -12,7 +12,9 @@ def make_folder(root, counts, size=8):
     for cls, n in counts.items():
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.fromarray(np.full((size, size), (i * 7 + len(cls)) % 255, np.uint8)).save(root / cls / f"{cls} ({i}).png")
+            Image.fromarray(np.full((size, size), (i * 7 + len(cls)) % 255, np.uint8)).save(
+                root / cls / f"{cls} ({i}).png"
+            )
     return root
 
 
@@ -101,6 +103,8 @@ def test_an_unseen_set_holding_a_near_copy_of_a_dataset_image_is_refused(busi_ro
     apart = pd.DataFrame({"path": [str(other)], "class": ["malignant"]})
     check_unseen_is_apart("device-b", apart, manifest, max_distance=10)  # another patient's scan: accepted
     with_copy = pd.DataFrame({"path": [str(other), str(copy)], "class": ["malignant", "benign"]})
-    with pytest.raises(DatasetError, match=r"unseen set 'device-b': 1 image\(s\).*copy\.jpg ~ .*" + re.escape(dataset[2].name)):
+    with pytest.raises(
+        DatasetError, match=r"unseen set 'device-b': 1 image\(s\).*copy\.jpg ~ .*" + re.escape(dataset[2].name)
+    ):
         check_unseen_is_apart("device-b", with_copy, manifest, max_distance=10)
     check_unseen_is_apart("device-b", with_copy, manifest, max_distance=-1)  # the check switched off

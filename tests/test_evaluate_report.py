@@ -53,8 +53,9 @@ def test_the_operating_point_comes_from_the_validation_fold_not_the_test_set():
     assert 0.8 < threshold <= 0.95
     test_truth = ["malignant", "malignant", "benign", "benign"]
     test_scores = np.array([0.99, 0.6, 0.5, 0.1])  # the test set alone: 0.6 would separate perfectly
-    test = classification_metrics(test_truth, np.c_[1 - test_scores, test_scores, np.zeros(4)], CLASSES,
-                                  threshold=threshold)
+    test = classification_metrics(
+        test_truth, np.c_[1 - test_scores, test_scores, np.zeros(4)], CLASSES, threshold=threshold
+    )
     assert test["malignant_sensitivity_at_90_specificity"] == pytest.approx(0.5)
     assert validation_operating_point(validation, probs, CLASSES, "normal", 0.9) is None  # not in the fold
 
@@ -82,25 +83,42 @@ def test_summary_pairs_folds_against_original(tmp_path):
     metrics = collect_metrics(records)
     assert set(metrics["metric"]) == {"macro_f1"}
     assert list(metrics.columns) == [
-        "variant", "family", "adjective", "ratio", "arch", "fold", "replicate", "test_set", "test_set_kind", "metric", "value"
+        "variant",
+        "family",
+        "adjective",
+        "ratio",
+        "arch",
+        "fold",
+        "replicate",
+        "test_set",
+        "test_set_kind",
+        "metric",
+        "value",
     ]
     summary = summarise(metrics).set_index("variant")
     assert summary.loc["none_x1", "mean"] == pytest.approx(np.mean([0.75, 0.78, 0.77]))
     assert summary.loc["none_x1", "delta_vs_original"] == pytest.approx(np.mean([0.05, 0.06, 0.03]))
     from scipy.stats import ttest_rel
 
-    assert summary.loc["none_x1", "p_t_vs_original"] == pytest.approx(ttest_rel([0.75, 0.78, 0.77], [0.70, 0.72, 0.74]).pvalue)
+    assert summary.loc["none_x1", "p_t_vs_original"] == pytest.approx(
+        ttest_rel([0.75, 0.78, 0.77], [0.70, 0.72, 0.74]).pvalue
+    )
     assert summary.loc["none_x1", "adjective"] == "none" and summary.loc["none_x1", "ratio"] == 1.0
 
 
 def test_class_fidelity_per_adjective(tmp_path):
-    frame = pd.DataFrame({
-        "path": list("abcdef"), "class": ["benign"] * 4 + ["normal"] * 2,
-        "predicted": ["benign", "benign", "normal", "benign", "normal", "benign"],
-        "adjective": ["none", "none", "bright", "bright", "none", "none"],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": list("abcdef"),
+            "class": ["benign"] * 4 + ["normal"] * 2,
+            "predicted": ["benign", "benign", "normal", "benign", "normal", "benign"],
+            "adjective": ["none", "none", "bright", "bright", "none", "none"],
+        }
+    )
     frame.to_csv(tmp_path / "p.csv", index=False)
-    fidelity = class_fidelity([{"arch": "r", "fold": 0, "predictions": str(tmp_path / "p.csv")}]).set_index(["class", "adjective"])
+    fidelity = class_fidelity([{"arch": "r", "fold": 0, "predictions": str(tmp_path / "p.csv")}]).set_index(
+        ["class", "adjective"]
+    )
     assert fidelity.loc[("benign", "none"), "fidelity_mean"] == 1.0
     assert fidelity.loc[("benign", "bright"), "fidelity_mean"] == 0.5
     assert fidelity.loc[("benign", "all"), "fidelity_mean"] == 0.75
@@ -113,9 +131,14 @@ def test_the_fidelity_floor_reads_the_median_over_folds_and_prints_every_fold(tm
 
     records = []
     for fold, normal_right in enumerate((4, 4, 0)):  # fold 2's classifier calls every normal image benign
-        frame = pd.DataFrame({"path": [f"{fold}{i}" for i in range(8)], "class": ["benign"] * 4 + ["normal"] * 4,
-                              "predicted": ["benign"] * 4 + ["normal"] * normal_right + ["benign"] * (4 - normal_right),
-                              "adjective": "none"})
+        frame = pd.DataFrame(
+            {
+                "path": [f"{fold}{i}" for i in range(8)],
+                "class": ["benign"] * 4 + ["normal"] * 4,
+                "predicted": ["benign"] * 4 + ["normal"] * normal_right + ["benign"] * (4 - normal_right),
+                "adjective": "none",
+            }
+        )
         frame.to_csv(tmp_path / f"p{fold}.csv", index=False)
         records.append({"arch": "r", "fold": fold, "predictions": str(tmp_path / f"p{fold}.csv")})
     fidelity = class_fidelity(records)
@@ -125,9 +148,19 @@ def test_the_fidelity_floor_reads_the_median_over_folds_and_prints_every_fold(tm
     report = tmp_path / "report"
     report.mkdir()
     fidelity.to_csv(report / "fidelity.csv", index=False)
-    pd.DataFrame({"variant": ["original"], "family": ["original"], "arch": ["r"], "test_set": ["test"],
-                  "test_set_kind": ["internal"], "metric": ["macro_f1"], "mean": [0.9], "std": [0.01],
-                  "delta_vs_original": [0.0]}).to_csv(report / "summary.csv", index=False)
+    pd.DataFrame(
+        {
+            "variant": ["original"],
+            "family": ["original"],
+            "arch": ["r"],
+            "test_set": ["test"],
+            "test_set_kind": ["internal"],
+            "metric": ["macro_f1"],
+            "mean": [0.9],
+            "std": [0.01],
+            "delta_vs_original": [0.0],
+        }
+    ).to_csv(report / "summary.csv", index=False)
     assert check(report, 0.8, 0.7) == []
     assert "folds 1.00 1.00 0.00" in capsys.readouterr().out
     for fold in (0, 1):  # now most folds' judges reject the normal images
@@ -180,8 +213,14 @@ def test_evaluate_writes_what_it_evaluated_into_metrics_json(tmp_path, monkeypat
     out, corrupted = _evaluate_with_a_fake_model(tmp_path, monkeypatch)
     written = json.loads((out / "deviceB" / "metrics.json").read_text())
     assert written["evaluated"] == {
-        "variant": "bright_x0.5", "family": "adjective", "adjective": "bright", "ratio": 0.5,
-        "arch": "resnet18", "fold": 1, "test_set": "deviceB", "test_set_kind": "unseen",
+        "variant": "bright_x0.5",
+        "family": "adjective",
+        "adjective": "bright",
+        "ratio": 0.5,
+        "arch": "resnet18",
+        "fold": 1,
+        "test_set": "deviceB",
+        "test_set_kind": "unseen",
     }
     assert written["accuracy"] == pytest.approx(0.5)  # the metrics stay where they were
     assert json.loads((out / "synthetic" / "metrics.json").read_text())["evaluated"]["test_set_kind"] == "synthetic"

@@ -11,7 +11,10 @@ from meddap.evidence import adjust_summary, evidence_lines
 
 def test_a_test_set_missing_a_class_is_flagged(tmp_path):
     records = []
-    for name, kind, classes in (("test", "internal", ["benign", "malignant", "normal"]), ("device-b", "unseen", ["benign", "malignant"])):
+    for name, kind, classes in (
+        ("test", "internal", ["benign", "malignant", "normal"]),
+        ("device-b", "unseen", ["benign", "malignant"]),
+    ):
         path = tmp_path / f"{name}.csv"
         pd.DataFrame({"path": [f"{c}.png" for c in classes], "class": classes}).to_csv(path, index=False)
         records.append({"test_set": name, "test_set_kind": kind, "predictions": str(path)})
@@ -23,15 +26,19 @@ def test_a_test_set_missing_a_class_is_flagged(tmp_path):
 
 
 def test_p_values_are_adjusted_within_each_test_set_and_metric():
-    summary = pd.DataFrame({
-        "test_set": ["test", "test", "test", "other"],
-        "metric": ["macro_f1"] * 4,
-        "p_t_vs_original": [0.01, 0.04, np.nan, 0.01],
-        "p_t_vs_classic": [np.nan] * 4,
-    })
+    summary = pd.DataFrame(
+        {
+            "test_set": ["test", "test", "test", "other"],
+            "metric": ["macro_f1"] * 4,
+            "p_t_vs_original": [0.01, 0.04, np.nan, 0.01],
+            "p_t_vs_classic": [np.nan] * 4,
+        }
+    )
     adjusted = adjust_summary(summary, "holm")
     # Holm over the two p-values of the "test" family: 0.01 x 2, then max(0.02, 0.04 x 1); "other" alone.
     assert adjusted["p_t_vs_original_adj"].tolist()[:2] == pytest.approx([0.02, 0.04])
-    assert np.isnan(adjusted["p_t_vs_original_adj"].iloc[2]) and adjusted["p_t_vs_original_adj"].iloc[3] == pytest.approx(0.01)
+    assert np.isnan(adjusted["p_t_vs_original_adj"].iloc[2]) and adjusted["p_t_vs_original_adj"].iloc[
+        3
+    ] == pytest.approx(0.01)
     bh = adjust_summary(summary, "bh")
     assert bh["p_t_vs_original_adj"].tolist()[:2] == pytest.approx([0.02, 0.04])

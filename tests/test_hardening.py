@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import DEFAULT, REPO, TINY, digest_tree, snakemake, snakemake_command
 from PIL import Image
 
-from conftest import DEFAULT, REPO, TINY, digest_tree, snakemake, snakemake_command
 from meddap.phantom import DEFAULT_DEVICES, simulate_case
 
 
@@ -29,9 +29,13 @@ def write_dataset(root: Path, per_class: int = 8, size: int = 64) -> Path:
 
 
 def user_config(tmp_path: Path, dataset: Path, **extra) -> Path:
-    config = {"phantom": {"enabled": False}, "dataset": {"root": str(dataset), "classes": ["benign", "malignant", "normal"]}, "unseen": [],
-              # No simulated corpus without the phantom: the tiny base model pretrains on the data (asked for).
-              "base_model": {"pretrain": {"corpus": "dataset"}}}
+    config = {
+        "phantom": {"enabled": False},
+        "dataset": {"root": str(dataset), "classes": ["benign", "malignant", "normal"]},
+        "unseen": [],
+        # No simulated corpus without the phantom: the tiny base model pretrains on the data (asked for).
+        "base_model": {"pretrain": {"corpus": "dataset"}},
+    }
     config.update(extra)
     path = tmp_path / "user.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -50,7 +54,7 @@ def corrupt(kind: str, root: Path) -> str:
         target = root / "normal" / "copy of benign.png"
         target.write_bytes((root / "benign" / "benign (1).png").read_bytes())
     elif kind == "16-bit grey":
-        Image.fromarray((np.asarray(Image.open(target), dtype=np.uint16) * 257)).save(target)
+        Image.fromarray(np.asarray(Image.open(target), dtype=np.uint16) * 257).save(target)
     elif kind == "rgba":
         Image.open(target).convert("RGBA").save(target)
     elif kind == "palette":
@@ -58,7 +62,9 @@ def corrupt(kind: str, root: Path) -> str:
     elif kind == "cmyk jpeg":
         target.unlink()
         target = root / "benign" / "benign (0).jpg"
-        Image.fromarray(simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=1, image_size=64).image).convert("CMYK").save(target)
+        Image.fromarray(simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=1, image_size=64).image).convert(
+            "CMYK"
+        ).save(target)
     elif kind == "small image":
         Image.open(target).resize((20, 20)).save(target)
     elif kind == "mask and non-image files":
@@ -86,7 +92,9 @@ def test_dataset_inputs(tmp_path, kind, valid):
     dataset = write_dataset(tmp_path / "data")
     name = corrupt(kind, dataset)
     config = user_config(tmp_path, dataset)
-    result = snakemake(tmp_path, "--cores", "1", "results/splits/manifest.csv", configs=(DEFAULT, TINY, config), check=False)
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/splits/manifest.csv", configs=(DEFAULT, TINY, config), check=False
+    )
     output = result.stdout + result.stderr
     manifest = tmp_path / "results" / "splits" / "manifest.csv"
     if valid:
@@ -139,8 +147,11 @@ def test_parse_time_errors_name_the_path(tmp_path, setup, expected):
 
 # A slice of the DAG that holds every kind of long job (diffusion, generation, classic augmentation,
 # classifier training): the interrupted run builds only this, the uninterrupted one is ``tiny_run``.
-KILL_TARGETS = ("results/datasets/bright_x1/fold0.csv", "results/datasets/classic_x1/fold0.csv",
-                "results/classifiers/bright_x1/squeezenet1_1/fold0/rep0")
+KILL_TARGETS = (
+    "results/datasets/bright_x1/fold0.csv",
+    "results/datasets/classic_x1/fold0.csv",
+    "results/classifiers/bright_x1/squeezenet1_1/fold0/rep0",
+)
 
 
 def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
@@ -148,8 +159,13 @@ def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
     log_dir = workdir / "results" / "logs" / rule
     seen = {p for p in log_dir.rglob("*.log")} if log_dir.exists() else set()
     snakemake(workdir, "--unlock")  # a killed Snakemake leaves its lock behind (documented recovery)
-    process = subprocess.Popen(snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", *KILL_TARGETS), cwd=workdir,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", *KILL_TARGETS),
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + timeout
     while process.poll() is None and time.time() < deadline:
         if log_dir.exists() and {p for p in log_dir.rglob("*.log")} - seen:
@@ -184,8 +200,12 @@ def test_kill_9_then_rerun_incomplete_equals_an_uninterrupted_run(tiny_run, tmp_
     assert unlock.returncode == 0
     snakemake(workdir, "--cores", "2", "--rerun-incomplete", *KILL_TARGETS)
     # Reproducibility as well as recovery: identical split, manifests, PNG bytes and classifier weights.
-    for relative in ("results/splits/manifest.csv", *KILL_TARGETS[:2], f"{KILL_TARGETS[2]}/model.safetensors",
-                     "results/lora/fold0/benign/pytorch_lora_weights.safetensors"):
+    for relative in (
+        "results/splits/manifest.csv",
+        *KILL_TARGETS[:2],
+        f"{KILL_TARGETS[2]}/model.safetensors",
+        "results/lora/fold0/benign/pytorch_lora_weights.safetensors",
+    ):
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
     synthetic = digest_tree(tiny_run / "results" / "synthetic")
     bright = {name: digest for name, digest in synthetic.items() if name.startswith("fold0/") and "/bright/" in name}
@@ -210,8 +230,12 @@ def test_seed_versions_and_settings_are_written_next_to_models_and_shards(tiny_r
         assert record["versions"]["torch"] and record["versions"]["diffusers"], path
         # The settings of the stage that made it, not a copy of the whole config.
         assert "config" not in record, path
-        settings = {"lora": lambda r: r["lora"]["rank"], "shard": lambda r: r["steps"],
-                    "classifier": lambda r: r["classifier"]["epochs"], "base_model": lambda r: r["settings"]["unet_steps"]}[kind](record)
+        settings = {
+            "lora": lambda r: r["lora"]["rank"],
+            "shard": lambda r: r["steps"],
+            "classifier": lambda r: r["classifier"]["epochs"],
+            "base_model": lambda r: r["settings"]["unet_steps"],
+        }[kind](record)
         assert settings == {"lora": 2, "shard": 2, "classifier": 2, "base_model": 4}[kind], path
     assert json.loads(records["shard"].read_text())["arm"] == "fold1"
 

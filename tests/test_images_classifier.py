@@ -4,7 +4,14 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.classifier import ClassifierError, build_classifier, load_classifier, predict_paths, random_blur, train_classifier
+from meddap.classifier import (
+    ClassifierError,
+    build_classifier,
+    load_classifier,
+    predict_paths,
+    random_blur,
+    train_classifier,
+)
 from meddap.images import ImageReadError, load_array
 from meddap.stages import ClassifierSettings
 
@@ -90,8 +97,15 @@ def test_train_save_load_predict_round_trip(tmp_path):
             rows.append((str(path), cls, "original", i % 2))
     frame = pd.DataFrame(rows, columns=["path", "class", "source", "fold"])
     settings = ClassifierSettings(image_size=16, epochs=3, batch_size=4, lr=1e-3, intensity_augmentation=False)
-    history = train_classifier(frame[frame.fold == 0], frame[frame.fold == 1], ["bright", "dark"], "resnet18",
-                               tmp_path / "model", settings, seed=0)
+    history = train_classifier(
+        frame[frame.fold == 0],
+        frame[frame.fold == 1],
+        ["bright", "dark"],
+        "resnet18",
+        tmp_path / "model",
+        settings,
+        seed=0,
+    )
     assert len(history) == 3 and history["selected"].sum() == 1
     best = history.loc[history["selected"], "val_macro_f1"].iloc[0]
     assert best == history["val_macro_f1"].max()
@@ -167,19 +181,40 @@ def test_the_kept_epoch_follows_the_selection_metric(tmp_path):
     from meddap.classifier import selected_epoch
 
     # An imbalanced validation fold: "all majority" wins accuracy, a balanced epoch wins macro-F1.
-    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_accuracy": [0.83, 0.67, 0.83, 0.5],
-                            "val_macro_f1": [0.45, 0.65, 0.45, 0.65]})
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3, 4], "val_accuracy": [0.83, 0.67, 0.83, 0.5], "val_macro_f1": [0.45, 0.65, 0.45, 0.65]}
+    )
     assert selected_epoch(history, "accuracy") == 1 and selected_epoch(history, "macro_f1") == 2
-    frame = pd.DataFrame([(str(_png(tmp_path / f"{c}{i}.png", v)), c, "original", i % 2)
-                          for c, v in (("dark", 40), ("bright", 200)) for i in range(4)],
-                         columns=["path", "class", "source", "fold"])
-    settings = ClassifierSettings(image_size=16, epochs=2, batch_size=4, selection_metric="accuracy",
-                                  intensity_augmentation=False, blur_augmentation=False)
-    trained = train_classifier(frame[frame.fold == 0], frame[frame.fold == 1], ["bright", "dark"], "resnet18",
-                               tmp_path / "model", settings, seed=0)
+    frame = pd.DataFrame(
+        [
+            (str(_png(tmp_path / f"{c}{i}.png", v)), c, "original", i % 2)
+            for c, v in (("dark", 40), ("bright", 200))
+            for i in range(4)
+        ],
+        columns=["path", "class", "source", "fold"],
+    )
+    settings = ClassifierSettings(
+        image_size=16,
+        epochs=2,
+        batch_size=4,
+        selection_metric="accuracy",
+        intensity_augmentation=False,
+        blur_augmentation=False,
+    )
+    trained = train_classifier(
+        frame[frame.fold == 0],
+        frame[frame.fold == 1],
+        ["bright", "dark"],
+        "resnet18",
+        tmp_path / "model",
+        settings,
+        seed=0,
+    )
     _, meta = load_classifier(tmp_path / "model")
     assert meta["selection_metric"] == "accuracy"
-    assert meta["best_epoch"] == selected_epoch(trained, "accuracy") == trained.loc[trained["selected"], "epoch"].iloc[0]
+    assert (
+        meta["best_epoch"] == selected_epoch(trained, "accuracy") == trained.loc[trained["selected"], "epoch"].iloc[0]
+    )
 
 
 def _png(path, value):

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from meddap.kinds import INTERNAL, SYNTHETIC, TestSet, TestSetKind, unseen_test_set
 from meddap.plan import Plan
 from meddap.settings import Settings
@@ -39,7 +39,7 @@ def test_no_name_parsing_of_variants_or_evaluation_folders():
     stats = (REPO / "src" / "meddap" / "stats.py").read_text()
     assert "_RATIO_SUFFIX" not in stats and "re.compile" not in stats and "classic_x" not in stats
     report_script = (REPO / "workflow" / "scripts" / "report.py").read_text()
-    assert ".parts[" not in report_script and "removeprefix(\"fold\")" not in report_script
+    assert ".parts[" not in report_script and 'removeprefix("fold")' not in report_script
 
 
 def test_settings_expose_test_sets_with_their_kinds():

@@ -18,7 +18,9 @@ from meddap.settings import arm_training_rows
 @pytest.fixture
 def manifest():
     rows = [(f"d/{cls}{i}.png", cls, "train", i % 3, 100 * (cls == "b") + i) for cls in ("a", "b") for i in range(9)]
-    rows += [(f"d/{cls}t{i}.png", cls, "test", -1, 500 + 100 * (cls == "b") + i) for cls in ("a", "b") for i in range(3)]
+    rows += [
+        (f"d/{cls}t{i}.png", cls, "test", -1, 500 + 100 * (cls == "b") + i) for cls in ("a", "b") for i in range(3)
+    ]
     return pd.DataFrame(rows, columns=["path", "class", "split", "fold", "group"])
 
 
@@ -44,8 +46,14 @@ def image(path, seed):
 @pytest.fixture
 def artifacts(tmp_path):
     """A dataset, a fold-0 LoRA on fold 0's training originals, a shard from it, a classifier."""
-    data = {f"{cls}{i}": image(tmp_path / "data" / f"{cls}{i}.png", 10 * (cls == "b") + i) for cls in "ab" for i in range(6)}
-    rows = [(data[f"{cls}{i}"], cls, "train" if i < 4 else "test", i % 2 if i < 4 else -1, 10 * (cls == "b") + i) for cls in "ab" for i in range(6)]
+    data = {
+        f"{cls}{i}": image(tmp_path / "data" / f"{cls}{i}.png", 10 * (cls == "b") + i) for cls in "ab" for i in range(6)
+    }
+    rows = [
+        (data[f"{cls}{i}"], cls, "train" if i < 4 else "test", i % 2 if i < 4 else -1, 10 * (cls == "b") + i)
+        for cls in "ab"
+        for i in range(6)
+    ]
     manifest = pd.DataFrame(rows, columns=["path", "class", "split", "fold", "group"])
     base = tmp_path / "base_model"
     base.mkdir()
@@ -63,11 +71,37 @@ def artifacts(tmp_path):
         (folder / "model.json").write_text(json.dumps({"variant": name, "arch": "resnet18", "fold": 0, "replicate": 0}))
         train = manifest[(manifest["split"] == "train") & (manifest["fold"] != 0)]
         validation = manifest[(manifest["split"] == "train") & (manifest["fold"] == 0)]
-        table = pd.concat([
-            pd.DataFrame({"path": train["path"], "class": train["class"], "source": "original", "role": "train", "derived_from": ""}),
-            pd.DataFrame({"path": [str(shard / "x.png")], "class": ["a"], "source": ["synthetic"], "role": ["train"], "derived_from": [str(shard)]}),
-            pd.DataFrame({"path": validation["path"], "class": validation["class"], "source": "original", "role": "validation", "derived_from": ""}),
-        ])
+        table = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "path": train["path"],
+                        "class": train["class"],
+                        "source": "original",
+                        "role": "train",
+                        "derived_from": "",
+                    }
+                ),
+                pd.DataFrame(
+                    {
+                        "path": [str(shard / "x.png")],
+                        "class": ["a"],
+                        "source": ["synthetic"],
+                        "role": ["train"],
+                        "derived_from": [str(shard)],
+                    }
+                ),
+                pd.DataFrame(
+                    {
+                        "path": validation["path"],
+                        "class": validation["class"],
+                        "source": "original",
+                        "role": "validation",
+                        "derived_from": "",
+                    }
+                ),
+            ]
+        )
         table.to_csv(folder / "rows.csv", index=False)
         return folder
 
@@ -96,7 +130,9 @@ def test_the_audit_names_a_validation_image_that_reached_training_through_a_lora
     with pytest.raises(AuditError, match="FAILED"):
         fail_on(findings, verdict(findings, summary))
     # Declared by lora.scope: split, the same finding is accepted and reported, not fatal.
-    accepted, summary = audit_classifiers([classifier([leaked], "b")], manifest, {}, 10, AcceptedLeaks.from_settings("split", "phantom"))
+    accepted, summary = audit_classifiers(
+        [classifier([leaked], "b")], manifest, {}, 10, AcceptedLeaks.from_settings("split", "phantom")
+    )
     assert accepted["accepted"].all() and "lora.scope: split" in accepted["reason"].iloc[0]
     fail_on(accepted, "")
     assert "optimistic" in verdict(accepted, summary)
@@ -104,7 +140,9 @@ def test_the_audit_names_a_validation_image_that_reached_training_through_a_lora
 
 def test_a_test_image_through_a_lora_is_never_accepted(artifacts):
     manifest, data, classifier = artifacts
-    findings, _ = audit_classifiers([classifier([data["a5"]])], manifest, {}, 10, AcceptedLeaks.from_settings("split", "dataset"))
+    findings, _ = audit_classifiers(
+        [classifier([data["a5"]])], manifest, {}, 10, AcceptedLeaks.from_settings("split", "dataset")
+    )
     assert findings["protected_set"].tolist() == ["test"]
     assert not findings["accepted"].any()
 
@@ -112,15 +150,21 @@ def test_a_test_image_through_a_lora_is_never_accepted(artifacts):
 def test_near_duplicates_count_as_the_same_image(artifacts, tmp_path):
     manifest, data, classifier = artifacts
     # Same group as the validation image a0 (group 0): a re-export of the same scan.
-    manifest = pd.concat([manifest, pd.DataFrame([(data["a1"] + ".copy.png", "a", "train", 1, 0)], columns=manifest.columns)])
+    manifest = pd.concat(
+        [manifest, pd.DataFrame([(data["a1"] + ".copy.png", "a", "train", 1, 0)], columns=manifest.columns)]
+    )
     Image.open(data["a0"]).save(data["a1"] + ".copy.png")
     findings, _ = audit_classifiers([classifier([data["a1"] + ".copy.png"])], manifest, {}, 10)
     assert findings["match"].tolist() == ["near-duplicate group"]
     # An unseen set holding a brightened copy of a training original: found by perceptual hash.
     copy = tmp_path / "unseen" / "a" / "copy.png"
     copy.parent.mkdir(parents=True)
-    Image.fromarray(np.clip(np.asarray(Image.open(data["a3"]), dtype=np.int32) + 10, 0, 255).astype(np.uint8)).save(copy)
-    findings, _ = audit_classifiers([classifier([], "c")], manifest, {"deviceB": pd.DataFrame({"path": [str(copy)]})}, 10)
+    Image.fromarray(np.clip(np.asarray(Image.open(data["a3"]), dtype=np.int32) + 10, 0, 255).astype(np.uint8)).save(
+        copy
+    )
+    findings, _ = audit_classifiers(
+        [classifier([], "c")], manifest, {"deviceB": pd.DataFrame({"path": [str(copy)]})}, 10
+    )
     assert findings["protected_set"].tolist() == ["unseen:deviceB"] and findings["image"].tolist() == [data["a3"]]
 
 
@@ -128,7 +172,9 @@ def test_the_report_opens_with_the_leak_warning_and_the_audit(artifacts):
     notes = leakage_notes("split", "dataset", "Lineage audit: 3 accepted finding(s).")
     assert "lora.scope is `split`" in notes[0] and "optimistic" in notes[0]
     assert "pretrained on this dataset" in notes[1]
-    text = readable_summary(pd.DataFrame(columns=["metric"]), pd.DataFrame(columns=["arch", "class", "adjective"]), 0.5, preface=notes)
+    text = readable_summary(
+        pd.DataFrame(columns=["metric"]), pd.DataFrame(columns=["arch", "class", "adjective"]), 0.5, preface=notes
+    )
     assert text.splitlines()[2].startswith("**Warning: lora.scope is `split`")
     assert leakage_notes("fold", "phantom", "Lineage audit: passed.") == ["Lineage audit: passed."]
 
@@ -163,7 +209,9 @@ def test_captions_give_every_adjective_its_share():
     from meddap.choices import TEACHABLE_ADJECTIVES
 
     assert set(TEACHABLE_ADJECTIVES) == set(OPERATIONS)
-    assert caption_adjectives(30, 0.5, 2, ["dark", "none", "bright"]) == caption_adjectives(30, 0.5, 2, ["bright", "dark"])
+    assert caption_adjectives(30, 0.5, 2, ["dark", "none", "bright"]) == caption_adjectives(
+        30, 0.5, 2, ["bright", "dark"]
+    )
 
 
 def test_the_pretraining_corpus_drops_near_copies_of_dataset_images(tmp_path):

@@ -10,7 +10,9 @@ from meddap.lora import ALPHA_FOLDED, LoraError, add_lora, apply_lora, check_lor
 
 def unet_output(unet, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    sample = torch.randn(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size, generator=generator)
+    sample = torch.randn(
+        1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size, generator=generator
+    )
     text = torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator)
     with torch.no_grad():
         return unet(sample, torch.tensor([500]), text).sample
@@ -86,7 +88,9 @@ def test_the_training_target_follows_the_base_models_prediction_type(small_pipel
     # A v-prediction pipeline (SD 2.x style) built offline: LoRA training and generation read
     # the prediction type from its scheduler config.
     pipeline = StableDiffusionPipeline.from_pretrained(small_pipeline_dir)
-    pipeline.scheduler = pipeline.scheduler.__class__.from_config(pipeline.scheduler.config, prediction_type="v_prediction")
+    pipeline.scheduler = pipeline.scheduler.__class__.from_config(
+        pipeline.scheduler.config, prediction_type="v_prediction"
+    )
     pipeline.save_pretrained(tmp_path / "v_pipeline")
     reloaded = StableDiffusionPipeline.from_pretrained(tmp_path / "v_pipeline")
     assert training_scheduler(reloaded).config.prediction_type == "v_prediction"
@@ -94,14 +98,19 @@ def test_the_training_target_follows_the_base_models_prediction_type(small_pipel
     assert reloaded.scheduler.config.prediction_type == "v_prediction"
 
 
-@pytest.mark.parametrize("pipeline_class", ["StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline", "StableDiffusionControlNetPipeline"])
+@pytest.mark.parametrize(
+    "pipeline_class",
+    ["StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline", "StableDiffusionControlNetPipeline"],
+)
 def test_a_base_model_that_is_not_sd_1_or_2_is_refused_naming_its_class(tmp_path, pipeline_class):
     from meddap.base_models import BaseModelError, check_base_model_folder
 
     folder = tmp_path / "model"
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         (folder / name).mkdir(parents=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline_class, "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": pipeline_class, "unet": ["diffusers", "UNet2DConditionModel"]})
+    )
     with pytest.raises(BaseModelError, match=f"holds a {pipeline_class}.*StableDiffusionPipeline"):
         check_base_model_folder(folder)
 

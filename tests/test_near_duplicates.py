@@ -49,7 +49,11 @@ def test_split_keeps_each_group_on_one_side_and_in_one_fold_with_exact_counts(tm
     for seed in range(20):
         manifest = make_split(images, test_fraction=0.25, folds=3, seed=seed, groups=groups)
         by_path = manifest.set_index("path")
-        for members in (["a0.png", "a1.png", "a2.png", "a3.png"], ["a10.png", "a11.png"], ["b5.png", "b6.png", "b7.png"]):
+        for members in (
+            ["a0.png", "a1.png", "a2.png", "a3.png"],
+            ["a10.png", "a11.png"],
+            ["b5.png", "b6.png", "b7.png"],
+        ):
             assert by_path.loc[members, "split"].nunique() == 1, (seed, members)
             assert by_path.loc[members, "fold"].nunique() == 1, (seed, members)
         for cls, paths in images.items():
@@ -60,7 +64,9 @@ def test_split_without_groups_is_unchanged_by_singleton_groups():
     images = {"a": [f"a{i}.png" for i in range(17)], "b": [f"b{i}.png" for i in range(9)]}
     singletons = {p: i for i, p in enumerate(p for paths in images.values() for p in paths)}
     split_columns = ["path", "class", "split", "fold"]
-    pd.testing.assert_frame_equal(make_split(images, 0.25, 3, 7)[split_columns], make_split(images, 0.25, 3, 7, groups=singletons)[split_columns])
+    pd.testing.assert_frame_equal(
+        make_split(images, 0.25, 3, 7)[split_columns], make_split(images, 0.25, 3, 7, groups=singletons)[split_columns]
+    )
 
 
 def test_a_group_with_two_labels_is_kept_whole_in_training_or_dropped():
@@ -95,7 +101,9 @@ def test_busi_groups_across_classes_never_straddle_the_split(busi_root, mixed_la
     images = list_class_images(busi_root, ["benign", "malignant", "normal"], ["*_mask*"])
     paths = [p for ps in images.values() for p in ps]
     groups = near_duplicate_groups(paths, max_distance=10)
-    copies = duplicate_report(groups).merge(pd.DataFrame([(p, c) for c, ps in images.items() for p in ps], columns=["path", "class"]))
+    copies = duplicate_report(groups).merge(
+        pd.DataFrame([(p, c) for c, ps in images.items() for p in ps], columns=["path", "class"])
+    )
     assert len(copies) > 20  # BUSI is known to repeat scans
     mixed = copies.groupby("group")["class"].nunique()
     mixed = mixed[mixed > 1].index

@@ -9,7 +9,13 @@ from meddap.plan import Plan
 
 @pytest.fixture
 def plan():
-    return Plan(classes=["benign", "normal"], train_counts={"benign": 30, "normal": 13}, adjectives=["none", "bright", "dark"], ratios=[0.5, 1.0, 2.0], shard_size=8)
+    return Plan(
+        classes=["benign", "normal"],
+        train_counts={"benign": 30, "normal": 13},
+        adjectives=["none", "bright", "dark"],
+        ratios=[0.5, 1.0, 2.0],
+        shard_size=8,
+    )
 
 
 def fake_inputs(plan):
@@ -21,7 +27,9 @@ def fake_inputs(plan):
     synthetic = []
     for cls, adjective, shard in plan.all_shards():
         for index in range(plan.shard_sizes(cls)[shard]):
-            synthetic.append((f"syn/{cls}/{adjective}/{shard}/{index}.png", cls, adjective, "p", 1000 * shard + index, shard, index))
+            synthetic.append(
+                (f"syn/{cls}/{adjective}/{shard}/{index}.png", cls, adjective, "p", 1000 * shard + index, shard, index)
+            )
     synthetic = pd.DataFrame(synthetic, columns=["path", "class", "adjective", "prompt", "seed", "shard", "index"])
     return manifest, synthetic
 
@@ -43,8 +51,14 @@ def test_generation_covers_the_largest_ratio_once(plan):
 
 def test_mixed_variants_alone_generate_only_their_share_of_each_adjective():
     # Without the per-adjective family, mixed_x2 takes ceil(2n / 3) images of an adjective at most.
-    plan = Plan(classes=["benign", "normal"], train_counts={"benign": 30, "normal": 13}, adjectives=["none", "bright", "dark"],
-                ratios=[0.5, 1.0, 2.0], shard_size=8, families=("mixed",))
+    plan = Plan(
+        classes=["benign", "normal"],
+        train_counts={"benign": 30, "normal": 13},
+        adjectives=["none", "bright", "dark"],
+        ratios=[0.5, 1.0, 2.0],
+        shard_size=8,
+        families=("mixed",),
+    )
     manifest, synthetic = fake_inputs(plan)
     for cls, n in plan.train_counts.items():
         assert plan.images_per_adjective(cls) == -(-2 * n // 3)
@@ -52,7 +66,7 @@ def test_mixed_variants_alone_generate_only_their_share_of_each_adjective():
     for variant in plan.variants()[1:]:
         merged = merge_fold(manifest, 0, plan, variant, synthetic)
         added = merged[merged["path"].str.startswith("syn/")]
-        for cls, n in plan.train_counts.items():
+        for cls in plan.train_counts:
             assert (added["class"] == cls).sum() == plan.synthetic_count(cls, variant.ratio), (variant.name, cls)
 
 
@@ -126,8 +140,11 @@ def test_not_enough_synthetic_images_is_a_clear_error(plan):
 
 def test_effective_expansion_ratio_counts_the_fold_training_originals(plan):
     manifest, synthetic = fake_inputs(plan)  # folds i % 3: benign 10/10/10, normal 5/4/4 of 30 and 13
-    tables = {(v, fold): merge_fold(manifest, fold, plan, plan.variant(v), synthetic)
-              for v in ("original", "bright_x1") for fold in (0, 1)}
+    tables = {
+        (v, fold): merge_fold(manifest, fold, plan, plan.variant(v), synthetic)
+        for v in ("original", "bright_x1")
+        for fold in (0, 1)
+    }
     table = expansion_table(tables).set_index(["variant", "fold", "class"])
     row = table.loc[("bright_x1", 0, "benign")]
     assert (row["n_original_train"], row["n_synthetic"], row["n_added"]) == (20, 30, 30)  # fold 0's 10 validate
@@ -136,8 +153,13 @@ def test_effective_expansion_ratio_counts_the_fold_training_originals(plan):
     assert table.loc[("bright_x1", 1, "normal"), "effective_ratio"] == pytest.approx(13 / 9)  # 13 - 4 in fold 1
     assert table.loc[("original", 1, "normal"), "n_added"] == 0
     assert table.loc[("original", 1, "normal"), "effective_ratio"] == 0.0
-    classic = pd.DataFrame({"class": ["a"] * 6, "source": ["original"] * 4 + ["classic"] * 2,
-                            "role": ["train", "train", "train", "validation", "train", "train"]})
+    classic = pd.DataFrame(
+        {
+            "class": ["a"] * 6,
+            "source": ["original"] * 4 + ["classic"] * 2,
+            "role": ["train", "train", "train", "validation", "train", "train"],
+        }
+    )
     row = expansion_table({("classic_x1", 0): classic}).iloc[0]
     assert (row["n_original_train"], row["n_classic"], row["n_synthetic"]) == (3, 2, 0)
     assert row["effective_ratio"] == pytest.approx(2 / 3)

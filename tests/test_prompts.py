@@ -34,5 +34,7 @@ def test_every_paper_adjective_gives_single_spaces():
 
 
 def test_custom_template_and_subjects():
-    prompt = build_prompt("cyst", "bright", template="{article} {adjective}sonogram of {subject}", subjects={"cyst": "a simple cyst"})
+    prompt = build_prompt(
+        "cyst", "bright", template="{article} {adjective}sonogram of {subject}", subjects={"cyst": "a simple cyst"}
+    )
     assert prompt == "a bright sonogram of a simple cyst"

@@ -94,13 +94,24 @@ def test_adjective_effect_verdicts():
     similar = adjective_effect([_speckle(rng) for _ in range(12)], none, "bright").set_index("measure")
     assert similar.loc["mean_intensity", "verdict"] == "no clear change"
     posterized = [(_speckle(rng) // 64) * 64 for _ in range(12)]
-    assert adjective_effect(posterized, none, "posterized").set_index("measure").loc["grey_levels", "verdict"] == "as expected"
+    assert (
+        adjective_effect(posterized, none, "posterized").set_index("measure").loc["grey_levels", "verdict"]
+        == "as expected"
+    )
     flat = [np.clip((image.astype(float) - 80) * 0.3 + 80, 0, 255).astype(np.uint8) for image in none]
-    assert adjective_effect(flat, none, "low-contrast").set_index("measure").loc["rms_contrast", "verdict"] == "as expected"
+    assert (
+        adjective_effect(flat, none, "low-contrast").set_index("measure").loc["rms_contrast", "verdict"]
+        == "as expected"
+    )
     tinted = [_speckle(rng, rgb=True) for _ in range(12)]
     for image in tinted:
         image[..., 0] = np.clip(image[..., 0].astype(int) + 60, 0, 255)
-    assert adjective_effect(tinted, [_speckle(rng, rgb=True) for _ in range(12)], "colorful").set_index("measure").loc["colorfulness", "verdict"] == "as expected"
+    assert (
+        adjective_effect(tinted, [_speckle(rng, rgb=True) for _ in range(12)], "colorful")
+        .set_index("measure")
+        .loc["colorfulness", "verdict"]
+        == "as expected"
+    )
     assert set(adjective_effect(bright, none, "sheared")["verdict"]) == {"not measured"}
 
 
@@ -159,7 +170,13 @@ def test_synthetic_quality_end_to_end(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-    meta = {"arch": "resnet18", "classes": classes, "input_size": 32, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    meta = {
+        "arch": "resnet18",
+        "classes": classes,
+        "input_size": 32,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
     (folder / "model.json").write_text(json.dumps(meta))
     model, meta = load_classifier(folder)
 

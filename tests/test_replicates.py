@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import DEFAULT, TINY, snakemake
 from scipy.stats import ttest_rel
 
-from conftest import DEFAULT, TINY, snakemake
 from meddap.predict import ensemble_members
 from meddap.report import class_fidelity, collect_metrics
 from meddap.robustness import robustness_summary
@@ -28,8 +28,12 @@ def test_the_seed_is_matched_across_variants_and_differs_across_replicates():
     import inspect
 
     assert "variant" not in inspect.signature(classifier_seed).parameters
-    seeds = {(arch, fold, rep): classifier_seed(42, arch, fold, rep) for arch in ("resnet18", "squeezenet1_1")
-             for fold in range(3) for rep in range(3)}
+    seeds = {
+        (arch, fold, rep): classifier_seed(42, arch, fold, rep)
+        for arch in ("resnet18", "squeezenet1_1")
+        for fold in range(3)
+        for rep in range(3)
+    }
     assert len(set(seeds.values())) == len(seeds)  # all (arch, fold, replicate) differ
     assert classifier_seed(42, "resnet18", 1, 0) != classifier_seed(42, "resnet18", 1, 1)
     assert classifier_seed(42, "resnet18", 1, 0) != classifier_seed(43, "resnet18", 1, 0)
@@ -64,7 +68,8 @@ def test_two_replicates_plan_twice_the_classifier_jobs(tmp_path):
     assert two["evaluate"] == 2 * one["evaluate"]
     # Nothing upstream multiplies, and the quality judge stays one classifier per fold.
     assert {rule: n for rule, n in two.items() if rule not in ("train_classifier", "evaluate")} == {
-        rule: n for rule, n in one.items() if rule not in ("train_classifier", "evaluate")}
+        rule: n for rule, n in one.items() if rule not in ("train_classifier", "evaluate")
+    }
     out = result.stdout + result.stderr
     assert "results/classifiers/bright_x1/squeezenet1_1/fold1/rep1" in out
     assert "results/evaluation/bright_x1/squeezenet1_1/fold1/rep1" in out
@@ -89,11 +94,24 @@ FOLDS = 4
 def _metrics(values: dict[str, list[list[float]]]) -> pd.DataFrame:
     """Long form from variant -> per fold, the values of its replicates."""
     families = {"original": ("original", 0.0), "bright_x1": ("adjective", 1.0)}
-    return pd.DataFrame([
-        {"variant": v, "family": families[v][0], "ratio": families[v][1], "arch": "resnet18", "fold": fold,
-         "replicate": rep, "test_set": "test", "metric": "macro_f1", "value": x}
-        for v, folds in values.items() for fold, reps in enumerate(folds) for rep, x in enumerate(reps)
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "variant": v,
+                "family": families[v][0],
+                "ratio": families[v][1],
+                "arch": "resnet18",
+                "fold": fold,
+                "replicate": rep,
+                "test_set": "test",
+                "metric": "macro_f1",
+                "value": x,
+            }
+            for v, folds in values.items()
+            for fold, reps in enumerate(folds)
+            for rep, x in enumerate(reps)
+        ]
+    )
 
 
 def test_replicates_are_averaged_within_a_fold_before_the_paired_test():
@@ -126,16 +144,27 @@ def test_collect_metrics_carries_the_replicate(tmp_path):
     for rep in (0, 1):
         path = tmp_path / f"m{rep}.json"
         path.write_text(json.dumps({"evaluated": {}, "macro_f1": 0.5 + rep / 10}))
-        records.append({"variant": "original", "family": "original", "adjective": "", "ratio": 0.0, "arch": "r",
-                        "fold": 0, "replicate": rep, "test_set": "test", "test_set_kind": "internal", "metrics": str(path)})
+        records.append(
+            {
+                "variant": "original",
+                "family": "original",
+                "adjective": "",
+                "ratio": 0.0,
+                "arch": "r",
+                "fold": 0,
+                "replicate": rep,
+                "test_set": "test",
+                "test_set_kind": "internal",
+                "metrics": str(path),
+            }
+        )
     table = collect_metrics(records)
     assert table["replicate"].tolist() == [0, 1]
 
 
 def _predictions(path, truth, predicted):
     classes = ["a", "b"]
-    frame = pd.DataFrame({"path": [f"img{i}.png" for i in range(len(truth))], "class": truth,
-                          "predicted": predicted})
+    frame = pd.DataFrame({"path": [f"img{i}.png" for i in range(len(truth))], "class": truth, "predicted": predicted})
     for cls in classes:
         frame[f"prob_{cls}"] = [1.0 if p == cls else 0.0 for p in predicted]
     frame.to_csv(path, index=False)
@@ -148,12 +177,30 @@ def test_fidelity_averages_a_folds_replicates_first(tmp_path):
     # Fold 0: replicates right and half; fold 1: one replicate, half. Mean of fold means:
     # ((1 + 0.5) / 2 + 0.5) / 2 = 0.625 (pooled equally it would be (1 + 0.5 + 0.5) / 3).
     records = [
-        {"variant": "original", "arch": "r", "fold": 0, "replicate": 0, "test_set": "test",
-         "predictions": _predictions(tmp_path / "p00.csv", truth, right)},
-        {"variant": "original", "arch": "r", "fold": 0, "replicate": 1, "test_set": "test",
-         "predictions": _predictions(tmp_path / "p01.csv", truth, half)},
-        {"variant": "original", "arch": "r", "fold": 1, "replicate": 0, "test_set": "test",
-         "predictions": _predictions(tmp_path / "p10.csv", truth, half)},
+        {
+            "variant": "original",
+            "arch": "r",
+            "fold": 0,
+            "replicate": 0,
+            "test_set": "test",
+            "predictions": _predictions(tmp_path / "p00.csv", truth, right),
+        },
+        {
+            "variant": "original",
+            "arch": "r",
+            "fold": 0,
+            "replicate": 1,
+            "test_set": "test",
+            "predictions": _predictions(tmp_path / "p01.csv", truth, half),
+        },
+        {
+            "variant": "original",
+            "arch": "r",
+            "fold": 1,
+            "replicate": 0,
+            "test_set": "test",
+            "predictions": _predictions(tmp_path / "p10.csv", truth, half),
+        },
     ]
     # Fidelity: the same per-fold averaging; n_images counts one classifier's images.
     for record in records:
@@ -167,10 +214,26 @@ def test_robustness_summary_averages_replicates_and_counts_them():
     rows = []
     for variant, be in (("original", [0.2, 0.4]), ("bright_x1", [0.1, 0.3])):
         for rep, error in enumerate(be):
-            rows += [{"variant": variant, "arch": "r", "fold": 0, "replicate": rep, "corruption": "clean",
-                      "severity": 0, "balanced_error": error},
-                     {"variant": variant, "arch": "r", "fold": 0, "replicate": rep, "corruption": "pixelate",
-                      "severity": 1, "balanced_error": error + 0.1}]
+            rows += [
+                {
+                    "variant": variant,
+                    "arch": "r",
+                    "fold": 0,
+                    "replicate": rep,
+                    "corruption": "clean",
+                    "severity": 0,
+                    "balanced_error": error,
+                },
+                {
+                    "variant": variant,
+                    "arch": "r",
+                    "fold": 0,
+                    "replicate": rep,
+                    "corruption": "pixelate",
+                    "severity": 1,
+                    "balanced_error": error + 0.1,
+                },
+            ]
     table = robustness_summary(pd.DataFrame(rows)).set_index(["variant", "corruption"])
     assert table.loc[("bright_x1", "pixelate"), "be_clean"] == pytest.approx(0.2)
     assert table.loc[("bright_x1", "pixelate"), "be_mean"] == pytest.approx(0.3)
@@ -187,7 +250,11 @@ def test_ensemble_members_are_found_by_model_json_at_any_depth(tmp_path):
             folder.mkdir(parents=True)
             (folder / "model.json").write_text(json.dumps({"fold": fold, "replicate": rep}))
     members = ensemble_members(arch)
-    assert [(m.parent.name, m.name) for m in members] == [("fold0", "rep0"), ("fold0", "rep1"), ("fold1", "rep0"),
-                                                         ("fold1", "rep1")]
+    assert [(m.parent.name, m.name) for m in members] == [
+        ("fold0", "rep0"),
+        ("fold0", "rep1"),
+        ("fold1", "rep0"),
+        ("fold1", "rep1"),
+    ]
     assert [m.name for m in ensemble_members(arch / "fold1")] == ["rep0", "rep1"]
     assert ensemble_members(arch / "fold1" / "rep1") == [arch / "fold1" / "rep1"]

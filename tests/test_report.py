@@ -12,11 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snakemake
 from PIL import Image
 
-from conftest import snakemake
-
-CORRUPTIONS = {"speckle_noise", "motion_blur", "brightness_up", "brightness_down", "contrast_down", "jpeg_compression", "pixelate"}
+CORRUPTIONS = {
+    "speckle_noise",
+    "motion_blur",
+    "brightness_up",
+    "brightness_down",
+    "contrast_down",
+    "jpeg_compression",
+    "pixelate",
+}
 
 
 @pytest.mark.slow
@@ -24,17 +31,30 @@ def test_summary_has_fold_statistics_calibration_and_fixed_specificity_sensitivi
     summary = pd.read_csv(tiny_run / "results" / "report" / "summary.csv")
     metrics = set(summary["metric"])
     assert {"macro_f1", "balanced_accuracy", "ece", "malignant_sensitivity_at_90_specificity"} <= metrics
-    assert {"mean", "std", "delta_vs_original", "p_t_vs_original", "delta_vs_classic", "delta_ci_low_vs_original"} <= set(summary.columns)
+    assert {
+        "mean",
+        "std",
+        "delta_vs_original",
+        "p_t_vs_original",
+        "delta_vs_classic",
+        "delta_ci_low_vs_original",
+    } <= set(summary.columns)
     f1 = summary[(summary["metric"] == "macro_f1") & (summary["test_set"] == "test")].set_index(["variant", "arch"])
     assert (f1["n_folds"] == 2).all()
     original = f1.xs("original", level="variant")
     assert (original["delta_vs_original"] == 0).all()
     metrics_long = pd.read_csv(tiny_run / "results" / "report" / "metrics.csv")
-    one = metrics_long[(metrics_long["variant"] == "none_x1") & (metrics_long["metric"] == "macro_f1") & (metrics_long["test_set"] == "test")]
+    one = metrics_long[
+        (metrics_long["variant"] == "none_x1")
+        & (metrics_long["metric"] == "macro_f1")
+        & (metrics_long["test_set"] == "test")
+    ]
     assert f1.loc[("none_x1", "squeezenet1_1"), "mean"] == pytest.approx(one["value"].mean())
     # The equal-count classic-augmentation baseline is in the run, so synthetic variants are compared with it.
     classic = f1.loc[("classic_x1", "squeezenet1_1"), "mean"]
-    assert f1.loc[("none_x1", "squeezenet1_1"), "delta_vs_classic"] == pytest.approx(f1.loc[("none_x1", "squeezenet1_1"), "mean"] - classic)
+    assert f1.loc[("none_x1", "squeezenet1_1"), "delta_vs_classic"] == pytest.approx(
+        f1.loc[("none_x1", "squeezenet1_1"), "mean"] - classic
+    )
     ece = summary[summary["metric"] == "ece"]["mean"]
     assert ((ece >= 0) & (ece <= 1)).all()
 
@@ -66,7 +86,9 @@ def test_the_report_opens_with_the_declared_contrast_and_states_what_the_numbers
             assert expansion.loc[("none_x1", fold, cls), "effective_ratio"] == pytest.approx(synthetic / originals)
     # Each test set's classes, and the ones it lacks.
     sets = pd.read_csv(report / "test_sets.csv").set_index("test_set")
-    assert sets.loc["test", ["benign", "malignant", "normal"]].sum() == len(pd.read_csv(tiny_run / "results" / "test_sets" / "test.csv"))
+    assert sets.loc["test", ["benign", "malignant", "normal"]].sum() == len(
+        pd.read_csv(tiny_run / "results" / "test_sets" / "test.csv")
+    )
 
 
 @pytest.mark.slow
@@ -81,7 +103,9 @@ def test_bootstrap_intervals_contain_their_estimates(tiny_run):
 @pytest.mark.slow
 def test_robustness_covers_every_classifier_corruption_and_severity(tiny_run):
     files = sorted((tiny_run / "results" / "evaluation").glob("*/*/fold*/rep*/robustness.csv"))
-    assert len(files) == 4 * 2  # 4 variants (original, none_x1, bright_x1, classic_x1) x 1 architecture x 2 folds x 1 replicate
+    assert (
+        len(files) == 4 * 2
+    )  # 4 variants (original, none_x1, bright_x1, classic_x1) x 1 architecture x 2 folds x 1 replicate
     errors = pd.read_csv(files[0])
     assert set(errors["corruption"]) == CORRUPTIONS | {"clean"}
     assert sorted(errors.loc[errors["corruption"] == "pixelate", "severity"]) == [1, 3, 5]  # config.yaml's severities
@@ -97,7 +121,9 @@ def test_robustness_covers_every_classifier_corruption_and_severity(tiny_run):
 def test_quality_tables_per_class_and_adjective(tiny_run):
     report = tiny_run / "results" / "report"
     quality = pd.read_csv(report / "quality.csv")
-    assert {(c, a) for c in ("benign", "malignant", "normal") for a in ("none", "bright", "all")} <= set(zip(quality["class"], quality["adjective"]))
+    assert {(c, a) for c in ("benign", "malignant", "normal") for a in ("none", "bright", "all")} <= set(
+        zip(quality["class"], quality["adjective"])
+    )
     assert quality["fidelity_mean"].between(0, 1).all()
     assert (quality["frechet_distance_mean"].dropna() >= 0).all()
     effect = pd.read_csv(report / "adjective_effect.csv")
@@ -122,7 +148,14 @@ def chromium() -> str:
 
 
 def headless(browser: str, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--no-first-run"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--no-first-run",
+    ]
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180)
 
 
@@ -142,7 +175,13 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
     total = re.search(r'data-images-total="(\d+)"', dom.stdout)
     assert loaded and total, dom.stdout[-2000:] + dom.stderr[-2000:]
     assert int(total.group(1)) == 7 and int(loaded.group(1)) == int(total.group(1))
-    for heading in ("Robustness", "Synthetic-image quality", "Bootstrap confidence intervals", "Run time per rule", "LoRA training"):
+    for heading in (
+        "Robustness",
+        "Synthetic-image quality",
+        "Bootstrap confidence intervals",
+        "Run time per rule",
+        "LoRA training",
+    ):
         assert heading in dom.stdout
     shot = tmp_path / "index.png"
     headless(browser, f"--screenshot={shot}", "--window-size=1400,2400", page.as_uri())
@@ -153,7 +192,16 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
     snakemake(tiny_run, "--report", str(report))
     text = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000
-    for name in ("image_grid.png", "scores.png", "robustness.png", "confusion.png", "runtimes.png", "lora_loss.png", "lora_validation.png", "index.html"):
+    for name in (
+        "image_grid.png",
+        "scores.png",
+        "robustness.png",
+        "confusion.png",
+        "runtimes.png",
+        "lora_loss.png",
+        "lora_validation.png",
+        "index.html",
+    ):
         assert name in text, name
     dom = headless(browser, "--virtual-time-budget=15000", "--dump-dom", report.as_uri())
     assert "1. Summary" in dom.stdout and "4. Robustness" in dom.stdout, dom.stdout[-3000:]
@@ -168,7 +216,10 @@ def test_report_draws_lora_loss_curves_and_validation_images_per_class_and_arm(t
     from meddap.lora import TrainingHistory
     from meddap.report import lora_loss_summary, read_lora_histories, readable_summary
 
-    prompts = {"an ultrasound photo of benign tumor in breast": "benign", "an ultrasound photo of no tumor in breast": "normal"}
+    prompts = {
+        "an ultrasound photo of benign tumor in breast": "benign",
+        "an ultrasound photo of no tumor in breast": "normal",
+    }
     rng = np.random.default_rng(0)
 
     def lora_folder(arm: str, lora: str, lora_prompts: list[str]) -> Path:
@@ -180,14 +231,22 @@ def test_report_draws_lora_loss_curves_and_validation_images_per_class_and_arm(t
         for step in (20, 30):
             for k, (prompt, image) in enumerate((p, i) for p in lora_prompts for i in range(2)):
                 name = f"validation/step{step:05d}_{k:02d}.png"
-                history.validation_rows.append({"step": step, "prompt": prompt, "image": image, "seed": 7 + image, "file": name})
+                history.validation_rows.append(
+                    {"step": step, "prompt": prompt, "image": image, "seed": 7 + image, "file": name}
+                )
                 history.validation_images[name] = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         history.write(folder)
         return folder
 
     benign, normal = list(prompts)
-    dirs = [lora_folder(arm, cls, [prompt]) for arm in ("fold0", "fold1") for cls, prompt in (("benign", benign), ("normal", normal))]
-    dirs.append(lora_folder("split", "shared", [benign, normal]))  # lora.mode: shared: its images go under their classes
+    dirs = [
+        lora_folder(arm, cls, [prompt])
+        for arm in ("fold0", "fold1")
+        for cls, prompt in (("benign", benign), ("normal", normal))
+    ]
+    dirs.append(
+        lora_folder("split", "shared", [benign, normal])
+    )  # lora.mode: shared: its images go under their classes
     legacy = tmp_path / "lora" / "fold2" / "benign"
     legacy.mkdir(parents=True)  # trained before LoRAs kept their history: skipped
     losses, validation = read_lora_histories([*dirs, legacy], prompts)
@@ -203,15 +262,21 @@ def test_report_draws_lora_loss_curves_and_validation_images_per_class_and_arm(t
     for png in (loss_png, grid_png):
         assert_screenshot_shows_content(png)
     one_row = tmp_path / "one_row.png"
-    figures.plot_lora_validation(validation[(validation["class"] == "benign") & (validation["arm"] == "fold0")], one_row)
+    figures.plot_lora_validation(
+        validation[(validation["class"] == "benign") & (validation["arm"] == "fold0")], one_row
+    )
     # rows: class x arm (benign and normal, each in fold0, fold1 and split); columns: steps 20 and 30
     assert Image.open(grid_png).height > 4 * Image.open(one_row).height
     assert Image.open(grid_png).width == pytest.approx(Image.open(one_row).width, rel=0.2)
 
     summary = lora_loss_summary(losses)
     assert len(summary) == 5 and (summary["loss_first"] > summary["loss_last"]).all()
-    text = readable_summary(pd.DataFrame(columns=["metric", "test_set", "arch", "variant"]), pd.DataFrame(columns=["arch", "class", "adjective"]),
-                            chance=0.5, lora_losses=summary)
+    text = readable_summary(
+        pd.DataFrame(columns=["metric", "test_set", "arch", "variant"]),
+        pd.DataFrame(columns=["arch", "class", "adjective"]),
+        chance=0.5,
+        lora_losses=summary,
+    )
     assert "## LoRA training" in text and "| benign | fold0 | 30 |" in text
 
     # Without any history the figures still render, saying so.

@@ -33,8 +33,19 @@ def ultrasound_like(size=96, seed=0) -> np.ndarray:
 
 
 def test_parameter_tables_are_medmnistc_breast():
-    assert set(CORRUPTIONS) == set(PARAMETERS) == {
-        "speckle_noise", "motion_blur", "brightness_up", "brightness_down", "contrast_down", "jpeg_compression", "pixelate"}
+    assert (
+        set(CORRUPTIONS)
+        == set(PARAMETERS)
+        == {
+            "speckle_noise",
+            "motion_blur",
+            "brightness_up",
+            "brightness_down",
+            "contrast_down",
+            "jpeg_compression",
+            "pixelate",
+        }
+    )
     assert all(len(values) == 5 for values in PARAMETERS.values())
 
 
@@ -101,7 +112,9 @@ def test_relative_and_normalised_error_by_hand():
     assert relative_balanced_error(model, 0.10, reference, 0.20) == pytest.approx(0.75 / 1.5)
     assert normalised_balanced_error(model, reference) == pytest.approx(1.25 / 2.5)
     # MedMNIST-C's eval.py form: (mean_s BE - clean) / (mean_s BE_ref - clean_ref)
-    assert relative_balanced_error(model, 0.10, reference, 0.20) == pytest.approx((np.mean(model) - 0.10) / (np.mean(reference) - 0.20))
+    assert relative_balanced_error(model, 0.10, reference, 0.20) == pytest.approx(
+        (np.mean(model) - 0.10) / (np.mean(reference) - 0.20)
+    )
     assert math.isnan(relative_balanced_error([0.3], 0.1, [0.2], 0.2))  # reference does not degrade
     with pytest.raises(ValueError):
         relative_balanced_error([0.1, 0.2], 0.1, [0.1], 0.1)
@@ -109,10 +122,32 @@ def test_relative_and_normalised_error_by_hand():
 
 def test_robustness_summary_uses_same_fold_original():
     rows = []
-    for variant, clean, errors in (("original", 0.2, [0.3, 0.4, 0.5, 0.6, 0.7]), ("bright_x1", 0.1, [0.15, 0.2, 0.25, 0.3, 0.35])):
-        rows.append({"variant": variant, "arch": "resnet18", "fold": 0, "corruption": "clean", "severity": 0, "balanced_error": clean})
+    for variant, clean, errors in (
+        ("original", 0.2, [0.3, 0.4, 0.5, 0.6, 0.7]),
+        ("bright_x1", 0.1, [0.15, 0.2, 0.25, 0.3, 0.35]),
+    ):
+        rows.append(
+            {
+                "variant": variant,
+                "arch": "resnet18",
+                "fold": 0,
+                "corruption": "clean",
+                "severity": 0,
+                "balanced_error": clean,
+            }
+        )
         for corruption in ("pixelate", "motion_blur"):
-            rows += [{"variant": variant, "arch": "resnet18", "fold": 0, "corruption": corruption, "severity": s, "balanced_error": e} for s, e in zip(SEVERITIES, errors)]
+            rows += [
+                {
+                    "variant": variant,
+                    "arch": "resnet18",
+                    "fold": 0,
+                    "corruption": corruption,
+                    "severity": s,
+                    "balanced_error": e,
+                }
+                for s, e in zip(SEVERITIES, errors)
+            ]
     table = robustness_summary(pd.DataFrame(rows)).set_index(["variant", "corruption"])
     assert table.loc[("bright_x1", "pixelate"), "rbe"] == pytest.approx(0.5)
     assert table.loc[("bright_x1", "pixelate"), "nbe"] == pytest.approx(0.5)
@@ -135,8 +170,21 @@ def test_evaluate_corruptions_runs_a_classifier(tmp_path, request):
     for i in range(4):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(ultrasound_like(48, i)).save(paths[-1])
-    meta = {"classes": ["benign", "malignant"], "input_size": 32, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    table = evaluate_corruptions(model, meta, [str(p) for p in paths], ["benign", "malignant"] * 2, corruptions=["pixelate"], severities=[1, 5], seed=0)
+    meta = {
+        "classes": ["benign", "malignant"],
+        "input_size": 32,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+    table = evaluate_corruptions(
+        model,
+        meta,
+        [str(p) for p in paths],
+        ["benign", "malignant"] * 2,
+        corruptions=["pixelate"],
+        severities=[1, 5],
+        seed=0,
+    )
     assert list(table["corruption"]) == ["clean", "pixelate", "pixelate"]
     assert list(table["severity"]) == [0, 1, 5]
     assert table["balanced_error"].between(0, 1).all() and (table["n_images"] == 4).all()
@@ -186,8 +234,10 @@ def test_pooled_rbe_by_hand_and_over_folds():
         pooled_relative_balanced_error([0.1, 0.2], 0.1, [0.1], 0.1)
     # two folds pooled: each fold against its own original and its own clean errors
     rows = (
-        _errors("original", 0, 0.2, {"pixelate": [0.3] * 5}) + _errors("mixed_x1", 0, 0.1, {"pixelate": [0.15] * 5})
-        + _errors("original", 1, 0.1, {"pixelate": [0.4] * 5}) + _errors("mixed_x1", 1, 0.3, {"pixelate": [0.4] * 5})
+        _errors("original", 0, 0.2, {"pixelate": [0.3] * 5})
+        + _errors("mixed_x1", 0, 0.1, {"pixelate": [0.15] * 5})
+        + _errors("original", 1, 0.1, {"pixelate": [0.4] * 5})
+        + _errors("mixed_x1", 1, 0.3, {"pixelate": [0.4] * 5})
     )
     by_arch = pooled_robustness(pd.DataFrame(rows), by=("variant", "arch")).set_index("variant")
     assert by_arch.loc["mixed_x1", "rbe_pooled"] == pytest.approx((5 * 0.05 + 5 * 0.1) / (5 * 0.1 + 5 * 0.3))

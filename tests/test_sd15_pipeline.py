@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.stages import LoraSettings, SamplingSettings
 from meddap.sd15 import SD15_TEXT, SD15_UNET, SD15_VAE, build_sd15_pipeline, sd15_components
+from meddap.stages import LoraSettings, SamplingSettings
 
 
 def test_full_width_configs_are_stable_diffusion_v1_5():
@@ -55,7 +55,11 @@ def test_workflow_loader_lora_training_and_generation_accept_it(sd15_folder, tmp
     import yaml
 
     config = yaml.safe_load(open("config/config.yaml"))
-    config["base_model"] = {**config["base_model"], "path": str(sd15_folder), "pretrain": {**config["base_model"]["pretrain"], "enabled": False}}
+    config["base_model"] = {
+        **config["base_model"],
+        "path": str(sd15_folder),
+        "pretrain": {**config["base_model"]["pretrain"], "enabled": False},
+    }
     from snakemake.utils import validate
 
     validate(config, "workflow/schemas/config.schema.yaml")
@@ -74,8 +78,15 @@ def test_workflow_loader_lora_training_and_generation_accept_it(sd15_folder, tmp
     # SD v1.5's layout: 16 attention blocks with to_q/k/v/out.0 in self- and cross-attention.
     assert info["trainable_parameters"] > 0 and info["trainable_share"] < 0.05
     metadata = generate_shard(
-        str(sd15_folder), tmp_path / "lora", tmp_path / "shard000", "benign", "bright", 0,
-        "a bright ultrasound photo of benign tumor in breast", shard_size=2, seed=42,
+        str(sd15_folder),
+        tmp_path / "lora",
+        tmp_path / "shard000",
+        "benign",
+        "bright",
+        0,
+        "a bright ultrasound photo of benign tumor in breast",
+        shard_size=2,
+        seed=42,
         sampling=SamplingSettings(resolution=64, steps=2, guidance_scale=7.5, batch_size=2),
     )
     assert len(metadata) == 2

@@ -8,9 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import digest_tree, snakemake
 from safetensors.numpy import save_file
 
-from conftest import digest_tree, snakemake
 from meddap.preflight import GenerationInputError, check_generation_inputs
 from meddap.safetensors_check import SafetensorsFileError, check_safetensors
 
@@ -35,11 +35,18 @@ def test_a_lora_for_another_base_model_is_named_with_the_command_that_retrains_i
     lora.mkdir(parents=True)
     save_file({"down_blocks.0.attn1.to_q.weight": np.zeros((2, 2), np.float32)}, str(base / "unet" / "w.safetensors"))
     layer = "unet.down_blocks.0.attn1.to_q"
-    save_file({f"{layer}.lora.down.weight": np.zeros((1, 2), np.float32),
-               f"{layer}.lora.up.weight": np.zeros((2, 1), np.float32)}, str(lora / "pytorch_lora_weights.safetensors"))
+    save_file(
+        {
+            f"{layer}.lora.down.weight": np.zeros((1, 2), np.float32),
+            f"{layer}.lora.up.weight": np.zeros((2, 1), np.float32),
+        },
+        str(lora / "pytorch_lora_weights.safetensors"),
+    )
     assert len(check_generation_inputs(base, lora, base_built_here=True)) == 2
-    save_file({"unet.up_blocks.9.attn1.to_q.lora.down.weight": np.zeros((1, 2), np.float32)},
-              str(lora / "pytorch_lora_weights.safetensors"))
+    save_file(
+        {"unet.up_blocks.9.attn1.to_q.lora.down.weight": np.zeros((1, 2), np.float32)},
+        str(lora / "pytorch_lora_weights.safetensors"),
+    )
     with pytest.raises(GenerationInputError, match=f"up_blocks.9.attn1.to_q.*--forcerun {lora}"):
         check_generation_inputs(base, lora, base_built_here=True)
     os.truncate(base / "unet" / "w.safetensors", 10)
@@ -54,8 +61,12 @@ def test_regenerating_a_shard_with_a_truncated_lora_keeps_the_shard_and_names_th
     """The README's `make regenerate-shard` command after the shard's LoRA file was truncated:
     it fails, naming the file and the command that retrains it, and the shard is untouched."""
     run = tmp_path / "run"  # a copy (Snakemake's metadata and the files' times kept): tiny_run is shared
-    shutil.copytree(tiny_run, run, copy_function=shutil.copy2,
-                    ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "singularity"))
+    shutil.copytree(
+        tiny_run,
+        run,
+        copy_function=shutil.copy2,
+        ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "singularity"),
+    )
     shard, lora = "results/synthetic/fold0/benign/bright/shard000", "results/lora/fold0/benign"
     weights = f"{lora}/pytorch_lora_weights.safetensors"
     before = digest_tree(run / shard)

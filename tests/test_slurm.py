@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEFAULT, REPO, TINY, snakemake, snakemake_command
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -111,8 +110,16 @@ def slurm_cluster(tmp_path_factory):
     shutil.copyfile(conf, SYSTEM_CONF)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     commands = [
-        ["munged", "--foreground", "--force", f"--socket={root}/munge.socket", f"--key-file={root}/munge.key",
-         f"--log-file={root}/logs/munged.log", f"--pid-file={root}/munged.pid", f"--seed-file={root}/munged.seed"],
+        [
+            "munged",
+            "--foreground",
+            "--force",
+            f"--socket={root}/munge.socket",
+            f"--key-file={root}/munge.key",
+            f"--log-file={root}/logs/munged.log",
+            f"--pid-file={root}/munged.pid",
+            f"--seed-file={root}/munged.seed",
+        ],
         ["slurmctld", "-D", "-f", str(conf)],
         ["slurmd", "-D", "-f", str(conf)],
     ]
@@ -215,14 +222,32 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
     profile = write_profile(tmp_path / "profile", gpus=False)
     result = subprocess.run(
         [*snakemake_cmd(workdir), "--workflow-profile", str(profile), "--slurm-logdir", str(workdir / "slurm-logs")],
-        cwd=workdir, env=slurm_cluster, capture_output=True, text=True, timeout=1500,
+        cwd=workdir,
+        env=slurm_cluster,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     group_of = yaml.safe_load(PROFILE.read_text())["groups"]
     ids = slurm_job_ids(workdir / "slurm-logs", set(group_of.values()))
-    rules = {"simulate_phantom", "simulate_pretrain_corpus", "split", "pretrain_base", "train_lora", "generate_shard",
-             "augment_classic", "merge_dataset", "train_classifier", "evaluate", "index_test_set", "index_synthetic",
-             "synthetic_quality", "audit", "report"}
+    rules = {
+        "simulate_phantom",
+        "simulate_pretrain_corpus",
+        "split",
+        "pretrain_base",
+        "train_lora",
+        "generate_shard",
+        "augment_classic",
+        "merge_dataset",
+        "train_classifier",
+        "evaluate",
+        "index_test_set",
+        "index_synthetic",
+        "synthetic_quality",
+        "audit",
+        "report",
+    }
     for rule in rules:  # each rule ran in a SLURM job of its own or of its group
         assert group_of.get(rule, rule) in ids, (rule, sorted(ids))
     # The shipped profile's grouping pays: several shards (and evaluations) per SLURM job.
@@ -234,7 +259,11 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
     assert len(all_ids) == len(set(all_ids))  # one SLURM job per log
     # The local run is asked for only now: under xdist another worker runs it while SLURM works.
     tiny_run = request.getfixturevalue("tiny_run")
-    for relative in ("results/splits/manifest.csv", "results/datasets/bright_x1/fold0.csv", "results/report/metrics.csv"):
+    for relative in (
+        "results/splits/manifest.csv",
+        "results/datasets/bright_x1/fold0.csv",
+        "results/report/metrics.csv",
+    ):
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
 
 
@@ -246,12 +275,30 @@ def test_real_profile_asks_for_one_gpu_on_gpu_rules(slurm_cluster, tmp_path):
     workdir.mkdir()
     # Build the inputs of pretrain_base locally, then hand pretrain_base alone to SLURM. The node
     # has no GPU, so SLURM refuses the job at submission; the sbatch call is what this test reads.
-    snakemake(workdir, "--cores", "2", "results/splits/manifest.csv", "resources/phantom/pretrain-corpus",
-              "results/test_sets/linear-L7.csv", "results/test_sets/convex-C5.csv")
+    snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "results/splits/manifest.csv",
+        "resources/phantom/pretrain-corpus",
+        "results/test_sets/linear-L7.csv",
+        "results/test_sets/convex-C5.csv",
+    )
     result = subprocess.run(
-        [*snakemake_cmd(workdir), "--workflow-profile", str(profile), "--verbose",
-         "--slurm-logdir", str(workdir / "slurm-logs"), "results/base_model"],
-        cwd=workdir, env=slurm_cluster, capture_output=True, text=True, timeout=600,
+        [
+            *snakemake_cmd(workdir),
+            "--workflow-profile",
+            str(profile),
+            "--verbose",
+            "--slurm-logdir",
+            str(workdir / "slurm-logs"),
+            "results/base_model",
+        ],
+        cwd=workdir,
+        env=slurm_cluster,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = result.stdout + result.stderr
     calls = [line for line in output.splitlines() if "sbatch call: sbatch " in line]

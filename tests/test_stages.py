@@ -64,8 +64,15 @@ def test_every_config_key_of_a_stage_is_a_typed_field_or_shapes_the_dag(section)
 
 def test_stage_settings_round_trip_through_params():
     settings = resolve(default_config())
-    for stage in (settings.lora, settings.sampling, settings.classifier, settings.evaluation, settings.pretraining,
-                  settings.runtime, settings.prompts):
+    for stage in (
+        settings.lora,
+        settings.sampling,
+        settings.classifier,
+        settings.evaluation,
+        settings.pretraining,
+        settings.runtime,
+        settings.prompts,
+    ):
         params = stage.params()
         assert yaml.safe_load(yaml.safe_dump(params)) == params  # plain data Snakemake can hash
         assert type(stage).from_params(params) == stage
@@ -98,7 +105,10 @@ def test_schema_enums_are_the_choices_the_code_knows():
     assert set(CORRUPTIONS) == set(choices.CORRUPTIONS)
     assert set(MIXED_LABEL_ACTIONS) == set(choices.MIXED_LABEL_GROUPS)
     assert {MIXED, CLASSIC} < set(choices.VARIANT_FAMILIES)
-    assert (FOLD_SCOPE, SPLIT_SCOPE) == choices.LORA_SCOPES and (PHANTOM_CORPUS, DATASET_CORPUS) == choices.PRETRAIN_CORPORA
+    assert (FOLD_SCOPE, SPLIT_SCOPE) == choices.LORA_SCOPES and (
+        PHANTOM_CORPUS,
+        DATASET_CORPUS,
+    ) == choices.PRETRAIN_CORPORA
 
 
 def test_the_primary_contrast_is_declared_and_resolved_at_parse_time():
@@ -117,8 +127,13 @@ def test_the_primary_contrast_is_declared_and_resolved_at_parse_time():
             config[section] = {**config[section], **values}
         return resolve(config).contrast
 
-    assert contrast().params() == {"variant": "mixed_x1", "baseline": "original", "metric": "macro_f1",
-                                   "test_set": "test", "p_adjust": "holm"}  # no classic in the embedded default
+    assert contrast().params() == {
+        "variant": "mixed_x1",
+        "baseline": "original",
+        "metric": "macro_f1",
+        "test_set": "test",
+        "p_adjust": "holm",
+    }  # no classic in the embedded default
     both = contrast(generation={"ratios": [0.5, 1, 2], "variant_families": ["mixed", "classic"]})
     assert (both.variant, both.baseline) == ("mixed_x1", "classic_x1")
     half = contrast(generation={"ratios": [0.5], "variant_families": ["adjective", "classic"]})

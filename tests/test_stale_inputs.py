@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snakemake
 from PIL import Image
 
-from conftest import snakemake
 from meddap.dataset import AS_SIMULATED, dataset_digest, dataset_state
 from meddap.generate import read_shards
 from meddap.lineage import DigestCache, path_digest, write_lineage
@@ -36,12 +36,23 @@ def results(tmp_path, monkeypatch) -> Path:
     variant table, written with the library's own lineage records; paths relative to tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MEDDAP_DIGEST_CACHE", raising=False)
-    originals = [png(Path("data") / cls / f"{cls}{i}.png", 10 * i + (100 if cls == "b" else 0)) for cls in "ab" for i in range(3)]
-    manifest = pd.DataFrame({"path": originals, "class": [Path(p).parent.name for p in originals], "split": "train", "fold": [0, 1, 0] * 2})
+    originals = [
+        png(Path("data") / cls / f"{cls}{i}.png", 10 * i + (100 if cls == "b" else 0)) for cls in "ab" for i in range(3)
+    ]
+    manifest = pd.DataFrame(
+        {"path": originals, "class": [Path(p).parent.name for p in originals], "split": "train", "fold": [0, 1, 0] * 2}
+    )
     Path("results/splits").mkdir(parents=True)
     manifest.to_csv("results/splits/manifest.csv", index=False)
-    write_lineage("results/splits", "split", images=originals, inputs={"dataset": "data"},
-                  digests={"dataset": dataset_digest("data", ["a", "b"], [])}, classes=["a", "b"], exclude=[])
+    write_lineage(
+        "results/splits",
+        "split",
+        images=originals,
+        inputs={"dataset": "data"},
+        digests={"dataset": dataset_digest("data", ["a", "b"], [])},
+        classes=["a", "b"],
+        exclude=[],
+    )
     Path("results/base_model").mkdir()
     Path("results/base_model/unet.safetensors").write_bytes(b"base weights")
     write_lineage("results/base_model", "base_model")
@@ -52,11 +63,17 @@ def results(tmp_path, monkeypatch) -> Path:
     shards = [Path(f"results/synthetic/fold0/a/bright/shard00{i}") for i in range(2)]
     for shard in shards:
         names = [Path(png(shard / f"a_bright_{i}.png", 200 + i)).name for i in range(2)]
-        pd.DataFrame({"file": names, "class": "a", "adjective": "bright", "shard": 0, "index": [0, 1]}).to_csv(shard / "metadata.csv", index=False)
+        pd.DataFrame({"file": names, "class": "a", "adjective": "bright", "shard": 0, "index": [0, 1]}).to_csv(
+            shard / "metadata.csv", index=False
+        )
         write_lineage(shard, "shard", inputs={"lora": str(lora), "base_model": "results/base_model"})
     synthetic = read_shards(shards)
-    rows = pd.DataFrame({"path": [*originals, *synthetic["path"]],
-                         "derived_from": [""] * len(originals) + [str(Path(p).parent) for p in synthetic["path"]]})
+    rows = pd.DataFrame(
+        {
+            "path": [*originals, *synthetic["path"]],
+            "derived_from": [""] * len(originals) + [str(Path(p).parent) for p in synthetic["path"]],
+        }
+    )
     Path("results/datasets/bright_x1").mkdir(parents=True)
     rows.to_csv("results/datasets/bright_x1/fold0.csv", index=False)
     return Path("results")
@@ -74,7 +91,10 @@ def test_a_consistent_folder_has_no_findings_and_exits_0(results, capsys):
 
 def test_records_carry_input_digests_and_a_shards_pngs(results):
     record = json.loads(Path("results/synthetic/fold0/a/bright/shard000/lineage.json").read_text())
-    assert record["input_digests"] == {"lora": path_digest("results/lora/fold0/a"), "base_model": path_digest("results/base_model")}
+    assert record["input_digests"] == {
+        "lora": path_digest("results/lora/fold0/a"),
+        "base_model": path_digest("results/base_model"),
+    }
     assert {entry["path"] for entry in record["files"]} == {"a_bright_0.png", "a_bright_1.png", "metadata.csv"}
     assert record["inputs"]["lora"] == "results/lora/fold0/a"  # role -> path, as the lineage audit reads it
 
@@ -123,7 +143,10 @@ def test_a_renamed_or_added_dataset_image_makes_the_split_stale(results):
     assert verify_results(results) == []
     png(Path("data/b/new.png"), 7)
     found = lines(verify_results(results))
-    assert set(found) == {"results/splits/manifest.csv"} and "its dataset data has changed" in found["results/splits/manifest.csv"].problem
+    assert (
+        set(found) == {"results/splits/manifest.csv"}
+        and "its dataset data has changed" in found["results/splits/manifest.csv"].problem
+    )
 
 
 def test_verify_user_errors_exit_2(tmp_path, capsys):
@@ -136,22 +159,33 @@ def test_verify_user_errors_exit_2(tmp_path, capsys):
 def test_verify_is_a_subcommand(results):
     Path("results/splits/manifest.csv").unlink()
     command = [sys.executable, "-m", "meddap.cli", "verify", "results"]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines() == [
-        "results/splits/manifest.csv: missing; regenerate: snakemake --cores all --forcerun results/splits/manifest.csv"]
+        "results/splits/manifest.csv: missing; regenerate: snakemake --cores all --forcerun results/splits/manifest.csv"
+    ]
 
 
 def test_regenerate_targets():
-    assert regenerate_target("results/synthetic/fold1/normal/none/shard002/x.png") == "results/synthetic/fold1/normal/none/shard002"
+    assert (
+        regenerate_target("results/synthetic/fold1/normal/none/shard002/x.png")
+        == "results/synthetic/fold1/normal/none/shard002"
+    )
     assert regenerate_target("results/splits/counts.csv") == "results/splits/manifest.csv"
-    assert regenerate_target("results/classifiers/original/resnet18/fold0/rep1/model.safetensors") == "results/classifiers/original/resnet18/fold0/rep1"
+    assert (
+        regenerate_target("results/classifiers/original/resnet18/fold0/rep1/model.safetensors")
+        == "results/classifiers/original/resnet18/fold0/rep1"
+    )
     assert regenerate_target("/data/busi/benign/a.png") is None
 
 
 def test_merge_reading_a_shard_fails_naming_a_missing_png(results):
     Path("results/synthetic/fold0/a/bright/shard000/a_bright_1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"a_bright_1\.png is listed in .*--forcerun results/synthetic/fold0/a/bright/shard000"):
+    with pytest.raises(
+        FileNotFoundError, match=r"a_bright_1\.png is listed in .*--forcerun results/synthetic/fold0/a/bright/shard000"
+    ):
         read_shards([Path("results/synthetic/fold0/a/bright/shard000")])
 
 
@@ -214,8 +248,13 @@ def planned_jobs(output: str) -> dict[str, int]:
 def settled(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run (Snakemake's metadata and the files' times kept), brought up to date."""
     copy = tmp_path_factory.mktemp("stale") / "run"
-    shutil.copytree(tiny_run, copy, copy_function=shutil.copy2, symlinks=True,
-                    ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "singularity"))
+    shutil.copytree(
+        tiny_run,
+        copy,
+        copy_function=shutil.copy2,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "singularity"),
+    )
     snakemake(copy, "--cores", "2")
     return copy
 
@@ -228,14 +267,34 @@ def run(settled, tmp_path) -> Path:
 
 
 def verify(run: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "meddap.cli", "verify", "results"], capture_output=True, text=True, cwd=run,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return subprocess.run(
+        [sys.executable, "-m", "meddap.cli", "verify", "results"],
+        capture_output=True,
+        text=True,
+        cwd=run,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
 
 
 # Everything the split reaches (the base model too: its corpus is decontaminated against the manifest);
 # not the simulations nor the unseen sets' indexes.
-AFTER_SPLIT = {"split", "index_test_set", "pretrain_base", "augment_classic", "train_lora", "check_generation_inputs", "generate_shard", "merge_dataset",
-               "train_classifier", "evaluate", "index_synthetic", "synthetic_quality", "audit", "report", "all"}
+AFTER_SPLIT = {
+    "split",
+    "index_test_set",
+    "pretrain_base",
+    "augment_classic",
+    "train_lora",
+    "check_generation_inputs",
+    "generate_shard",
+    "merge_dataset",
+    "train_classifier",
+    "evaluate",
+    "index_synthetic",
+    "synthetic_quality",
+    "audit",
+    "report",
+    "all",
+}
 
 
 @pytest.mark.slow
@@ -244,7 +303,10 @@ def test_an_unchanged_run_has_nothing_to_do_and_verifies(run):
     assert "Nothing to be done" in dry.stdout + dry.stderr
     done = verify(run)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Provenance** (meddap verify): every recorded intermediate is present" in (run / "results/report/summary.md").read_text()
+    assert (
+        "Provenance** (meddap verify): every recorded intermediate is present"
+        in (run / "results/report/summary.md").read_text()
+    )
 
 
 @pytest.mark.slow
@@ -288,7 +350,9 @@ def test_deleted_intermediates_are_named_by_verify_with_their_commands(run):
     # What verify names, Snakemake alone does not see (consumers complete); the named command does.
     assert "Nothing to be done" in (lambda d: d.stdout + d.stderr)(snakemake(run, "-n"))
     forced = snakemake(run, "-n", "--forcerun", "results/synthetic/fold1/benign/bright/shard000")
-    assert re.search(r"^\s*output: results/synthetic/fold1/benign/bright/shard000$", forced.stdout + forced.stderr, re.M)
+    assert re.search(
+        r"^\s*output: results/synthetic/fold1/benign/bright/shard000$", forced.stdout + forced.stderr, re.M
+    )
 
 
 @pytest.mark.slow

@@ -31,8 +31,17 @@ def _family_and_ratio(name: str) -> tuple[str, float]:
 def _long(scores: dict[str, list[float]], metric="macro_f1", test_set="test", arch="resnet18", families=None):
     families = families or {v: _family_and_ratio(v) for v in scores}
     rows = [
-        {"variant": v, "family": families[v][0], "adjective": v.split("_")[0], "ratio": families[v][1], "arch": arch,
-         "fold": f, "test_set": test_set, "metric": metric, "value": x}
+        {
+            "variant": v,
+            "family": families[v][0],
+            "adjective": v.split("_")[0],
+            "ratio": families[v][1],
+            "arch": arch,
+            "fold": f,
+            "test_set": test_set,
+            "metric": metric,
+            "value": x,
+        }
         for v, values in scores.items()
         for f, x in enumerate(values)
     ]
@@ -78,7 +87,10 @@ def test_summarise_needs_the_variant_data():
 
 
 def test_summarise_pairs_with_original_and_classic():
-    metrics = pd.concat([_long({"original": ORIGINAL, "bright_x1": BRIGHT, "classic_x1": CLASSIC, "dark_x2": BRIGHT})], ignore_index=True)
+    metrics = pd.concat(
+        [_long({"original": ORIGINAL, "bright_x1": BRIGHT, "classic_x1": CLASSIC, "dark_x2": BRIGHT})],
+        ignore_index=True,
+    )
     s = summarise(metrics).set_index("variant")
     row = s.loc["bright_x1"]
     assert row["mean"] == pytest.approx(np.mean(BRIGHT))
@@ -178,7 +190,15 @@ def test_sensitivity_at_specificity():
 
 
 def test_predictions_tables_pair_by_path():
-    a = pd.DataFrame({"path": ["x", "y", "z"], "class": ["b", "m", "b"], "predicted": ["b", "b", "b"], "prob_b": [0.9, 0.6, 0.7], "prob_m": [0.1, 0.4, 0.3]})
+    a = pd.DataFrame(
+        {
+            "path": ["x", "y", "z"],
+            "class": ["b", "m", "b"],
+            "predicted": ["b", "b", "b"],
+            "prob_b": [0.9, 0.6, 0.7],
+            "prob_m": [0.1, 0.4, 0.3],
+        }
+    )
     b = a.iloc[[2, 0]].assign(prob_b=[0.2, 0.3], prob_m=[0.8, 0.7])
     a2, b2 = align_predictions(a, b)
     assert list(a2["path"]) == ["x", "z"] and list(b2["path"]) == ["x", "z"]
@@ -254,8 +274,17 @@ def _replicated(values_by_variant: dict, arch: str, metric="macro_f1", offsets=(
         for fold, value in enumerate(values):
             for replicate, offset in enumerate(offsets):
                 shift = offset if variant != "classic_x1" else -offset * (fold % 2)  # replicates differ
-                rows.append({"variant": variant, "arch": arch, "fold": fold, "replicate": replicate,
-                             "test_set": "test", "metric": metric, "value": value + shift})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "arch": arch,
+                        "fold": fold,
+                        "replicate": replicate,
+                        "test_set": "test",
+                        "metric": metric,
+                        "value": value + shift,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -395,8 +424,13 @@ def test_group_bootstrap_table_pairs_variants_by_path():
     classes = ["benign", "malignant", "normal"]
 
     def table(proba, order):
-        frame = pd.DataFrame({"path": [f"{i}.png" for i in range(30)], "class": [classes[i] for i in y],
-                              "group": [i // 2 for i in range(30)]})
+        frame = pd.DataFrame(
+            {
+                "path": [f"{i}.png" for i in range(30)],
+                "class": [classes[i] for i in y],
+                "group": [i // 2 for i in range(30)],
+            }
+        )
         for j, name in enumerate(classes):
             frame[f"prob_{name}"] = proba[:, j]
         return frame.iloc[order].reset_index(drop=True)
@@ -407,10 +441,17 @@ def test_group_bootstrap_table_pairs_variants_by_path():
         "mixed_x1": [table(good, shuffled), table(good, np.arange(30))],  # two folds
         "classic_x1": table(bad, shuffled),
     }
-    out = group_bootstrap_table(predictions, "macro_f1", original="original", partners={"mixed_x1": "classic_x1"},
-                                n_resamples=200).set_index(["variant", "comparison"])
-    assert set(out.index) == {("original", "metric"), ("mixed_x1", "metric"), ("mixed_x1", "vs_original"),
-                              ("mixed_x1", "vs_classic"), ("classic_x1", "metric"), ("classic_x1", "vs_original")}
+    out = group_bootstrap_table(
+        predictions, "macro_f1", original="original", partners={"mixed_x1": "classic_x1"}, n_resamples=200
+    ).set_index(["variant", "comparison"])
+    assert set(out.index) == {
+        ("original", "metric"),
+        ("mixed_x1", "metric"),
+        ("mixed_x1", "vs_original"),
+        ("mixed_x1", "vs_classic"),
+        ("classic_x1", "metric"),
+        ("classic_x1", "vs_original"),
+    }
     delta = _macro_f1(y, good) - _macro_f1(y, bad)
     assert out.loc[("mixed_x1", "vs_original"), "estimate"] == pytest.approx(delta)
     assert out.loc[("mixed_x1", "vs_classic"), "estimate"] == pytest.approx(delta)  # rows paired by path
@@ -435,13 +476,15 @@ def test_threshold_is_fixed_on_validation_not_on_test():
     test_y = np.r_[np.zeros(10), np.ones(4)].astype(bool)
     test_score = np.r_[test_negatives, test_positives]
     result = sensitivity_at_validation_specificity(val_y, val_score, test_y, test_score, 0.9)
-    assert result == pytest.approx({
-        "threshold": 0.95,
-        "validation_sensitivity": 0.25,  # only 0.97 reaches 0.95
-        "validation_specificity": 0.9,
-        "test_sensitivity": 0.25,  # only 0.96
-        "test_specificity": 1.0,
-    })
+    assert result == pytest.approx(
+        {
+            "threshold": 0.95,
+            "validation_sensitivity": 0.25,  # only 0.97 reaches 0.95
+            "validation_specificity": 0.9,
+            "test_sensitivity": 0.25,  # only 0.96
+            "test_specificity": 1.0,
+        }
+    )
     # the test-set oracle picks its own threshold (0.5: nine test negatives below) and finds every positive
     assert sensitivity_at_specificity(test_y, test_score, 0.9) == pytest.approx(1.0)
     assert validation_threshold(test_y, test_score, 0.9) == pytest.approx(0.5)

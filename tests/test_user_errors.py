@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DEFAULT, TINY, snakemake
 from PIL import Image, ImageOps
 
-from conftest import DEFAULT, TINY, snakemake
 from meddap.cli import main
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -76,7 +76,9 @@ def one_error_line(capsys) -> str:
 
 
 # ------------------------------------------------------------------ 1. meddap predict
-@pytest.mark.parametrize("kind", ["truncated weights", "class count differs from the weights", "weights missing", "out is a folder"])
+@pytest.mark.parametrize(
+    "kind", ["truncated weights", "class count differs from the weights", "weights missing", "out is a folder"]
+)
 def test_predict_user_errors_are_one_line_with_exit_code_2(classifier_dir, tmp_path, capsys, kind):
     folder = copy_classifier(classifier_dir, tmp_path)
     images = tmp_path / "images"
@@ -88,7 +90,10 @@ def test_predict_user_errors_are_one_line_with_exit_code_2(classifier_dir, tmp_p
         out.mkdir()
         named, remedy = f"--out {out}", "CSV"
     else:
-        named, remedy = str(damage_classifier(kind, folder)), f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0/rep0"
+        named, remedy = (
+            str(damage_classifier(kind, folder)),
+            f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0/rep0",
+        )
     code = main(["predict", "--model", str(folder), "--images", str(images), "--out", str(out), "--device", "cpu"])
     assert code == 2
     line = one_error_line(capsys)
@@ -99,7 +104,11 @@ def test_predict_user_errors_are_one_line_with_exit_code_2(classifier_dir, tmp_p
 
 # ------------------------------------------------------------------ 2. meddap phantom
 def tree_bytes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 PHANTOM = ["phantom", "--per-class", "1", "--image-size", "16"]
@@ -118,8 +127,17 @@ PHANTOM = ["phantom", "--per-class", "1", "--image-size", "16"]
         (["--per-class", "-1"], "--per-class -1"),
         (["--image-size", "0"], "--image-size 0"),
     ],
-    ids=["out holds images", "device typo", "device not a name", "params not json", "params not an object",
-         "param not a number", "param not positive", "negative count", "zero image size"],
+    ids=[
+        "out holds images",
+        "device typo",
+        "device not a name",
+        "params not json",
+        "params not an object",
+        "param not a number",
+        "param not positive",
+        "negative count",
+        "zero image size",
+    ],
 )
 def test_phantom_user_errors_leave_existing_images_untouched(tmp_path, capsys, arguments, named):
     out = tmp_path / "phantom"
@@ -149,7 +167,14 @@ def test_phantom_writes_into_a_missing_or_empty_folder_and_overwrites_only_when_
 
 # ------------------------------------------------------------------ 3. safetensors in the workflow's jobs
 @pytest.mark.parametrize(
-    "kind", ["truncated weights", "class count differs from the weights", "weights missing", "corrupt header", "truncated LoRA"]
+    "kind",
+    [
+        "truncated weights",
+        "class count differs from the weights",
+        "weights missing",
+        "corrupt header",
+        "truncated LoRA",
+    ],
 )
 def test_damaged_safetensors_name_the_file_and_the_rerun_command(classifier_dir, tmp_path, kind):
     """What the evaluate (and synthetic_quality) job calls, and generate_shard's LoRA loading."""
@@ -159,23 +184,31 @@ def test_damaged_safetensors_name_the_file_and_the_rerun_command(classifier_dir,
     from meddap.safetensors_check import SafetensorsFileError
 
     if kind == "truncated LoRA":
-        from safetensors.torch import save_file
         import torch
+        from safetensors.torch import save_file
 
         lora = tmp_path / "results" / "lora" / "fold0" / "benign"
         lora.mkdir(parents=True)
-        save_file({"unet.a.lora_A.weight": torch.zeros(2, 64), "unet.a.lora_B.weight": torch.zeros(64, 2)}, lora / LORA_WEIGHT_NAME)
+        save_file(
+            {"unet.a.lora_A.weight": torch.zeros(2, 64), "unet.a.lora_B.weight": torch.zeros(64, 2)},
+            lora / LORA_WEIGHT_NAME,
+        )
         truncate(lora / LORA_WEIGHT_NAME, 0.9)
         with pytest.raises(SafetensorsFileError) as caught:
             apply_lora(None, lora)  # fails on the file, before the pipeline is touched
-        named, rerun = lora / LORA_WEIGHT_NAME, "snakemake --cores all --forcerun results/lora/fold0/benign (rule train_lora)"
+        named, rerun = (
+            lora / LORA_WEIGHT_NAME,
+            "snakemake --cores all --forcerun results/lora/fold0/benign (rule train_lora)",
+        )
     else:
         folder = copy_classifier(classifier_dir, tmp_path)
         named = damage_classifier(kind, folder)
         expected = SafetensorsFileError if kind in ("truncated weights", "corrupt header") else ClassifierError
         with pytest.raises(expected) as caught:
             evaluate_classifier(folder, {}, tmp_path / "evaluation")
-        rerun = f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0/rep0 (rule train_classifier)"
+        rerun = (
+            f"snakemake --cores all --forcerun results/classifiers/original/{ARCH}/fold0/rep0 (rule train_classifier)"
+        )
         assert not (tmp_path / "evaluation").exists()
     message = str(caught.value)
     assert "\n" not in message and str(named) in message and rerun in message, message
@@ -201,17 +234,22 @@ def test_check_safetensors_compares_the_size_with_the_header(tmp_path, cut):
 
 # ------------------------------------------------------------------ 4. image decoding
 def png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares ``width`` x ``height`` (its pixels are never decoded): a decompression bomb in a few bytes."""
+    """A PNG that declares ``width`` x ``height`` (its pixels are never decoded): a decompression bomb
+    in a few bytes."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
-@pytest.mark.parametrize("case", ["bomb over 2x the limit", "bomb between 1x and 2x", "split hashing", "split job", "exif rotation"])
+@pytest.mark.parametrize(
+    "case", ["bomb over 2x the limit", "bomb between 1x and 2x", "split hashing", "split job", "exif rotation"]
+)
 def test_image_decoding(tmp_path, case):
     from meddap.dataset import check_images
     from meddap.images import ImageReadError, load_rgb
@@ -237,14 +275,19 @@ def test_image_decoding(tmp_path, case):
         dataset = write_dataset(tmp_path / "data", per_class=4, size=32)
         bomb = png_header(dataset / "benign" / "huge scan.png", side, side)
         config = user_config(tmp_path, dataset)
-        result = snakemake(tmp_path, "--cores", "1", "results/splits/manifest.csv", configs=(DEFAULT, TINY, config), check=False)
+        result = snakemake(
+            tmp_path, "--cores", "1", "results/splits/manifest.csv", configs=(DEFAULT, TINY, config), check=False
+        )
         console = [line for line in (result.stdout + result.stderr).splitlines() if "rule split failed" in line]
         assert result.returncode != 0 and len(console) == 1, result.stderr[-3000:]
         assert str(bomb.name) in console[0] and "ImageReadError" in console[0] and "Downscale" in console[0], console
         assert not (tmp_path / "results" / "splits" / "manifest.csv").exists()
         return
     bomb = png_header(tmp_path / "huge scan.png", side, side)
-    read = {"split hashing": lambda: hash_images([str(bomb)]), "bomb over 2x the limit": lambda: check_images([str(bomb)])}
+    read = {
+        "split hashing": lambda: hash_images([str(bomb)]),
+        "bomb over 2x the limit": lambda: check_images([str(bomb)]),
+    }
     with pytest.raises(ImageReadError) as caught:
         read.get(case, lambda: load_rgb(bomb))()
     message = str(caught.value)

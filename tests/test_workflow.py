@@ -11,14 +11,28 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, snakemake
+
 from meddap.seeding import classifier_seed
 
 ALL_RULES = {
-    "simulate_phantom", "simulate_pretrain_corpus", "split", "augment_classic", "pretrain_base", "train_lora", "generate_shard",
+    "simulate_phantom",
+    "simulate_pretrain_corpus",
+    "split",
+    "augment_classic",
+    "pretrain_base",
+    "train_lora",
+    "generate_shard",
     "check_generation_inputs",
-    "merge_dataset", "train_classifier", "evaluate", "index_test_set", "index_synthetic", "synthetic_quality", "audit", "report", "all",
+    "merge_dataset",
+    "train_classifier",
+    "evaluate",
+    "index_test_set",
+    "index_synthetic",
+    "synthetic_quality",
+    "audit",
+    "report",
+    "all",
 }
 
 
@@ -37,7 +51,9 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     families, n_adjectives = generation["variant_families"], len(generation["adjectives"])
     # augment_classic runs only for the classic family (the tiny config, which has it, runs it end to end)
     assert set(jobs) == ALL_RULES - ({"augment_classic"} if "classic" not in families else set())
-    per_ratio = n_adjectives * ("adjective" in families) + ("mixed" in families and n_adjectives > 1) + ("classic" in families)
+    per_ratio = (
+        n_adjectives * ("adjective" in families) + ("mixed" in families and n_adjectives > 1) + ("classic" in families)
+    )
     n_variants = 1 + per_ratio * len(generation["ratios"])
     assert jobs["train_classifier"] == n_variants * n_arch * folds
     # lora.scope: fold -> one generative arm (LoRAs and shards) per fold
@@ -56,7 +72,12 @@ def test_lint_is_clean_and_snakefmt_passes(tmp_path):
     lint = subprocess.run([SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Congratulations, your workflow is in a good condition" in lint.stdout + lint.stderr
-    fmt = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check", "Snakefile", "workflow/rules"], capture_output=True, text=True, cwd=REPO)
+    fmt = subprocess.run(
+        [str(Path(sys.executable).with_name("snakefmt")), "--check", "Snakefile", "workflow/rules"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
@@ -70,8 +91,15 @@ def test_package_and_scripts_pass_ruff():
 
 def test_missing_dataset_root_stops_at_once_naming_the_path(tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({"phantom": {"enabled": False}, "dataset": {"root": str(tmp_path / "no-such-folder")},
-                                      "base_model": {"pretrain": {"corpus": "dataset"}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "phantom": {"enabled": False},
+                "dataset": {"root": str(tmp_path / "no-such-folder")},
+                "base_model": {"pretrain": {"corpus": "dataset"}},
+            }
+        )
+    )
     result = snakemake(tmp_path, "-n", configs=(DEFAULT, config), check=False)
     assert result.returncode != 0
     assert "no-such-folder" in result.stdout + result.stderr
@@ -85,7 +113,9 @@ def test_end_to_end_outputs(tiny_run):
     # The base model loads exactly as a downloaded SD v1.x folder would.
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(results / "base_model", safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        results / "base_model", safety_checker=None, requires_safety_checker=False
+    )
     assert type(pipe.unet).__name__ == "UNet2DConditionModel" and type(pipe.text_encoder).__name__ == "CLIPTextModel"
     # The base model never saw a dataset image: it pretrained on a separate, captioned corpus.
     corpus = pd.read_csv(results / "base_model" / "pretraining_corpus.csv")
@@ -105,7 +135,9 @@ def test_end_to_end_outputs(tiny_run):
             assert re.search(r"trainable parameters: \d+ \(\d+\.\d+% of the UNet\)", log)
             # Each fold's LoRA learnt from exactly the originals that fold's classifiers train on.
             lineage = json.loads((lora / "lineage.json").read_text())
-            assert {e["path"] for e in lineage["images"]} == set(fold_training.loc[fold_training["class"] == cls, "path"])
+            assert {e["path"] for e in lineage["images"]} == set(
+                fold_training.loc[fold_training["class"] == cls, "path"]
+            )
     metadata = pd.read_csv(results / "synthetic" / "fold0" / "benign" / "bright" / "shard000" / "metadata.csv")
     assert list(metadata.columns[:5]) == ["file", "class", "adjective", "prompt", "seed"]
     assert (metadata["prompt"] == "a bright ultrasound photo of benign tumor in breast").all()
@@ -116,7 +148,9 @@ def test_end_to_end_outputs(tiny_run):
         assert not rows["path"].isin(test_paths).any()
         validation = rows[rows["role"] == "validation"]
         assert (validation["source"] == "original").all()
-        assert set(validation["path"]) == set(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == fold), "path"])
+        assert set(validation["path"]) == set(
+            manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == fold), "path"]
+        )
         synthetic = rows[rows["source"] == "synthetic"]
         assert synthetic["derived_from"].str.startswith(f"results/synthetic/fold{fold}/").all(), fold_csv
     # The lineage audit ran and found nothing.
@@ -128,24 +162,60 @@ def test_end_to_end_outputs(tiny_run):
     assert meta["classes"] == ["benign", "malignant", "normal"] and meta["input_size"] == 32
     # Matched seeds: every variant of (arch, fold, replicate) trained from one seed (meddap.seeding).
     assert meta["replicate"] == 0 and meta["seed"] == classifier_seed(42, "squeezenet1_1", 1, 0)
-    assert json.loads((results / "classifiers" / "original" / "squeezenet1_1" / "fold1" / "rep0" / "model.json").read_text())["seed"] == meta["seed"]
+    assert (
+        json.loads(
+            (results / "classifiers" / "original" / "squeezenet1_1" / "fold1" / "rep0" / "model.json").read_text()
+        )["seed"]
+        == meta["seed"]
+    )
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "history.csv").is_file()
-    metrics = json.loads((results / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "rep0" / "linear-L7" / "metrics.json").read_text())
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc", "sensitivity_malignant", "specificity_benign", "precision_normal"):
+    metrics = json.loads(
+        (
+            results / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "rep0" / "linear-L7" / "metrics.json"
+        ).read_text()
+    )
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "macro_auroc",
+        "sensitivity_malignant",
+        "specificity_benign",
+        "precision_normal",
+    ):
         assert key in metrics
     assert metrics["evaluated"] == {
-        "variant": "original", "family": "original", "adjective": "", "ratio": 0.0,
-        "arch": "squeezenet1_1", "fold": 0, "replicate": 0, "classifier_seed": classifier_seed(42, "squeezenet1_1", 0, 0),
-        "test_set": "linear-L7", "test_set_kind": "unseen",
+        "variant": "original",
+        "family": "original",
+        "adjective": "",
+        "ratio": 0.0,
+        "arch": "squeezenet1_1",
+        "fold": 0,
+        "replicate": 0,
+        "classifier_seed": classifier_seed(42, "squeezenet1_1", 0, 0),
+        "test_set": "linear-L7",
+        "test_set_kind": "unseen",
     }
     long = pd.read_csv(results / "report" / "metrics.csv", keep_default_na=False)
     assert list(long.columns) == [
-        "variant", "family", "adjective", "ratio", "arch", "fold", "replicate", "test_set", "test_set_kind", "metric", "value"
+        "variant",
+        "family",
+        "adjective",
+        "ratio",
+        "arch",
+        "fold",
+        "replicate",
+        "test_set",
+        "test_set_kind",
+        "metric",
+        "value",
     ]
     kinds = set(zip(long["test_set"], long["test_set_kind"]))
     assert kinds == {("test", "internal"), ("linear-L7", "unseen"), ("convex-C5", "unseen")}
     assert set(zip(long["variant"], long["family"], long["ratio"])) == {
-        ("original", "original", 0.0), ("none_x1", "adjective", 1.0), ("bright_x1", "adjective", 1.0),
+        ("original", "original", 0.0),
+        ("none_x1", "adjective", 1.0),
+        ("bright_x1", "adjective", 1.0),
         ("classic_x1", "classic", 1.0),
     }
     assert set(long["test_set"]) == {"test", "linear-L7", "convex-C5"}
@@ -165,15 +235,40 @@ def test_predict_command_round_trip(tiny_run, tmp_path):
     out, metrics_out = tmp_path / "preds.csv", tmp_path / "metrics.json"
     meddap = str(Path(sys.executable).with_name("meddap"))
     result = subprocess.run(
-        [meddap, "predict", "--model", str(model_dir), "--images", str(images), "--out", str(out), "--batch-size", "2",
-         "--device", "cpu", "--metrics-out", str(metrics_out)],
-        capture_output=True, text=True,
+        [
+            meddap,
+            "predict",
+            "--model",
+            str(model_dir),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--metrics-out",
+            str(metrics_out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "macro-F1" in result.stdout and "sensitivity" in result.stdout  # class subfolders -> a readable table
     assert json.loads(metrics_out.read_text())["ensemble_members"] == 1
     ours = pd.read_csv(out).sort_values("path").reset_index(drop=True)
-    workflow = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold0" / "rep0" / "linear-L7" / "predictions.csv")
+    workflow = pd.read_csv(
+        tiny_run
+        / "results"
+        / "evaluation"
+        / "original"
+        / "squeezenet1_1"
+        / "fold0"
+        / "rep0"
+        / "linear-L7"
+        / "predictions.csv"
+    )
     workflow = workflow.sort_values("path").reset_index(drop=True)
     assert [Path(p).name for p in ours["path"]] == [Path(p).name for p in workflow["path"]]
     assert (ours["predicted"] == workflow["predicted"]).all()
@@ -182,18 +277,36 @@ def test_predict_command_round_trip(tiny_run, tmp_path):
 
     # <variant>/<arch>: the ensemble of the folds (each fold's replicates), its probabilities the mean of its members'.
     ensemble = tmp_path / "ensemble.csv"
-    result = subprocess.run([meddap, "predict", "--model", str(model_dir.parent.parent), "--images", str(images), "--out", str(ensemble)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [meddap, "predict", "--model", str(model_dir.parent.parent), "--images", str(images), "--out", str(ensemble)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     both = pd.read_csv(ensemble).sort_values("path").reset_index(drop=True)
     assert (both["ensemble_members"] == 2).all()
-    member1 = pd.read_csv(tiny_run / "results" / "evaluation" / "original" / "squeezenet1_1" / "fold1" / "rep0" / "linear-L7" / "predictions.csv")
+    member1 = pd.read_csv(
+        tiny_run
+        / "results"
+        / "evaluation"
+        / "original"
+        / "squeezenet1_1"
+        / "fold1"
+        / "rep0"
+        / "linear-L7"
+        / "predictions.csv"
+    )
     member1 = member1.sort_values("path").reset_index(drop=True)
     assert ((both[probabilities] - (workflow[probabilities] + member1[probabilities]) / 2).abs().max().max()) < 1e-5
 
     # User errors: one line, exit code 2, no traceback.
-    for arguments in (["--model", str(tmp_path / "nothing")], ["--images", str(tmp_path / "none")], ["--out", str(tmp_path)],
-                      ["--batch-size", "x"], ["--device", "tpu"]):
+    for arguments in (
+        ["--model", str(tmp_path / "nothing")],
+        ["--images", str(tmp_path / "none")],
+        ["--out", str(tmp_path)],
+        ["--batch-size", "x"],
+        ["--device", "tpu"],
+    ):
         command = {"--model": str(model_dir), "--images": str(images), "--out": str(out)}
         extra = []
         for key, value in zip(arguments[::2], arguments[1::2]):
@@ -201,7 +314,9 @@ def test_predict_command_round_trip(tiny_run, tmp_path):
                 command[key] = value
             else:
                 extra += [key, value]
-        bad = subprocess.run([meddap, "predict", *[x for kv in command.items() for x in kv], *extra], capture_output=True, text=True)
+        bad = subprocess.run(
+            [meddap, "predict", *[x for kv in command.items() for x in kv], *extra], capture_output=True, text=True
+        )
         assert bad.returncode == 2, (arguments, bad.stderr)
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, (arguments, bad.stderr)
 
@@ -237,8 +352,13 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     }
     out = dry.stdout + dry.stderr
     outputs = set(re.findall(r"^\s*output: (\S+?),?$", out, re.M))
-    assert "results/datasets/bright_x1/fold0.csv" in outputs and "results/classifiers/bright_x1/squeezenet1_1/fold0/rep0" in outputs
-    assert not {o for o in outputs if o.startswith("results/") and ("fold1" in o or "none_x1" in o or "classic_x1" in o)}
+    assert (
+        "results/datasets/bright_x1/fold0.csv" in outputs
+        and "results/classifiers/bright_x1/squeezenet1_1/fold0/rep0" in outputs
+    )
+    assert not {
+        o for o in outputs if o.startswith("results/") and ("fold1" in o or "none_x1" in o or "classic_x1" in o)
+    }
 
 
 @pytest.mark.slow
@@ -271,8 +391,12 @@ def settled_run(tiny_run, tmp_path_factory):
     import shutil
 
     copy = tmp_path_factory.mktemp("settled") / "run"
-    shutil.copytree(tiny_run, copy, copy_function=shutil.copy2,
-                    ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "singularity"))
+    shutil.copytree(
+        tiny_run,
+        copy,
+        copy_function=shutil.copy2,
+        ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "singularity"),
+    )
     snakemake(copy, "--cores", "2")
     settled = snakemake(copy, "-n")
     assert "Nothing to be done" in settled.stdout + settled.stderr
@@ -283,8 +407,16 @@ def settled_run(tiny_run, tmp_path_factory):
 # bright_x1): their merges, classifiers and evaluations, fold k's synthetic test set and its scoring
 # by the original classifier, quality, audit, report. Every shard job that runs has its own
 # check_generation_inputs job (a temp() output) run first.
-AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4, "evaluate": 6,
-                "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}
+AFTER_SHARDS = {
+    "index_synthetic": 2,
+    "merge_dataset": 4,
+    "train_classifier": 4,
+    "evaluate": 6,
+    "synthetic_quality": 1,
+    "audit": 1,
+    "report": 1,
+    "all": 1,
+}
 
 
 @pytest.mark.slow
@@ -292,21 +424,40 @@ AFTER_SHARDS = {"index_synthetic": 2, "merge_dataset": 4, "train_classifier": 4,
     "change, top, planned, isolated",
     [
         # precision: the LoRAs retrain (and so every shard); generation reads it too (isolated below).
-        ({"precision": "fp32"}, {"train_lora"}, {"train_lora": 6, "check_generation_inputs": 12, "generate_shard": 12, **AFTER_SHARDS},
-         ("generate_shard", "results/synthetic/fold0/benign/bright/shard000")),
-        ({"generation": {"guidance_scale": 4.5}}, {"generate_shard"},
-         {"check_generation_inputs": 12, "generate_shard": 12, **AFTER_SHARDS}, None),
-        ({"classifier": {"lr": 2.0e-3}}, {"train_classifier"},
-         {"train_classifier": 8, "evaluate": 8, "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1}, None),
+        (
+            {"precision": "fp32"},
+            {"train_lora"},
+            {"train_lora": 6, "check_generation_inputs": 12, "generate_shard": 12, **AFTER_SHARDS},
+            ("generate_shard", "results/synthetic/fold0/benign/bright/shard000"),
+        ),
+        (
+            {"generation": {"guidance_scale": 4.5}},
+            {"generate_shard"},
+            {"check_generation_inputs": 12, "generate_shard": 12, **AFTER_SHARDS},
+            None,
+        ),
+        (
+            {"classifier": {"lr": 2.0e-3}},
+            {"train_classifier"},
+            {"train_classifier": 8, "evaluate": 8, "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1},
+            None,
+        ),
         ({"evaluation": {"specificity": 0.8}}, {"evaluate"}, {"evaluate": 8, "report": 1, "all": 1}, None),
         # More replicates add classifiers (and their evaluations) beside the existing ones: nothing reruns,
         # and synthetic_quality keeps its replicate-0 judges.
-        ({"classifier": {"replicates": 2}}, set(), {"train_classifier": 8, "evaluate": 8, "audit": 1, "report": 1, "all": 1},
-         None),
+        (
+            {"classifier": {"replicates": 2}},
+            set(),
+            {"train_classifier": 8, "evaluate": 8, "audit": 1, "report": 1, "all": 1},
+            None,
+        ),
         # One class reworded with words the tokenizer has: only its LoRAs (2 folds) and shards (2 x 2).
-        ({"prompts": {"subjects": {"normal": "no tumor", "benign": "tumor benign"}}}, {"train_lora"},
-         {"train_lora": 2, "check_generation_inputs": 4, "generate_shard": 4, **AFTER_SHARDS},
-         ("generate_shard", "results/synthetic/fold1/benign/none/shard000")),
+        (
+            {"prompts": {"subjects": {"normal": "no tumor", "benign": "tumor benign"}}},
+            {"train_lora"},
+            {"train_lora": 2, "check_generation_inputs": 4, "generate_shard": 4, **AFTER_SHARDS},
+            ("generate_shard", "results/synthetic/fold1/benign/none/shard000"),
+        ),
     ],
 )
 def test_each_setting_reruns_exactly_the_jobs_that_read_it(settled_run, tmp_path, change, top, planned, isolated):
@@ -321,7 +472,9 @@ def test_each_setting_reruns_exactly_the_jobs_that_read_it(settled_run, tmp_path
     assert planned_jobs(output) == planned
     if isolated:  # a rule downstream of a rerun also reads the setting itself
         rule, target = isolated
-        alone = snakemake(settled_run, "-n", "--allowed-rules", rule, "check_generation_inputs", "--", target, configs=configs)
+        alone = snakemake(
+            settled_run, "-n", "--allowed-rules", rule, "check_generation_inputs", "--", target, configs=configs
+        )
         assert params_changed(alone.stdout + alone.stderr) == {rule}
 
 
@@ -354,7 +507,14 @@ def test_split_scope_lets_the_audit_name_the_validation_leak(tiny_run, tmp_path)
     for relative in ("resources", "results/splits", "results/base_model", "results/test_sets"):
         shutil.copytree(tiny_run / relative, tmp_path / relative, copy_function=shutil.copy2)
     split_scope = tmp_path / "split_scope.yaml"
-    split_scope.write_text(yaml.safe_dump({"lora": {"scope": "split"}, "generation": {"variant_families": ["adjective"], "adjectives": ["none", "bright"]}}))
+    split_scope.write_text(
+        yaml.safe_dump(
+            {
+                "lora": {"scope": "split"},
+                "generation": {"variant_families": ["adjective"], "adjectives": ["none", "bright"]},
+            }
+        )
+    )
     configs = (DEFAULT, REPO / "tests" / "configs" / "tiny.yaml", split_scope)
     dry = snakemake(tmp_path, "-n", configs=configs)
     assert "pretrain_base" not in planned_jobs(dry.stdout + dry.stderr)
@@ -362,11 +522,16 @@ def test_split_scope_lets_the_audit_name_the_validation_leak(tiny_run, tmp_path)
     findings = pd.read_csv(tmp_path / "results" / "audit" / "findings.csv")
     manifest = pd.read_csv(tmp_path / "results" / "splits" / "manifest.csv")
     leaked = findings[findings["classifier"].str.contains("bright_x1")]
-    assert set(leaked["protected_set"]) == {"validation"} and leaked["via"].str.startswith("lora:results/lora/split/").all()
+    assert (
+        set(leaked["protected_set"]) == {"validation"}
+        and leaked["via"].str.startswith("lora:results/lora/split/").all()
+    )
     assert leaked["accepted"].all() and leaked["reason"].str.contains("lora.scope: split").all()
     # Every validation image of every fold was seen by the LoRA of its class.
     for fold in (0, 1):
         validation = set(manifest.loc[(manifest["split"] == "train") & (manifest["fold"] == fold), "path"])
         assert set(leaked.loc[leaked["fold"] == fold, "image"]) == validation
-    assert (pd.read_csv(tmp_path / "results" / "audit" / "summary.csv").query("variant == 'original'")["status"] == "clean").all()
+    assert (
+        pd.read_csv(tmp_path / "results" / "audit" / "summary.csv").query("variant == 'original'")["status"] == "clean"
+    ).all()
     assert "accepted finding" in (tmp_path / "results" / "audit" / "verdict.txt").read_text()

@@ -9,7 +9,7 @@ than the plain prompt. Operations work on uint8 RGB arrays and are deterministic
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps

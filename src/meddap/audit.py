@@ -21,9 +21,9 @@ reported as accepted; every other finding fails the run.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,7 @@ class AcceptedLeaks:
     rules: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, lora_scope: str, pretrain_corpus: str | None) -> "AcceptedLeaks":
+    def from_settings(cls, lora_scope: str, pretrain_corpus: str | None) -> AcceptedLeaks:
         from meddap.settings import DATASET_CORPUS, SPLIT_SCOPE
 
         rules = {}

@@ -7,8 +7,8 @@ every test set, and a pooled relative robustness. The statistics are ``meddap.st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 

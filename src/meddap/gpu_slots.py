@@ -35,9 +35,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, MutableMapping
 
 from meddap.stages import StageSettings
 

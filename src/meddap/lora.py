@@ -19,8 +19,8 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -130,7 +130,7 @@ class TrainingHistory:
             Image.fromarray(array).save(folder / name)
 
     @classmethod
-    def read(cls, folder: Path) -> "TrainingHistory":
+    def read(cls, folder: Path) -> TrainingHistory:
         from PIL import Image
 
         history = cls()

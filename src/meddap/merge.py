@@ -11,8 +11,8 @@ lineage audit can walk back to the originals.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 

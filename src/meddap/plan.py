@@ -46,7 +46,7 @@ class Plan:
     shard_size: int
     families: tuple[str, ...] = (ADJECTIVE, MIXED)
 
-    def for_variant(self, variant: Variant) -> "Plan":
+    def for_variant(self, variant: Variant) -> Plan:
         """The plan reduced to what ``variant``'s merge reads (its adjectives and ratio): a rule's
         params, so adding an adjective or a ratio reruns the merges that use it, not every merge."""
         if variant.kind == ADJECTIVE:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -154,7 +154,9 @@ def _trace_sqrtm(s_a: np.ndarray, s_b: np.ndarray, eps: float) -> float:
         scale = max(1.0, float(np.abs(covmean).max()))
         if np.abs(covmean.imag).max() > 1e-3 * scale:
             warnings.warn(
-                f"sqrtm has a large imaginary component ({np.abs(covmean.imag).max():.3g}); the distance is approximate"
+                f"sqrtm has a large imaginary component ({np.abs(covmean.imag).max():.3g}); "
+                "the distance is approximate",
+                stacklevel=2,
             )
         covmean = covmean.real
     return float(np.trace(covmean))
@@ -484,7 +486,7 @@ def quality_report(
         per_fold.append(synthetic_quality(model, meta, real, synthetic, k=k).assign(fold=fold))
         if fold == 0 and len(synthetic):
 
-            def features(paths: list[str]):
+            def features(paths: list[str], model=model, meta=meta):
                 images = load_image_tensor(paths, meta["input_size"])
                 return extract_features(
                     model, images, 64, meta["mean"], meta["std"], n_classes=len(meta["classes"]), progress=False

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import glob
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping
 
 import pandas as pd
 

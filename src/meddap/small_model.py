@@ -36,7 +36,7 @@ class SmallModelSpec:
     text_layers: int = 2
 
     @classmethod
-    def from_config(cls, config: dict) -> "SmallModelSpec":
+    def from_config(cls, config: dict) -> SmallModelSpec:
         spec = cls()
         for key, value in config.items():
             if not hasattr(spec, key):

@@ -68,7 +68,7 @@ class PeakMemory:
         self.peak_mib = float("nan")
         self._thread = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         release_memory(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
