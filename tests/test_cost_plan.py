@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEFAULT, REPO, TINY, snakemake
+
 from meddap.cli import main
 from meddap.cost import RATES_FILE, Work, estimate, load_config, load_rates, make_plan
 from meddap.settings import ConfigError, resolve
@@ -16,9 +16,9 @@ from meddap.settings import ConfigError, resolve
 BUSI_CONFIG = REPO / "config" / "busi.yaml"
 
 
-def dry_run_jobs(workdir: Path, configs) -> dict[str, int]:
+def dry_run_jobs(workdir: Path, configs, *args: str) -> dict[str, int]:
     """Jobs per rule from `snakemake --dry-run`'s job-stats table."""
-    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configs=configs)
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", *args, configs=configs)
     table = result.stdout.split("Job stats:")[-1].split("Reasons:")[0]
     rows = re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE)
     jobs = {rule: int(count) for rule, count in rows}
@@ -86,7 +86,8 @@ def test_hours_are_work_over_the_measured_rate(busi_overlay):
     generation = estimates["generation"]
     measured = pd.read_csv(REPO / "docs/bench/gpu-h100/eager/generation.csv").set_index("method")
     assert generation.hours == pytest.approx(plan.generated_images / measured.loc["meddap", "images_per_s"] / 3600)
-    assert plan.generated_images == 5 * 10 * sum(plan.settings.plan.images_per_adjective(c) for c in plan.settings.classes)
+    per_adjective = sum(plan.settings.plan.images_per_adjective(c) for c in plan.settings.classes)
+    assert plan.generated_images == 5 * 10 * per_adjective  # 5 arms x 10 adjectives
     lora = estimates["LoRA training"]
     assert lora.rate["upper_bound"] and lora.hours == pytest.approx(15 * 3000 * 1 / lora.rate["rate"] / 3600)
     # The classifier's GPU rates were never measured: reported, not invented.
