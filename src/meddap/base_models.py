@@ -147,6 +147,19 @@ def base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
     )
 
 
+def unchecked_base_model_source(base: dict, allow_hub: bool) -> BaseModelSource:
+    """The base model's kind from the configured path alone, checking nothing on disk: for a cost
+    plan made before the model is at hand (``meddap plan``); a run checks it (base_model_source)."""
+    path = base["path"]
+    if base["pretrain"]["enabled"] or not path:
+        return BaseModelSource(PRETRAIN, None, BASE_MODEL_DIR)
+    if str(path).endswith(".safetensors"):
+        return BaseModelSource(SINGLE_FILE, str(path), BASE_MODEL_DIR, tokenizer=base.get("tokenizer"))
+    if allow_hub and not Path(path).exists() and HUB_ID.match(str(path)):
+        return BaseModelSource(HUB, str(path), BASE_MODEL_DIR, revision=base.get("revision"))
+    return BaseModelSource(FOLDER, str(path), str(path))
+
+
 # ---------------------------------------------------------------- diffusers folders: check and load
 def check_base_model_folder(path: str | Path) -> Path:
     """Raise a clear error unless ``path`` is a diffusers Stable Diffusion folder."""

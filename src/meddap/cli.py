@@ -1,6 +1,7 @@
 """Command line: ``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images),
-``meddap audit`` (the lineage audit of a results folder) and ``meddap verify`` (missing or changed
-intermediates, see meddap.verify)."""
+``meddap audit`` (the lineage audit of a results folder), ``meddap verify`` (missing or changed
+intermediates, see meddap.verify) and ``meddap plan`` (a config's jobs, work and device-hours
+before a run, see meddap.cost)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from meddap.cost import add_parser as add_plan_parser
 from meddap.images import IMAGE_EXTENSIONS
 from meddap.verify import add_parser as add_verify_parser
 
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--findings", help="write every finding to this CSV")
     a.set_defaults(func=audit)
     add_verify_parser(sub)
+    add_plan_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -11,7 +11,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meddap.base_models import PRETRAIN, BaseModelSource, base_model_source
+from meddap.base_models import (
+    HUB,
+    PRETRAIN,
+    SINGLE_FILE,
+    BaseModelError,
+    BaseModelSource,
+    base_model_source,
+    unchecked_base_model_source,
+)
 from meddap.choices import LORA_SCOPES, PRETRAIN_CORPORA
 from meddap.dataset import list_class_images, split_counts
 from meddap.gpu_slots import GpuSlotSettings
@@ -80,6 +88,8 @@ class Settings:
     contrast: ContrastSettings = field(default_factory=ContrastSettings)
     # Said at parse time, not errors: e.g. a generation adjective the small model was not taught.
     warnings: list[str] = field(default_factory=list)
+    # The phantom devices that rule simulate_phantom simulates: dataset.root's and each unseen set's.
+    phantom_devices: list[str] = field(default_factory=list)
 
     @property
     def pretrain(self) -> bool:
@@ -132,6 +142,38 @@ class Settings:
     def lora_for_class(self, cls: str) -> str:
         return SHARED_LORA if self.lora_mode == "shared" else cls
 
+    def jobs_per_rule(self) -> dict[str, int]:
+        """Jobs per rule that the default target (rule all) plans in an empty folder, as
+        ``snakemake --dry-run`` counts them (tests/test_cost_plan.py compares the two); rules
+        without a job are left out. The one count of the DAG's size: limits.max_jobs and
+        ``meddap plan`` read it."""
+        arms, variants = len(self.arms), self.plan.variants()
+        shards = arms * len(self.plan.all_shards())
+        trainings = len(variants) * len(self.architectures) * self.folds * self.replicates
+        kind = self.base_source.kind if self.base_source else None
+        jobs = {
+            "simulate_phantom": len(self.phantom_devices),
+            "simulate_pretrain_corpus": int(self.pretrain_corpus == PHANTOM_CORPUS),
+            "split": 1,
+            "index_test_set": len(self.indexed_test_sets),
+            "pretrain_base": int(self.pretrain),
+            "convert_base_model": int(kind == SINGLE_FILE),
+            "download_base_model": int(kind == HUB),
+            "train_lora": arms * len(self.lora_names),
+            "check_generation_inputs": shards,
+            "generate_shard": shards,
+            "index_synthetic": arms,
+            "augment_classic": self.folds if any(v.kind == CLASSIC for v in variants) else 0,
+            "merge_dataset": len(variants) * self.folds,
+            "train_classifier": trainings,
+            "evaluate": trainings,
+            "synthetic_quality": len(self.architectures),
+            "audit": 1,
+            "report": 1,
+            "all": 1,
+        }
+        return {rule: count for rule, count in jobs.items() if count}
+
 
 def arm_for_fold(fold: int, scope: str = FOLD_SCOPE) -> str:
     return f"fold{int(fold)}" if scope == FOLD_SCOPE else SPLIT_ARM
@@ -148,6 +190,7 @@ def arm_training_rows(manifest, arm: str):
     return train[train["fold"].astype(int) != int(arm.removeprefix("fold"))]
 
 
+PHANTOM_DIR = "resources/phantom"  # simulate_phantom writes <device>/ here
 SEED_RANGE = (0, 2**32 - 1)  # numpy's and torch's generators take seeds in this range
 TEMPLATE_FIELDS = {"article", "adjective", "subject", "cls"}
 
@@ -207,7 +250,9 @@ def _csv_rows(path: Path) -> int:
     return len(pd.read_csv(path))
 
 
-def resolve(config: dict, check_architectures: bool = True) -> Settings:
+def resolve(config: dict, check_architectures: bool = True, check_base_model: bool = True) -> Settings:
+    """``check_base_model`` False: a base_model.path that is not at hand is taken for what its name
+    says (a cost plan before the model is downloaded, ``meddap plan``)."""
     dataset, phantom = config["dataset"], config["phantom"]
     _check_seed(config["seed"])
     _check_unique("dataset.classes", list(dataset["classes"] or []))
@@ -216,7 +261,12 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
     _check_template(config["prompts"]["template"], list(config["generation"]["adjectives"]))
     # The base model first: a wrong path should not wait for a dataset scan.
     base = config["base_model"]
-    base_source = base_model_source(base, config["allow_hub"])
+    try:
+        base_source = base_model_source(base, config["allow_hub"])
+    except BaseModelError:
+        if check_base_model:
+            raise
+        base_source = unchecked_base_model_source(base, config["allow_hub"])
     pretraining = PretrainSettings.from_params(base["pretrain"]) if base_source.kind == PRETRAIN else None
     if pretraining and pretraining.corpus == PHANTOM_CORPUS and not phantom["enabled"]:
         raise ConfigError(
@@ -328,19 +378,6 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
                 )
 
     architectures = list(config["classifier"]["architectures"])
-    # Jobs that scale with the config: shards, and classifier trainings with their evaluations
-    # (one per test set: the internal split, each unseen set, the synthetic images).
-    n_shards = n_arms * len(plan.all_shards())
-    replicates = int(config["classifier"]["replicates"])
-    n_trainings = len(plan.variants()) * len(architectures) * folds * replicates
-    planned_jobs = n_shards + n_trainings * (1 + 2 + len(unseen))
-    if planned_jobs > config["limits"]["max_jobs"]:
-        raise ConfigError(
-            f"the config plans about {planned_jobs:,} jobs ({n_shards:,} shards, {n_trainings:,} classifier "
-            f"trainings), more than limits.max_jobs ({config['limits']['max_jobs']:,}); lower generation.ratios, "
-            "adjectives, architectures, classifier.replicates or dataset.folds, raise generation.shard_size, "
-            "or raise the limit"
-        )
     if check_architectures:
         from meddap.architectures import classification_architectures
 
@@ -351,7 +388,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
                 f"classifier.architectures: unknown {unknown}; "
                 "use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18"
             )
-    return Settings(
+    settings = Settings(
         classes=classes,
         class_counts=class_counts,
         train_counts=train_counts,
@@ -362,7 +399,7 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         phantom=bool(phantom["enabled"]),
         architectures=architectures,
         folds=folds,
-        replicates=replicates,
+        replicates=int(config["classifier"]["replicates"]),
         lora_scope=config["lora"]["scope"],
         lora_mode=config["lora"]["mode"],
         runtime=RuntimeSettings.from_params(config),
@@ -375,7 +412,31 @@ def resolve(config: dict, check_architectures: bool = True) -> Settings:
         evaluation=EvaluationSettings.from_params(config["evaluation"]),
         contrast=_primary_contrast(config["evaluation"], plan, unseen),
         warnings=_untaught_adjectives(plan.adjectives, pretraining),
+        phantom_devices=_phantom_devices(dataset["root"], unseen) if phantom["enabled"] else [],
     )
+    _check_job_limit(settings, config["limits"]["max_jobs"])
+    return settings
+
+
+def _phantom_devices(root: str, unseen: dict[str, str]) -> list[str]:
+    """The devices simulate_phantom writes: those whose folder (resources/phantom/<device>) is
+    dataset.root or an unseen set's root."""
+    folders = {Path(folder) for folder in (root, *unseen.values())}
+    return sorted(
+        folder.name for folder in folders if folder.parent == Path(PHANTOM_DIR) and folder.name != "pretrain-corpus"
+    )
+
+
+def _check_job_limit(settings: Settings, limit: int) -> None:
+    jobs = settings.jobs_per_rule()
+    total = sum(jobs.values())
+    if total > limit:
+        raise ConfigError(
+            f"the config plans {total:,} jobs ({jobs.get('generate_shard', 0):,} shards, "
+            f"{jobs.get('train_classifier', 0):,} classifier trainings), more than limits.max_jobs ({limit:,}); "
+            "lower generation.ratios, adjectives, architectures, classifier.replicates or dataset.folds, "
+            "raise generation.shard_size, or raise the limit (`meddap plan` shows every rule's jobs)"
+        )
 
 
 def _primary_contrast(evaluation: dict, plan: Plan, unseen: dict[str, str]) -> ContrastSettings:
