@@ -99,8 +99,19 @@ def test_hours_are_work_over_the_measured_rate(busi_overlay):
 
 
 def test_a_rate_applies_only_at_its_settings():
-    rates = {"dev": {"rates": [{"operation": "generation", "rate": 10.0, "unit": "images/s",
-                                "match": {"resolution": 224, "steps": 30}, "source": {"file": "f", "method": "m"}}]}}
+    rates = {
+        "dev": {
+            "rates": [
+                {
+                    "operation": "generation",
+                    "rate": 10.0,
+                    "unit": "images/s",
+                    "match": {"resolution": 224, "steps": 30},
+                    "source": {"file": "f", "method": "m"},
+                }
+            ]
+        }
+    }
     work = Work("generation", "generation", 7200, "images", {"resolution": 224, "steps": 30}, "")
     assert estimate(work, "dev", rates).hours == pytest.approx(0.2)
     other = Work("generation", "generation", 7200, "images", {"resolution": 224, "steps": 50}, "")
