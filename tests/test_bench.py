@@ -126,3 +126,85 @@ def test_bench_on_the_sd15_architecture_with_a_smaller_baseline_count(tmp_path, 
 def test_interleave_needs_the_same_rounds_for_every_runner():
     with pytest.raises(ValueError, match="same number of rounds"):
         interleave({"a": lambda: None, "b": lambda: None}, {"a": [[1]], "b": [[1], [2]]}, torch.device("cpu"))
+
+
+def test_bench_classifier_part_compares_meddap_with_the_original_loop(tmp_path, capsys):
+    """The classifier part, tiny: the script's loop as written, with DataLoader workers, and meddap's
+    train_classifier, each with a positive rate over the images it trained; concurrency rows per job count."""
+    out = tmp_path / "bench"
+    code = bench.main(
+        [
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--parts",
+            "classifier",
+            "--classifier-resolution",
+            "32",
+            "--classifier-images",
+            "5",
+            "--classifier-epochs",
+            "1",
+            "--classifier-warmup",
+            "0",
+            "--classifier-batch-size",
+            "4",
+            "--classifier-workers",
+            "1",
+            "--rounds",
+            "1",
+            "--concurrent",
+            "1,2",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Classifier training" in printed and "Concurrent meddap classifier jobs" in printed
+    assert "Generation" not in printed and not (out / "generation.csv").exists()
+
+    frame = pd.read_csv(out / "classifier_training.csv").set_index("method")
+    assert sorted(frame.index) == ["baseline", "baseline_workers1", "meddap"]
+    for column in (
+        "arch",
+        "resolution",
+        "batch_size",
+        "epochs",
+        "images",
+        "seconds",
+        "images_per_s",
+        "ratio_vs_baseline",
+        "cpu_s",
+        "setup_s",
+        "peak_mem_mib",
+    ):
+        assert column in frame.columns, column
+    assert (frame["images_per_s"] > 0).all() and (frame["seconds"] > 0).all()
+    assert (frame["arch"] == "resnet18").all() and (frame["resolution"] == 32).all()
+    # 3 classes x 5 images, every 5th validates: 12 training images; the baseline drops the last partial batch.
+    assert frame.loc["baseline", "images"] == frame.loc["baseline_workers1", "images"] == 12
+    assert frame.loc["meddap", "images"] == 12
+    assert list(frame["images_per_s"]) == pytest.approx(list(frame["images"] / frame["seconds"]))
+    assert frame.loc["meddap", "ratio_vs_baseline"] == pytest.approx(
+        frame.loc["meddap", "images_per_s"] / frame.loc["baseline", "images_per_s"]
+    )
+
+    concurrency = pd.read_csv(out / "classifier_concurrency.csv")
+    assert list(concurrency["jobs"]) == [1, 2]
+    assert (concurrency["images_per_s_per_job"] > 0).all()
+    assert list(concurrency["images_per_s_total"]) == pytest.approx(
+        list(concurrency["images_per_s_per_job"] * concurrency["jobs"])
+    )
+    info = json.loads((out / "bench.json").read_text())
+    assert info["classifier"]["train_images"] == 12 and info["classifier"]["val_images"] == 3
+    assert info["classifier"]["train_flops_per_image"] > 0
+
+
+def test_classifier_peak_table_knows_the_h100_and_h200_and_not_other_devices():
+    from meddap.bench.classifier import peak_bf16_tflops
+
+    assert peak_bf16_tflops("NVIDIA H100 80GB HBM3") == peak_bf16_tflops("NVIDIA H200") == 989.0
+    assert peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_bf16_tflops("Some Future GPU") is None

@@ -220,3 +220,61 @@ def test_the_kept_epoch_follows_the_selection_metric(tmp_path):
 def _png(path, value):
     Image.fromarray(np.full((16, 16), value, np.uint8)).save(path)
     return path
+
+
+def test_training_is_byte_identical_for_a_seed_on_the_cpu(tmp_path):
+    """The on-device, batched loop keeps a seed's weights byte-identical (CPU: fp32, no compile)."""
+    frame = pd.DataFrame(
+        [
+            (str(_png(tmp_path / f"{c}{i}.png", v + 7 * i)), c, "original", i % 2)
+            for c, v in (("dark", 40), ("bright", 170))
+            for i in range(6)
+        ],
+        columns=["path", "class", "source", "fold"],
+    )
+    settings = ClassifierSettings(image_size=16, epochs=2, batch_size=4)  # blur, intensity and geometric on
+    weights = []
+    for name in ("first", "again"):
+        train_classifier(
+            frame[frame.fold == 0],
+            frame[frame.fold == 1],
+            ["bright", "dark"],
+            "resnet18",
+            tmp_path / name,
+            settings,
+            seed=5,
+        )
+        weights.append((tmp_path / name / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+    train_classifier(
+        frame[frame.fold == 0],
+        frame[frame.fold == 1],
+        ["bright", "dark"],
+        "resnet18",
+        tmp_path / "other",
+        settings,
+        seed=6,
+    )
+    assert (tmp_path / "other" / "model.safetensors").read_bytes() != weights[0]
+
+
+def test_batched_blur_gives_each_image_its_own_kernel():
+    """random_blur blurs the whole chosen subset in one grouped convolution: each image as a
+    one-image blur of its own sigma (radius round(2.5 sigma), reflect padding) would."""
+    import math
+
+    from meddap.classifier import _gaussian_blur
+
+    images = torch.rand(3, 3, 12, 12) * 255
+    sigmas = torch.tensor([0.3, 0.9, 1.5])
+    batched = _gaussian_blur(images, sigmas)
+    for i, sigma in enumerate(sigmas.tolist()):
+        radius = max(1, round(2.5 * sigma))
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        one = torch.nn.functional.pad(images[i : i + 1], (radius, radius, radius, radius), mode="reflect")
+        one = torch.nn.functional.conv2d(one, kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        one = torch.nn.functional.conv2d(one, kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+        torch.testing.assert_close(batched[i], one[0], rtol=0, atol=1e-3)
+        assert not math.isclose(float(batched[i].std()), float(images[i].std()))

@@ -8,11 +8,13 @@ classes, input size, normalisation; the variant, fold, replicate and seed it was
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,39 +115,62 @@ def load_image_tensor(paths: list[str], size: int) -> torch.Tensor:
 
 
 def normalise(batch: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """float32 (batch / 255 - mean) / std on the batch's device."""
     batch = batch.float() / 255.0
-    return (batch - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    mean = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def _draw(shape, generator: torch.Generator, device: torch.device, integers: tuple[int, int] | None = None):
+    """Per-sample parameters from the seeded CPU ``generator`` (the same draws on every device),
+    moved to ``device``."""
+    if integers is None:
+        values = torch.rand(shape, generator=generator)
+    else:
+        values = torch.randint(*integers, shape, generator=generator)
+    return values.to(device)
+
+
+def _gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of each image (N, C, H, W, float) with its own sigma, as one grouped
+    convolution: kernel radius round(2.5 sigma), reflect padding. Every kernel is padded with zero
+    taps to the largest radius, so each image gets exactly its own kernel."""
+    n, channels, height, width = images.shape
+    radii = (2.5 * sigmas).round().clamp(min=1)
+    radius = int(radii.max())
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    kernels = torch.exp(-0.5 * (x[None] / sigmas[:, None]) ** 2) * (x[None].abs() <= radii[:, None])
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # (N*C, K)
+    flat = images.reshape(1, n * channels, height, width)
+    flat = nn.functional.conv2d(
+        nn.functional.pad(flat, (radius, radius, 0, 0), mode="reflect"),
+        kernels.view(-1, 1, 1, 2 * radius + 1),
+        groups=n * channels,
+    )
+    flat = nn.functional.conv2d(
+        nn.functional.pad(flat, (0, 0, radius, radius), mode="reflect"),
+        kernels.view(-1, 1, 2 * radius + 1, 1),
+        groups=n * channels,
+    )
+    return flat.view(n, channels, height, width)
 
 
 def random_blur(
     batch: torch.Tensor, generator: torch.Generator, probability: float = 0.5, max_sigma: float = 1.5
 ) -> torch.Tensor:
-    """Gaussian blur of a random strength on a random half of the batch.
+    """Gaussian blur of a random strength (sigma uniform in [0, max_sigma], at least 0.3) on a
+    random subset (each image with ``probability``) of the batch, batched on the batch's device.
 
     Scanners differ in point-spread function (resolution), and synthetic images are smoother than
     speckled originals: blur makes the classifier rely on shape rather than on speckle texture.
     """
     out = batch.float().clone()
-    chosen = torch.rand(len(batch), generator=generator) < probability
-    sigmas = torch.rand(len(batch), generator=generator) * max_sigma
-    for i in torch.nonzero(chosen).flatten().tolist():
-        sigma = max(0.3, float(sigmas[i]))
-        radius = max(1, int(round(2.5 * sigma)))
-        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        image = out[i : i + 1]
-        image = nn.functional.conv2d(
-            nn.functional.pad(image, (radius, radius, 0, 0), mode="reflect"),
-            kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1),
-            groups=3,
-        )
-        image = nn.functional.conv2d(
-            nn.functional.pad(image, (0, 0, radius, radius), mode="reflect"),
-            kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1),
-            groups=3,
-        )
-        out[i] = image[0]
+    chosen = _draw(len(batch), generator, batch.device) < probability
+    sigmas = (_draw(len(batch), generator, batch.device) * max_sigma).clamp(min=0.3)
+    index = torch.nonzero(chosen).flatten()
+    if len(index):
+        out[index] = _gaussian_blur(out[index], sigmas[index])
     return out
 
 
@@ -156,8 +181,8 @@ def random_intensity(
     per image, on the 0-255 scale: scanners, gain and TGC settings differ in brightness and
     contrast, and "bright" or "low-contrast" synthetic images should be judged by their anatomy."""
     n = len(batch)
-    gamma = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * math.log(max_gamma)).view(n, 1, 1, 1)
-    contrast = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * math.log(max_contrast)).view(n, 1, 1, 1)
+    gamma = torch.exp((_draw(n, generator, batch.device) * 2 - 1) * math.log(max_gamma)).view(n, 1, 1, 1)
+    contrast = torch.exp((_draw(n, generator, batch.device) * 2 - 1) * math.log(max_contrast)).view(n, 1, 1, 1)
     out = 255.0 * (batch.float().clamp(0, 255) / 255.0) ** gamma
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     return (mean + contrast * (out - mean)).clamp(0, 255)
@@ -172,9 +197,12 @@ def augment(
 ) -> torch.Tensor:
     """Horizontal flip and a small random translation (reflect-padded crop) unless ``geometric`` is
     off (the paper's classifiers saw the images as they are), optional blur and optional
-    brightness/contrast jitter."""
+    brightness/contrast jitter. Batched on the batch's device (no loop over images); the
+    per-image parameters come from the CPU ``generator`` in a fixed order, so a seed gives the
+    same augmentation on every device."""
+    n, device = len(batch), batch.device
     if geometric:
-        flip = torch.rand(len(batch), generator=generator) < 0.5
+        flip = _draw(n, generator, device) < 0.5
         batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
     if blur:
         batch = random_blur(batch, generator)
@@ -185,24 +213,35 @@ def augment(
     size = batch.shape[-1]
     pad = max(1, size // 16)
     padded = nn.functional.pad(batch.float(), (pad, pad, pad, pad), mode="reflect")
-    out = torch.empty_like(batch, dtype=torch.float32)
-    offsets = torch.randint(0, 2 * pad + 1, (len(batch), 2), generator=generator)
-    for i, (dy, dx) in enumerate(offsets.tolist()):
-        out[i] = padded[i, :, dy : dy + size, dx : dx + size]
-    return out
+    offsets = _draw((n, 2), generator, device, integers=(0, 2 * pad + 1))
+    steps = torch.arange(size, device=device)
+    rows = (offsets[:, 0:1] + steps)[:, :, None]  # (N, size, 1)
+    cols = (offsets[:, 1:2] + steps)[:, None, :]  # (N, 1, size)
+    samples = torch.arange(n, device=device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[samples, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing elsewhere (CPU results stay fp32 and deterministic)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.no_grad()
 def predict_proba(
     model: nn.Module, images: torch.Tensor, batch_size: int = 64, mean=IMAGENET_MEAN, std=IMAGENET_STD
 ) -> np.ndarray:
+    """Class probabilities of uint8 images (N, 3, H, W), batched; the images move to the model's
+    device a batch at a time (or stay there: an on-device tensor is used as it is)."""
     model.eval()
     device = next(model.parameters()).device
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     out = []
     for start in range(0, len(images), batch_size):
-        logits = model(normalise(images[start : start + batch_size], mean, std).to(device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+        batch = normalise(images[start : start + batch_size].to(device, non_blocking=True), mean, std)
+        with _autocast(device):
+            logits = model(batch.contiguous(memory_format=memory_format))
+        out.append(torch.softmax(logits.float(), dim=1))
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0))
 
 
 def selected_epoch(history: pd.DataFrame, metric: str) -> int:
@@ -223,12 +262,18 @@ def train_classifier(
     device: str = "auto",
     provenance: dict | None = None,
     lineage_inputs: dict[str, str] | None = None,
+    on_epoch: Callable[[int, dict | None], None] | None = None,
 ) -> pd.DataFrame:
     """Train; keep the epoch with the best validation ``settings.selection_metric`` (macro-F1 or
     accuracy); write the folder atomically.
 
     The folder records what trained and selected the model: ``rows.csv`` (every training and
-    validation row, with its source and what it was derived from) and ``lineage.json``."""
+    validation row, with its source and what it was derived from) and ``lineage.json``.
+
+    The images stay on the device as uint8 and are augmented there a batch at a time; on CUDA the
+    steps run in bf16 autocast with channels_last (and ``torch.compile`` with ``settings.compile``),
+    on the CPU in fp32, byte-identical for a seed. ``on_epoch(epoch, history_row)`` is called with
+    0 (and None) when the loop starts and after every epoch (the benchmark's clock)."""
     from safetensors.torch import save_file
     from sklearn.metrics import f1_score
     from tqdm import tqdm
@@ -238,15 +283,21 @@ def train_classifier(
 
     seed_everything(seed)
     torch_device = pick_device(device)
+    cuda = torch_device.type == "cuda"
     class_index = {name: i for i, name in enumerate(classes)}
-    x_train = load_image_tensor(list(train_rows["path"]), settings.image_size)
-    y_train = torch.tensor([class_index[c] for c in train_rows["class"]])
-    x_val = load_image_tensor(list(val_rows["path"]), settings.image_size)
+    # The fold's images, read and resized once, stay on the device as uint8 (N, 3, size, size).
+    x_train = load_image_tensor(list(train_rows["path"]), settings.image_size).to(torch_device)
+    y_train = torch.tensor([class_index[c] for c in train_rows["class"]]).to(torch_device)
+    x_val = load_image_tensor(list(val_rows["path"]), settings.image_size).to(torch_device)
     y_val = np.array([class_index[c] for c in val_rows["class"]])
 
     model = build_classifier(arch, len(classes), settings.pretrained).to(torch_device)
-    model = model.to(memory_format=torch.channels_last) if torch_device.type == "cuda" else model
-    counts = torch.bincount(y_train, minlength=len(classes)).float()
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    # torch.compile (classifier.compile, CUDA only) wraps the module for the training steps; evaluation and
+    # the saved weights use the module itself.
+    forward = torch.compile(model) if settings.compile and cuda else model
+    counts = torch.bincount(y_train.cpu(), minlength=len(classes)).float()
     weights = (
         (counts.sum() / (len(classes) * counts.clamp(min=1))) if settings.class_weighting else torch.ones(len(classes))
     )
@@ -266,33 +317,39 @@ def train_classifier(
         )
     else:  # constant, as the original MEDDAP scripts
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    # On the CPU: batch order and augmentation parameters are the same draws on every device.
     generator = torch.Generator().manual_seed(seed)
 
     history, best_state, best_score = [], None, -1.0
+    if on_epoch is not None:
+        on_epoch(0, None)
     for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {arch}", mininterval=5):
         started = time.time()
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
-        total_loss = 0.0
+        # Summed on the device in float64 (no sync per step; the same sum as Python floats).
+        total_loss = torch.zeros((), dtype=torch.float64, device=torch_device)
         for start in range(0, len(order), settings.batch_size):
             index = order[start : start + settings.batch_size]
             if len(index) < 2 and len(order) > 1:
                 continue  # a lone sample breaks batch norm
+            device_index = index.to(torch_device)
             batch = augment(
-                x_train[index],
+                x_train[device_index],
                 generator,
                 blur=settings.blur_augmentation,
                 intensity=settings.intensity_augmentation,
                 geometric=settings.geometric_augmentation,
             )
-            logits = model(normalise(batch).to(torch_device))
-            loss = loss_fn(logits, y_train[index].to(torch_device))
+            with _autocast(torch_device):
+                logits = forward(normalise(batch).contiguous(memory_format=memory_format))
+                loss = loss_fn(logits.float(), y_train[device_index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += loss.item() * len(index)
-        probabilities = predict_proba(model, x_val)
+            total_loss += loss.detach().double() * len(index)
+        probabilities = predict_proba(model, x_val, batch_size=max(64, 2 * settings.batch_size))
         predicted = probabilities.argmax(1)
         val_f1 = float(f1_score(y_val, predicted, labels=range(len(classes)), average="macro", zero_division=0))
         val_loss = float(
@@ -301,7 +358,7 @@ def train_classifier(
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": total_loss / len(order),
+                "train_loss": float(total_loss) / len(order),
                 "val_loss": val_loss,
                 "val_macro_f1": val_f1,
                 "val_accuracy": float((predicted == y_val).mean()),
@@ -311,6 +368,8 @@ def train_classifier(
         score = history[-1][f"val_{settings.selection_metric}"]
         if score > best_score:
             best_score, best_state = score, copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
     frame = pd.DataFrame(history)
     best_epoch = selected_epoch(frame, settings.selection_metric)
     frame["selected"] = frame["epoch"] == best_epoch

@@ -157,6 +157,7 @@ class ClassifierSettings(StageSettings):
     geometric_augmentation: bool = True
     lr_schedule: str = "onecycle"
     selection_metric: str = "macro_f1"
+    compile: bool = False  # torch.compile the training steps (CUDA; the CPU runs eager either way)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ original MEDDAP scripts' way, in one process, on the same weights and the same m
 
     python -m meddap.bench                       # embedded small SD (random weights), config sizes
     python -m meddap.bench --pipeline DIR        # any local diffusers SD v1.x folder
+    python -m meddap.bench --parts classifier --classifier-data DIR   # classifier training (see below)
 
 Generation
   baseline  one ``StableDiffusionPipeline.__call__`` per image (prompt re-encoded every call),
@@ -15,6 +16,14 @@ LoRA training
             text-encodes the prompt, batch 1, peft LoRA on the UNet attention, AdamW, MSE on the noise.
   meddap    ``meddap.lora.train_lora`` itself (latents of both flips and the text embedding
             cached once, configurable batch).
+
+Classifier training (``--parts classifier``; ``meddap.bench.classifier``)
+  baseline  the original MEDDAP classifier script: ImageFolder + Resize + ToTensor + Normalize,
+            DataLoader(batch 32, shuffle, drop_last) with num_workers 0 (as written) and again
+            with ``--classifier-workers``, fp32, Adam 1e-3, validation every epoch.
+  meddap    ``meddap.classifier.train_classifier`` itself (images on the device as uint8, batched
+            on-device augmentation, bf16 autocast + channels_last on CUDA). ``--concurrent 1,2,4``
+            adds the device's rate with that many meddap jobs at once (``classifier_concurrency.csv``).
 
 Both sides run the same number of steps, guidance, resolution and LoRA; only the scheduler
 family differs for generation (PNDM vs the configured one), as the table says. The timed work is
@@ -29,7 +38,8 @@ forward+backward with the LoRA, times the UNet samples evaluated) and its share 
 measured bf16 matmul rate; on CPU it adds ``cpu_s``, the CPU seconds the process used (not
 inflated by time-slicing with other processes). CPU runs use the config's
 ``resources.threads_per_job`` torch threads unless ``--threads`` says otherwise.
-Results go to ``<out>/generation.csv``, ``<out>/lora_training.csv`` and ``<out>/bench.json``.
+Results go to ``<out>/generation.csv``, ``<out>/lora_training.csv``, ``<out>/classifier_training.csv``
+(and ``classifier_concurrency.csv``) and ``<out>/bench.json``.
 
 Modules: ``meddap.bench.generation`` and ``meddap.bench.lora`` (the baseline and meddap runners
 of each), ``meddap.bench.measure`` (clocks, peak memory, FLOPs, interleaved rounds),
@@ -161,9 +171,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument(
         "--target-modules", nargs="+", default=list(lora.get("target_modules") or ["to_q", "to_k", "to_v", "to_out.0"])
     )
+    group = parser.add_argument_group("classifier training (part classifier)")
+    group.add_argument("--classifier-arch", default="resnet18", help="torchvision architecture (random init)")
+    group.add_argument("--classifier-resolution", type=int, default=224, help="training resolution (px)")
+    group.add_argument("--classifier-epochs", type=int, default=2, help="timed epochs per method")
+    group.add_argument("--classifier-warmup", type=int, default=1, help="untimed epochs before them")
+    group.add_argument("--classifier-batch-size", type=int, default=32)
+    group.add_argument(
+        "--classifier-data",
+        help="folder of class folders (e.g. BUSI's benign/malignant/normal); default: simulated phantom images",
+    )
+    group.add_argument("--classifier-images", type=int, default=64, help="images per class (a seeded sample)")
+    group.add_argument(
+        "--classifier-workers", type=int, default=8, help="DataLoader num_workers of the second baseline row"
+    )
+    group.add_argument(
+        "--classifier-compile", action="store_true", help="meddap with classifier.compile (torch.compile, CUDA)"
+    )
+    group.add_argument(
+        "--concurrent",
+        default="",
+        help="e.g. 1,2,4: also run meddap's loop as that many processes at once on the device (per-GPU rate)",
+    )
+    parser.add_argument(
+        "--parts",
+        default="generation,lora",
+        help="comma-separated parts to run: generation, lora, classifier (default: generation,lora)",
+    )
     parser.add_argument("--skip-training", action="store_true", help="generation only (with an untrained LoRA)")
     parser.add_argument("--skip-generation", action="store_true", help="LoRA training only")
     args = parser.parse_args(argv)
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = set(args.parts) - {"generation", "lora", "classifier"}
+    if unknown:
+        parser.error(f"--parts: unknown {sorted(unknown)}; choose from generation, lora, classifier")
+    if args.skip_training and "lora" in args.parts:
+        args.parts.remove("lora")
+    if args.skip_generation and "generation" in args.parts:
+        args.parts.remove("generation")
+    args.skip_training, args.skip_generation = "lora" not in args.parts, "generation" not in args.parts
+    try:
+        args.concurrent = [int(n) for n in args.concurrent.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--concurrent: comma-separated job counts, e.g. 1,2,4")
     if args.pipeline and args.sd15:
         parser.error("give --pipeline or --sd15, not both")
     if args.baseline_images is None:
@@ -181,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "train_images",
         "warmup_steps",
         "rounds",
+        "classifier_epochs",
+        "classifier_batch_size",
+        "classifier_resolution",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -223,10 +276,14 @@ def run(args: argparse.Namespace) -> dict:
             "excluded from the rates"
         ),
     }
-    generation = training = None
+    generation = training = classifier = concurrency = None
     with tempfile.TemporaryDirectory(prefix="meddap-bench-") as scratch:
         scratch = Path(scratch)
-        if args.pipeline:
+        if "classifier" in args.parts:
+            classifier, concurrency = run_classifier(args, device, scratch / "classifier", info)
+        if args.skip_training and args.skip_generation:
+            info["model"] = f"{args.classifier_arch} (random init)"
+        elif args.pipeline:
             pipeline_dir = Path(args.pipeline)
             info["model"] = str(pipeline_dir)
         elif args.sd15:
@@ -272,7 +329,7 @@ def run(args: argparse.Namespace) -> dict:
             training["unet_tflops"] = training["samples_per_s"] * flops / 1e12 if flops else float("nan")
             training["mfu"] = training["unet_tflops"] / peak if peak else float("nan")
             info["unet_train_flops_per_sample"] = flops
-        else:
+        elif not args.skip_generation:
             lora_dir = untrained_lora(pipeline_dir, lora_dir, args.rank, args.alpha, args.target_modules)
         if not args.skip_generation:
             prompt = build_prompt(BENCH_CLASS, "none")
@@ -321,7 +378,12 @@ def run(args: argparse.Namespace) -> dict:
             generation["mfu"] = generation["unet_tflops"] / peak if peak else float("nan")
             info["unet_forward_flops_per_sample"] = flops
     written = []
-    for name, frame in (("generation.csv", generation), ("lora_training.csv", training)):
+    for name, frame in (
+        ("generation.csv", generation),
+        ("lora_training.csv", training),
+        ("classifier_training.csv", classifier),
+        ("classifier_concurrency.csv", concurrency),
+    ):
         if frame is not None:
             write_csv(out / name, frame)
             written.append(out / name)
@@ -329,9 +391,92 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "generation": generation,
         "lora_training": training,
+        "classifier_training": classifier,
+        "classifier_concurrency": concurrency,
         "info": info,
         "written": [*written, out / "bench.json"],
     }
+
+
+def run_classifier(args: argparse.Namespace, device: torch.device, scratch: Path, info: dict):
+    """The classifier part: (per-method table, concurrency table or None); see meddap.bench.classifier."""
+    import pandas as pd
+
+    from meddap.bench.classifier import (
+        BaselineClassifier,
+        MeddapClassifier,
+        class_images,
+        classifier_flops,
+        concurrent_rates,
+        link_image_folder,
+        peak_bf16_tflops,
+        split_images,
+    )
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    if args.classifier_data:
+        images = class_images(args.classifier_data, args.classifier_images, args.seed)
+        source = str(args.classifier_data)
+    else:
+        from meddap.phantom import device_from_config, simulate_device_dataset
+
+        data = scratch / "phantom"
+        phantom_size = int(section(args.embedded_config, "phantom").get("image_size", 128))
+        classes = list(section(args.embedded_config, "dataset").get("classes") or ["benign", "malignant", "normal"])
+        counts = {name: args.classifier_images for name in classes}
+        device_spec = device_from_config("linear-L12", None)
+        simulate_device_dataset(data, device_spec, counts, args.seed, phantom_size, progress=False)
+        images = class_images(data, args.classifier_images, args.seed)
+        source = "simulated phantom (linear-L12)"
+    train_rows, val_rows = split_images(images)
+    train_root = link_image_folder(train_rows, scratch / "train")
+    val_root = link_image_folder(val_rows, scratch / "val")
+    makers = {
+        "baseline": lambda: BaselineClassifier(args, train_root, val_root, device, 0),
+        f"baseline_workers{args.classifier_workers}": lambda: BaselineClassifier(
+            args, train_root, val_root, device, args.classifier_workers
+        ),
+        "meddap": lambda: MeddapClassifier(args, train_rows, val_rows, device, scratch / "meddap-model"),
+    }
+    runners, results = interleave(makers, split(args.classifier_epochs, args.rounds), device)
+    rows = []
+    for name, runner in runners.items():
+        runner.close()
+        rows.append(
+            {
+                "method": name,
+                "how": runner.how,
+                "arch": args.classifier_arch,
+                "resolution": args.classifier_resolution,
+                "batch_size": runner.batch_size,
+                "epochs": args.classifier_epochs,
+                "images": runner.images,
+                **results[name],
+                "images_per_s": runner.images / results[name]["seconds"],
+            }
+        )
+    del runners
+    frame = with_ratio(rows, "images_per_s", "images")
+    flops = classifier_flops(args.classifier_arch, len(images), args.classifier_resolution, device)
+    peak = peak_bf16_tflops(info["device"]) if device.type == "cuda" else None
+    frame["tflops"] = frame["images_per_s"] * flops / 1e12 if device.type == "cuda" else float("nan")
+    frame["mfu"] = frame["tflops"] / peak if peak else float("nan")
+    info["classifier"] = {
+        "data": source,
+        "train_images": len(train_rows),
+        "val_images": len(val_rows),
+        "classes": sorted(images),
+        "train_flops_per_image": flops,
+        "peak_bf16_tflops": peak,
+    }
+    concurrency = None
+    if args.concurrent:
+        concurrency = pd.DataFrame(concurrent_rates(args, train_rows, val_rows, scratch, args.concurrent))
+        concurrency["tflops"] = (
+            concurrency["images_per_s_total"] * flops / 1e12 if device.type == "cuda" else float("nan")
+        )
+        concurrency["mfu"] = concurrency["tflops"] / peak if peak else float("nan")
+    return frame, concurrency
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from meddap.bench.measure import clock, since, sync, unet_flops
+from meddap.bench.measure import StampedCall, clock, since, sync, unet_flops
 
 
 class BaselineTraining:
@@ -113,18 +113,15 @@ class BaselineTraining:
         del self.pipe, self.optimizer, self.parameters
 
 
-class MeddapTraining:
+class MeddapTraining(StampedCall):
     """meddap.lora.train_lora itself (one call per round: load, cache latents + text, warm-up, steps)."""
 
     def __init__(self, args, pipeline_dir, image_paths, prompt, device, out_dir):
+        super().__init__()
         self.args, self.pipeline_dir, self.image_paths, self.prompt = args, pipeline_dir, image_paths, prompt
         self.device, self.out_dir = device, out_dir
         self.batch_size = args.lora_batch_size
         self.how = f"train_lora: latents (both flips) + text embedding cached once, batch {self.batch_size}"
-        self.setups: list[float] = []
-
-    def warm_up(self, steps: int) -> None:
-        """Each train_lora call runs ``--lora-warmup`` untimed steps first (see ``timed``)."""
 
     def timed(self, steps: int) -> tuple[float, float]:
         from meddap.lora import train_lora
@@ -154,14 +151,4 @@ class MeddapTraining:
             RuntimeSettings(device=str(self.device), precision=self.args.dtype),
             on_step=lambda step, loss: stamps.append(clock()),
         )
-        if len(stamps) != warmup + steps + 1:
-            raise RuntimeError(f"timed {len(stamps) - 1} train_lora steps, expected {warmup + steps}")
-        self.setups.append(stamps[0][0] - start)
-        return since(stamps[warmup], stamps[-1])
-
-    @property
-    def setup_s(self) -> float:
-        return sum(self.setups) / len(self.setups)
-
-    def close(self) -> None:
-        pass
+        return self.stamped(stamps, warmup, steps, start, "train_lora steps")

@@ -227,6 +227,32 @@ def interleave(makers: dict, chunks: list | dict, device: torch.device) -> tuple
     return runners, results
 
 
+class StampedCall:
+    """Base of a runner that times one whole library call per round (``train_lora``,
+    ``train_classifier``) from clock stamps its callback takes: stamps[0] when the call's loop
+    starts, stamps[k] after its k-th step or epoch. The first ``warmup`` of them are untimed; what
+    came before stamps[0] (loading, caching) is the call's setup."""
+
+    def __init__(self):
+        self.setups: list[float] = []
+
+    def warm_up(self, work) -> None:
+        """Each call runs its own warm-up first (see ``stamped``)."""
+
+    def stamped(self, stamps: list, warmup: int, timed: int, start: float, what: str) -> tuple[float, float]:
+        if len(stamps) != warmup + timed + 1:
+            raise RuntimeError(f"timed {len(stamps) - 1} {what}, expected {warmup + timed}")
+        self.setups.append(stamps[0][0] - start)
+        return since(stamps[warmup], stamps[-1])
+
+    @property
+    def setup_s(self) -> float:
+        return sum(self.setups) / len(self.setups)
+
+    def close(self) -> None:
+        pass
+
+
 def chunks_of(items: list, rounds: int) -> list[list]:
     sizes = split(len(items), rounds)
     return [items[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]

@@ -64,6 +64,8 @@ GENERATION_COLUMNS = [
     "unet_tflops",
     "mfu",
 ]
+# What every training table compares after its rate: ratios, CPU time, one-time setup, memory.
+COMPARED_COLUMNS = ["ratio_vs_baseline", "cpu_s", "cpu_ratio_vs_baseline", "setup_s", "peak_mem_mib"]
 TRAINING_COLUMNS = [
     "method",
     "batch_size",
@@ -71,16 +73,34 @@ TRAINING_COLUMNS = [
     "samples",
     "seconds",
     "samples_per_s",
-    "ratio_vs_baseline",
-    "cpu_s",
-    "cpu_ratio_vs_baseline",
-    "setup_s",
-    "peak_mem_mib",
+    *COMPARED_COLUMNS,
     "unet_tflops",
     "mfu",
 ]
+CLASSIFIER_COLUMNS = [
+    "method",
+    "arch",
+    "resolution",
+    "batch_size",
+    "epochs",
+    "images",
+    "seconds",
+    "images_per_s",
+    *COMPARED_COLUMNS,
+    "tflops",
+    "mfu",
+]
+CONCURRENCY_COLUMNS = [
+    "jobs",
+    "images_per_s_per_job",
+    "images_per_s_total",
+    "total_vs_first",
+    "wall_s",
+    "tflops",
+    "mfu",
+]
 CPU_ONLY_COLUMNS = ("cpu_s", "cpu_ratio_vs_baseline")
-CUDA_ONLY_COLUMNS = ("unet_tflops", "mfu")
+CUDA_ONLY_COLUMNS = ("unet_tflops", "mfu", "tflops")
 
 
 def device_name(device: torch.device) -> str:
@@ -112,6 +132,27 @@ def report(result: dict) -> str:
             "",
             "LoRA training (samples/s = training images seen per second):",
             format_table(result["lora_training"], [c for c in TRAINING_COLUMNS if c not in hidden]),
+        ]
+    if result.get("classifier_training") is not None:
+        extra = info["classifier"]
+        lines += [
+            "",
+            f"Classifier training (images/s = training images per second of epoch time, training + validation; "
+            f"{extra['train_images']} training and {extra['val_images']} validation images of {extra['data']}):",
+            format_table(result["classifier_training"], [c for c in CLASSIFIER_COLUMNS if c not in hidden]),
+        ]
+        if info["device_type"] == "cuda":
+            peak = extra["peak_bf16_tflops"]
+            lines.append(
+                f"tflops: {extra['train_flops_per_image'] / 1e9:.2f} GFLOP per training image (3 x one forward) "
+                "x images/s; "
+                + (f"mfu = tflops / {peak:.0f} (dense bf16 peak)" if peak else "mfu omitted (device not in the table)")
+            )
+    if result.get("classifier_concurrency") is not None:
+        lines += [
+            "",
+            "Concurrent meddap classifier jobs on the device (each its own process; total = sum of the jobs' rates):",
+            format_table(result["classifier_concurrency"], [c for c in CONCURRENCY_COLUMNS if c not in hidden]),
         ]
     lines += ["", f"peak_mem_mib: {info['memory_measure']}; {info['timing']}."]
     if info["device_type"] != "cuda":
