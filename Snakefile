@@ -1,11 +1,17 @@
 # meddap: enlarge small labelled medical-image datasets with Stable Diffusion (LoRA per class)
 # and measure, fold by fold, whether the synthetic images help classifiers.
 #
-#   snakemake --cores all                          # the embedded default (phantom + small SD)
-#   snakemake --cores all --configfile my.yaml     # your dataset and SD v1.x checkpoint
+#   snakemake --cores all                            # the embedded default (phantom + small SD)
+#   snakemake --cores all --configfile study.yaml    # a study: `meddap init --data DIR` writes study.yaml
+#
+# config/config.yaml (the embedded default, found beside this Snakefile whatever the working
+# directory) is loaded only when no --configfile is given: a study's config is then the whole config
+# (keys left out take the schema's defaults), so nothing of the phantom and the small model's
+# pretraining is inherited. As a `module` of another Snakefile, the config is the one given in the
+# module statement (Snakemake skips this directive there).
+if not workflow.overwrite_configfiles:
 
-
-configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

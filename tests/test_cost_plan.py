@@ -44,7 +44,7 @@ def busi_overlay(tmp_path, busi_root) -> Path:
 
 
 def test_tiny_jobs_per_rule_equal_the_dry_run(tmp_path):
-    plan = make_plan([TINY])
+    plan = make_plan([DEFAULT, TINY])
     assert plan.jobs == dry_run_jobs(tmp_path, (DEFAULT, TINY))
     assert sum(plan.jobs.values()) == 71
 
@@ -53,12 +53,12 @@ def test_busi_jobs_per_rule_equal_the_dry_run(tmp_path, busi_overlay):
     workdir = tmp_path / "run"
     workdir.mkdir()
     plan = make_plan([BUSI_CONFIG, busi_overlay])
-    assert plan.jobs == dry_run_jobs(workdir, (DEFAULT, BUSI_CONFIG, busi_overlay))
+    assert plan.jobs == dry_run_jobs(workdir, (BUSI_CONFIG, busi_overlay))
     assert plan.jobs["train_classifier"] == 37 * 3 * 5 * 3  # 37 variants, 3 architectures, 5 folds, 3 replicates
 
 
 def test_max_jobs_checks_the_same_count():
-    config = load_config([TINY])
+    config = load_config([DEFAULT, TINY])
     total = sum(resolve(config).jobs_per_rule().values())
     config["limits"]["max_jobs"] = total
     resolve(config)
@@ -68,7 +68,7 @@ def test_max_jobs_checks_the_same_count():
 
 
 def test_images_and_image_passes_follow_the_plan():
-    plan = make_plan([TINY])
+    plan = make_plan([DEFAULT, TINY])
     settings = plan.settings
     # Every image generated is in one generate_shard job: the shard sizes of every arm.
     shard_images = sum(settings.plan.shard_sizes(cls)[shard] for cls, _, shard in settings.plan.all_shards())
@@ -142,13 +142,18 @@ def test_cli_prints_jobs_total_and_unknown_parts(capsys, busi_overlay):
 
 
 def test_cli_unknown_device_and_bad_config(capsys, tmp_path):
-    assert main(["plan", "--configfile", str(TINY), "--device", "tpu-v9"]) == 0
+    assert main(["plan", "--configfile", str(DEFAULT), str(TINY), "--device", "tpu-v9"]) == 0
     out = capsys.readouterr().out
     assert "total: no part has a measured rate on this device" in out and "not measured on tpu-v9" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("classifier: {epochs: ten}\n")
     assert main(["plan", "--configfile", str(bad)]) == 2
-    assert "epochs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "dataset: 'root' is a required property" in err and len(err.strip().splitlines()) == 1, err
+    bad.write_text("dataset: {root: x}\nclassifier: {epochs: ten}\n")
+    assert main(["plan", "--configfile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "classifier.epochs: 'ten' is not of type 'integer'" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_readme_shows_the_commands_output(capsys, tmp_path, monkeypatch, busi_root):

@@ -1,7 +1,8 @@
-"""Command line: ``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images),
-``meddap audit`` (the lineage audit of a results folder), ``meddap verify`` (missing or changed
-intermediates, see meddap.verify) and ``meddap plan`` (a config's jobs, work and device-hours
-before a run, see meddap.cost)."""
+"""Command line: ``meddap init`` (check a data folder and base model, write a study config),
+``meddap plan`` (a config's jobs, work and device-hours before a run, see meddap.cost),
+``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images), ``meddap audit`` (the
+lineage audit of a results folder) and ``meddap verify`` (missing or changed intermediates, see
+meddap.verify)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ from meddap.verify import add_parser as add_verify_parser
 
 def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def init(args: argparse.Namespace) -> int:
+    from meddap.study import init_study
+
+    _, lines = init_study(args.data, args.base_model, args.out)
+    print("\n".join(lines))
+    return 0
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -180,6 +189,13 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="meddap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    i = sub.add_parser(
+        "init", help="check a data folder (and base model), write a complete study config from the paper's protocol"
+    )
+    i.add_argument("--data", required=True, help="folder with one subfolder of images per class")
+    i.add_argument("--base-model", help="a diffusers SD v1.x folder (model_index.json) or one .safetensors checkpoint")
+    i.add_argument("--out", default="study.yaml", help="the study config to write (default: study.yaml)")
+    i.set_defaults(func=init)
     p = sub.add_parser("predict", help="classify a folder of images with a trained classifier")
     p.add_argument(
         "--model",

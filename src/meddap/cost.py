@@ -1,8 +1,9 @@
 """What a config costs before it runs (``meddap plan``): jobs per rule, images to generate,
 classifier image-passes, and device-hours where a measured rate exists.
 
-The config is layered as the workflow layers it (config/config.yaml, then each --configfile over
-it, then the schema's defaults) and resolved by meddap.settings.resolve, whose
+The config is layered as the workflow layers it for ``--configfile FILE...`` (each file over the
+previous, then the schema's defaults; the embedded default config/config.yaml only where it is
+named) and resolved by meddap.settings.resolve, whose
 ``Settings.jobs_per_rule`` is also the count limits.max_jobs checks. Per-class counts come from
 listing dataset.root (no image is opened), or from the phantom settings. Rates come from
 ``meddap/data/rates.yaml``: measured figures only, each with its source file under docs/bench/
@@ -19,9 +20,6 @@ import yaml
 
 from meddap.plan import ORIGINAL
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "config" / "config.yaml"
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 RATES_FILE = Path(__file__).with_name("data") / "rates.yaml"
 # Rules whose jobs no rate in rates.yaml covers (tables, indexes, checks, simulations, the report).
 BOOKKEEPING_RULES = (
@@ -42,17 +40,19 @@ BOOKKEEPING_RULES = (
 
 
 def load_config(files: list[str | Path]) -> dict:
-    """config/config.yaml with each file deep-merged over it in order, then the schema's defaults:
-    what the workflow's ``config`` is for ``--configfile config/config.yaml FILE...``."""
+    """Each file deep-merged over the previous ones in order, then the schema's defaults: what the
+    workflow's ``config`` is for ``snakemake --configfile FILE...``."""
     from snakemake.utils import update_config, validate
 
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    from meddap.study import protocol_file
+
+    config = {}
     for file in files:
         overlay = yaml.safe_load(Path(file).read_text()) or {}
         if not isinstance(overlay, dict):
             raise ValueError(f"{file}: a config file is a mapping of keys, not {type(overlay).__name__}")
         update_config(config, overlay)
-    validate(config, str(SCHEMA))
+    validate(config, str(protocol_file("config.schema.yaml")))
     return config
 
 
@@ -289,7 +289,7 @@ def _rate_text(estimate: Estimate) -> str:
 
 def format_plan(cost: CostPlan) -> str:
     s = cost.settings
-    lines = [f"meddap plan: {' + '.join([str(DEFAULT_CONFIG.relative_to(REPO)), *cost.configs])}"]
+    lines = [f"meddap plan: {' + '.join(cost.configs)}"]
     counts = ", ".join(f"{c} {n}" for c, n in s.class_counts.items())
     where = "phantom (simulated)" if s.phantom else "dataset.root"
     lines.append(f"dataset: {where}: {counts} ({sum(s.class_counts.values())} images)")
@@ -342,10 +342,21 @@ def add_parser(sub) -> None:
         nargs="+",
         required=True,
         metavar="FILE",
-        help="config files layered over config/config.yaml in order, as snakemake --configfile",
+        help="config files layered in order, as snakemake --configfile (the embedded default only if named)",
     )
     p.add_argument("--device", help="estimate device-hours from the measured rates of this device (e.g. nvidia-h100)")
     p.set_defaults(func=run)
+
+
+def schema_verdict(message: str) -> str:
+    """The one line of a Snakemake schema error that says what is wrong, with the key it is on."""
+    import re
+
+    what = re.search(r"ValidationError: (.*)", message)
+    where = re.search(r"On instance((?:\[[^\]]*\])*):", message)
+    key = ".".join(re.findall(r"\[['\"]?([^'\"\]]*)['\"]?\]", where.group(1))) if where else ""
+    text = what.group(1) if what else message.splitlines()[0]
+    return f"{key}: {text}" if key else text
 
 
 def run(args) -> int:
@@ -353,8 +364,8 @@ def run(args) -> int:
 
     try:
         cost = make_plan(args.configfile, args.device)
-    except WorkflowError as error:  # the schema's verdict
-        raise ValueError(f"invalid configuration: {error}") from None
+    except WorkflowError as error:  # the schema's verdict, in one line: what is wrong, and where
+        raise ValueError(f"invalid configuration: {schema_verdict(str(error))}") from None
     for warning in cost.settings.warnings:
         print(f"warning: {warning}")
     print(format_plan(cost))

@@ -506,5 +506,25 @@ def library_versions() -> dict:
     return versions
 
 
+def used_config(config: dict) -> dict:
+    """The validated config less what this run does not use, for the records of a run: the phantom's
+    keys when the dataset is not simulated and the small model's pretraining keys when the base model
+    is not built here (each section reduced to ``enabled: false``), so a study on real data and a real
+    checkpoint records no embedded-default setting it never read."""
+    import copy
+
+    used = copy.deepcopy(config)
+    if not config["phantom"]["enabled"]:
+        used["phantom"] = {"enabled": False}
+    if not config["base_model"]["pretrain"]["enabled"]:
+        used["base_model"]["pretrain"] = {"enabled": False}
+    return used
+
+
 def provenance(config: dict, seed: int | None = None) -> dict:
-    return {"seed": config["seed"] if seed is None else seed, "versions": library_versions(), "config": config}
+    """Seed, library versions and the settings the run used (``used_config``)."""
+    return {
+        "seed": config["seed"] if seed is None else seed,
+        "versions": library_versions(),
+        "config": used_config(config),
+    }

@@ -1,6 +1,6 @@
 import os
 import re
-import sys
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,8 +9,42 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The logic lives in the meddap package; it is importable without installation too (conda envs).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+def workflow_version():
+    """The version of this workflow: its repository's pyproject.toml (read through Snakemake's
+    source cache, so it is found for a clone, a module and a deployed workflow alike).
+    """
+    with open(workflow.source_path("../../pyproject.toml"), "rb") as handle:
+        return tomllib.load(handle)["project"]["version"]
+
+
+def require_meddap(version):
+    """The logic lives in the meddap package, imported from the environment that runs Snakemake
+    (and, with --use-conda, installed by workflow/envs/meddap.yaml): it must be there, at this
+    workflow's version. Otherwise stop with one line that says what to install."""
+    try:
+        import meddap
+    except ImportError:
+        found = "it is not installed"
+    else:
+        if meddap.__version__ == version:
+            return
+        found = f"found meddap {meddap.__version__} at {Path(meddap.__file__).parent}"
+    # A local workflow (a clone, or a module given by path): its repository root; a remote one: its tag.
+    rules_dir = workflow.current_basedir.get_path_or_uri(secret_free=True)
+    root = Path(rules_dir).parents[1] if Path(rules_dir).is_dir() else None
+    source = (
+        root
+        if root and (root / "src" / "meddap").is_dir()
+        else f"git+<this workflow's repository>@v{version}"
+    )
+    raise WorkflowError(
+        f"This workflow needs the meddap package {version} ({found}): pip install '{source}'"
+    )
+
+
+WORKFLOW_VERSION = workflow_version()
+require_meddap(WORKFLOW_VERSION)
 
 from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
 from meddap.dataset import DatasetError, dataset_state  # noqa: E402

@@ -1,6 +1,6 @@
 """Rule audit: results/audit/{findings,summary}.csv and verdict.txt; fails on an undeclared leak."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

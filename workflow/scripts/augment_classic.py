@@ -1,6 +1,6 @@
 """Rule augment_classic: results/classic/fold<k>/<class>/*.png + metadata.csv (equal-count baseline)."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

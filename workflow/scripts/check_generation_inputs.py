@@ -3,7 +3,7 @@ the shard job starts and Snakemake deletes its old images."""
 
 from pathlib import Path
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

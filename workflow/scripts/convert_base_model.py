@@ -1,6 +1,6 @@
 """Rule convert_base_model: a single-file SD v1.x checkpoint -> the diffusers folder every job reads."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

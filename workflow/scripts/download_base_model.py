@@ -1,6 +1,6 @@
 """Rule download_base_model: a hub Stable Diffusion at a pinned revision -> the folder every job reads offline."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

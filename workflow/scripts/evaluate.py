@@ -1,6 +1,6 @@
 """Rule evaluate: one classifier on every test set and on corrupted copies of the internal test split."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

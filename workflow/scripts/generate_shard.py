@@ -1,6 +1,6 @@
 """Rule generate_shard: one (arm, class, adjective, shard) of synthetic images + metadata.csv."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

@@ -1,6 +1,6 @@
 """Rule index_synthetic: results/test_sets/synthetic/<arm>.csv (path, class, adjective) of one arm's shards."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

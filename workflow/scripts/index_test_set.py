@@ -1,6 +1,6 @@
 """Rule index_test_set: results/test_sets/<name>.csv for the internal test split or an unseen set."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

@@ -1,6 +1,6 @@
 """Rule merge_dataset: results/datasets/<variant>/fold<k>.csv (a manifest; no images are copied)."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

@@ -1,6 +1,6 @@
 """Rule pretrain_base: the small Stable Diffusion, trained on its captioned corpus, saved with save_pretrained."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

@@ -1,7 +1,7 @@
 """Rule report: tables (metrics, summary with paired tests, bootstrap CIs, fidelity, robustness,
 quality, LoRA losses), figures and a self-contained HTML page in results/report/ (meddap.report.build_report)."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

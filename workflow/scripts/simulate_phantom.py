@@ -1,6 +1,6 @@
 """Rule simulate_phantom: one device's phantom images under resources/phantom/<device>/<class>/."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821 - snakemake is injected by the script directive
 

@@ -1,6 +1,6 @@
 """Rule simulate_pretrain_corpus: resources/phantom/pretrain-corpus/<class>/*.png (never part of the dataset)."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

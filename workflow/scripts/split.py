@@ -1,6 +1,6 @@
 """Rule split: index dataset.root into results/splits/manifest.csv (test split + folds)."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

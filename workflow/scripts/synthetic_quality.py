@@ -1,6 +1,6 @@
 """Rule synthetic_quality: Fréchet distance, precision/recall, fidelity, adjective effects, near copies."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

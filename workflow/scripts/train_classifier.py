@@ -1,6 +1,6 @@
 """Rule train_classifier: one (variant, architecture, fold, replicate) classifier folder."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

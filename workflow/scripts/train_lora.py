@@ -1,6 +1,6 @@
 """Rule train_lora: one LoRA of one generative arm (diffusers format, pytorch_lora_weights.safetensors)."""
 
-from _meddap_script import start
+from meddap.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 

@@ -1,15 +1,16 @@
-"""Shared start of every rule script: make meddap importable, send logging and stderr to the log."""
+"""Shared start of every rule script (``from meddap.rulescript import start``): send the job's logging
+and stderr to its log file and set its thread count.
+
+The rule scripts import it from the installed meddap package (the workflow's environment installs
+meddap at the workflow's version; workflow/rules/common.smk checks that at parse time), never from
+a path beside the scripts or the repository's src/: so the workflow runs the same from a clone, as a
+Snakemake ``module`` of another Snakefile, or deployed with snakedeploy.
+"""
 
 import logging
 import os
 import sys
 from pathlib import Path
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-try:
-    import meddap  # noqa: F401
-except ImportError:  # running in an environment without `pip install -e .` (e.g. --use-conda)
-    sys.path.insert(0, str(SRC))
 
 
 def start(snakemake) -> logging.Logger:
