@@ -224,8 +224,7 @@ def test_a_rule_scripts_start_takes_the_slot_its_resources_name(tmp_path):
     code = """
 import os, sys
 from types import SimpleNamespace
-sys.path.insert(0, sys.argv[1])
-from _meddap_script import start
+from meddap.rulescript import start
 kind = sys.argv[3] or None
 resources = SimpleNamespace(gpu_slot=kind) if kind else SimpleNamespace()
 job = SimpleNamespace(rule="r", threads=1, wildcards={}, log=[sys.argv[2]], resources=resources)
@@ -235,7 +234,7 @@ print(os.environ.get("CUDA_VISIBLE_DEVICES"))
     env = job_env(tmp_path, GpuSlotSettings(devices=("7",)))
     for kind, visible in ((DIFFUSION, "7"), ("", "None")):
         log = tmp_path / f"{kind or 'cpu'}.log"
-        args = [sys.executable, "-c", code, str(ROOT / "workflow" / "scripts"), str(log), kind]
+        args = [sys.executable, "-c", code, "", str(log), kind]
         result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
         assert result.stdout.strip() == visible
         assert ("GPU: device 7" in log.read_text()) == bool(kind)
