@@ -34,7 +34,8 @@ else
         "$python" -c "from meddap.sd15 import build_sd15_pipeline; build_sd15_pipeline('$pipeline', 1)"
     fi
     printf 'dataset: {root: %s}\nbase_model: {path: %s}\n' "$data" "$pipeline" > "$workdir/paths.yaml"
-    configs=("$repo/config/config.yaml" "$repo/config/busi.yaml" "$repo/bench/gpu_dag.yaml" "$workdir/paths.yaml")
+    # A study's configs only (no embedded default underneath), as `snakemake --configfile` layers them.
+    configs=("$repo/config/busi.yaml" "$repo/bench/gpu_dag.yaml" "$workdir/paths.yaml")
 fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -47,8 +48,8 @@ s = resolve(load_config(sys.argv[1:]))
 for v in s.plan.variants():
     for arch in s.architectures:
         print(f'results/evaluation/{v.name}/{arch}/fold0/rep0')
-" "${configs[@]:1}")
-"$python" -m meddap.cli plan --configfile "${configs[@]:1}" > "$out/plan.txt"
+" "${configs[@]}")
+"$python" -m meddap.cli plan --configfile "${configs[@]}" > "$out/plan.txt"
 start=$(date +%s)
 "$python" -m snakemake --snakefile "$repo/Snakefile" --directory "$workdir" \
     --workflow-profile "$repo/profiles/workstation" --configfile "${configs[@]}" \

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import DEFAULT, REPO
+from conftest import REPO
 
 from meddap.dag_bench import main, markdown, summarize_benchmarks
 
@@ -57,7 +57,7 @@ def test_gpu_overlay_plans_fold_zero_of_busi(tmp_path, busi_root):
     paths.write_text(yaml.safe_dump({"dataset": {"root": str(busi_root)}, "base_model": {"path": str(model)}}))
     overlay = yaml.safe_load((REPO / "bench" / "gpu_dag.yaml").read_text())
     assert overlay["generation"]["adjectives"] == ["none", "bright"] and overlay["generation"]["ratios"] == [1]
-    configs = (DEFAULT, REPO / "config" / "busi.yaml", REPO / "bench" / "gpu_dag.yaml", paths)
+    configs = (REPO / "config" / "busi.yaml", REPO / "bench" / "gpu_dag.yaml", paths)
     variants = ["original", "none_x1", "bright_x1", "mixed_x1", "classic_x1"]
     targets = [f"results/evaluation/{v}/resnet34/fold0/rep0" for v in variants]
     workdir = tmp_path / "run"
