@@ -20,14 +20,14 @@ import yaml
 
 from meddap.dataset import list_class_images
 from meddap.images import IMAGE_EXTENSIONS
+from meddap.settings import used_config
 
 RUN_COMMAND = "snakemake --cores all --configfile {config}"
 # A configured resolution below this share of the model's native one draws a warning.
 FAR_BELOW_NATIVE = 0.5
+
+
 # Sections a study on real data with its own base model does not use: written as `enabled: false` only.
-UNUSED_WHEN_OFF = {("phantom",): "enabled", ("base_model", "pretrain"): "enabled"}
-
-
 class StudyError(ValueError):
     """The data folder or base model cannot start a study; the message says why (one line)."""
 
@@ -229,12 +229,7 @@ def study_config(data: DataSummary, base_model: str | None) -> dict:
     config = _complete(schema, protocol)
     if config["evaluation"]["positive_class"] not in data.classes:
         config["evaluation"]["positive_class"] = None
-    for section, kept in UNUSED_WHEN_OFF.items():
-        node = config
-        for key in section[:-1]:
-            node = node[key]
-        node[section[-1]] = {kept: False}
-    return config
+    return used_config(config)  # the phantom and pretraining sections reduced to `enabled: false`
 
 
 def _flow(value) -> str:
