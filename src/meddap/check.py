@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default="results/report")
     parser.add_argument("--min-macro-f1", type=float, default=0.8)
     # 0.5: above chance (1/3 for three classes) with a margin, and below the spread that the judge's
-    # seed alone causes. On the embedded default's shards, 3 seeds of each fold's original
-    # resnet18 (replicates 0-2) gave benign fidelity medians over the folds of 0.63, 0.73 and 0.80
-    # (0.97, 0.83 and 0.60 with the per-image loop before the batched one): a floor of 0.7 failed
-    # one seed in three with the same images.
+    # seed alone causes. On the embedded default's shards, 3 seeds of each fold's original resnet18
+    # (replicates 0-2, bench/judge_noise.py) gave benign fidelity medians over the folds of 0.63,
+    # 0.73 and 0.80: a floor of 0.7 failed one seed in three with the same images.
     parser.add_argument("--min-fidelity", type=float, default=0.5)
     parser.add_argument("--audit", default="results/audit")
     args = parser.parse_args(argv)
