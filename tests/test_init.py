@@ -4,6 +4,7 @@ paper's protocol; and a study's records hold only the settings it used."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,13 +131,14 @@ def test_a_studys_records_hold_no_phantom_or_pretraining_keys(tmp_path, busi_roo
 
 
 def test_a_study_config_is_the_whole_config(tmp_path, busi_root):
-    """`snakemake --configfile study.yaml` does not merge the embedded default under the study:
-    with the default loaded first, its phantom would be simulated (rule simulate_phantom)."""
+    """`snakemake --configfile study.yaml` does not merge the embedded default under the study: a key
+    the study leaves out takes the schema's default (folds 5), not the embedded default's (3)."""
     model = fake_diffusers_folder(tmp_path / "sd15")
     out = tmp_path / "study.yaml"
     assert main(["init", "--data", str(busi_root), "--base-model", str(model), "--out", str(out)]) == 0
     config = yaml.safe_load(out.read_text())
-    config["dataset"]["folds"] = 2  # a small DAG to list
+    # Left out, folds takes the schema's 5; the embedded default (3) would set it if it were merged in.
+    del config["dataset"]["folds"]
     config["generation"].update(adjectives=["none", "bright"], ratios=[1], variant_families=["mixed", "classic"])
     config["classifier"]["architectures"] = ["squeezenet1_1"]
     config["classifier"]["replicates"] = 1
@@ -153,4 +155,5 @@ def test_a_study_config_is_the_whole_config(tmp_path, busi_root):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "simulate_phantom" not in result.stdout and "pretrain_base" not in result.stdout
-    assert "train_lora" in result.stdout
+    lora_jobs = re.search(r"^train_lora\s+(\d+)\s*$", result.stdout, flags=re.MULTILINE)
+    assert lora_jobs and int(lora_jobs.group(1)) == 3 * 5, result.stdout[-3000:]  # 3 classes x the schema's 5 folds
