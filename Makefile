@@ -53,10 +53,10 @@ lint: $(STAMP)
 
 # README.md's config-key table is generated from the schema (tests/test_schema_docs.py checks it).
 config-table: $(STAMP)
-	$(BIN)/python -m meddap.schema_docs --schema workflow/schemas/config.schema.yaml --readme README.md
+	$(BIN)/python -m meddap.config.schema_docs --schema workflow/schemas/config.schema.yaml --readme README.md
 
 check-results: $(STAMP)
-	$(BIN)/python -m meddap.check
+	$(BIN)/python -m meddap.evidence.check
 
 # Regenerate one shard, e.g. make regenerate-shard SHARD=results/synthetic/fold0/benign/bright/shard000;
 # a later `make run` reruns only what depends on it.

@@ -53,7 +53,7 @@ python3 -c "import torch, diffusers, peft, transformers; print('torch', torch.__
 pipeline=${SD15_DIR:-/tmp/meddap-sd15}
 if [ ! -f "$pipeline/model_index.json" ]; then
     start=$(date +%s)
-    python3 -c "from meddap.sd15 import build_sd15_pipeline; build_sd15_pipeline('$pipeline', 1)"
+    python3 -c "from meddap.diffusion.sd15 import build_sd15_pipeline; build_sd15_pipeline('$pipeline', 1)"
     echo "built the SD v1.5-architecture pipeline (random weights) in $(( $(date +%s) - start )) s" | tee -a "$log"
 fi
 common=(--pipeline "$pipeline" --resolution 224 --steps 30 --guidance 7.5 --guidance-reference lora --scheduler dpm --threads 8)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU path of the DAG end to end (issue 16): config/busi.yaml on BUSI with the SD v1.5
-# architecture (random weights, meddap.sd15, as bench/gpu.sh) as base model at 224 px, cut down by
+# architecture (random weights, meddap.diffusion.sd15, as bench/gpu.sh) as base model at 224 px, cut down by
 # bench/gpu_dag.yaml and to fold 0 (--until fold 0's evaluations), through profiles/workstation;
 # then the per-rule wall times of the benchmark files (results/benchmarks/**.tsv) as OUT/rules.{csv,md},
 # with `meddap plan` of the same configs (OUT/plan.txt) and the run's log (OUT/snakemake.log).
@@ -31,7 +31,7 @@ else
     data=$(cd "${DATA:-$repo/../shared/data/busi}" && pwd)
     pipeline=${SD15_DIR:-/tmp/meddap-sd15}
     if [ ! -f "$pipeline/model_index.json" ]; then
-        "$python" -c "from meddap.sd15 import build_sd15_pipeline; build_sd15_pipeline('$pipeline', 1)"
+        "$python" -c "from meddap.diffusion.sd15 import build_sd15_pipeline; build_sd15_pipeline('$pipeline', 1)"
     fi
     printf 'dataset: {root: %s}\nbase_model: {path: %s}\n' "$data" "$pipeline" > "$workdir/paths.yaml"
     # A study's configs only (no embedded default underneath), as `snakemake --configfile` layers them.
@@ -42,8 +42,8 @@ out=$(cd "$out" && pwd)
 # Fold 0's evaluation folders: every variant's and architecture's first replicate.
 mapfile -t targets < <("$python" -c "
 import sys
-from meddap.cost import load_config
-from meddap.settings import resolve
+from meddap.planning.cost import load_config
+from meddap.config.resolve import resolve
 s = resolve(load_config(sys.argv[1:]))
 for v in s.plan.variants():
     for arch in s.architectures:
@@ -55,4 +55,4 @@ start=$(date +%s)
     --workflow-profile "$repo/profiles/workstation" --configfile "${configs[@]}" \
     --until "${targets[@]}" > "$out/snakemake.log" 2>&1 || { tail -40 "$out/snakemake.log"; exit 1; }
 echo "wall: $(( $(date +%s) - start )) s for $(wc -l < <(printf '%s\n' "${targets[@]}")) fold-0 evaluations, in $workdir" | tee "$out/wall.txt"
-"$python" -m meddap.dag_bench "$workdir/results/benchmarks" "$out"
+"$python" -m meddap.bench.dag "$workdir/results/benchmarks" "$out"

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meddap.classifier import load_classifier, predict_paths
-from meddap.quality import class_fidelity
+from meddap.classify.classifier import load_classifier, predict_paths
+from meddap.evidence.quality import class_fidelity
 
 
 def judge_fidelity(results: Path, arch: str) -> pd.DataFrame:

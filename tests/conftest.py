@@ -81,9 +81,9 @@ def small_pipeline_dir(tmp_path_factory) -> Path:
     import torch
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    from meddap.denoising import SD_SCHEDULE
-    from meddap.prompts import prompt_words
-    from meddap.small_model import SmallModelSpec, build_small_components
+    from meddap.diffusion.denoising import SD_SCHEDULE
+    from meddap.diffusion.small_model import SmallModelSpec, build_small_components
+    from meddap.settings.prompts import prompt_words
 
     torch.manual_seed(0)
     spec = SmallModelSpec(image_size=32)

@@ -11,7 +11,7 @@ import yaml
 from conftest import DEFAULT, TINY, snakemake
 from safetensors.torch import save_file
 
-from meddap.base_models import (
+from meddap.diffusion.base_models import (
     BASE_MODEL_DIR,
     FOLDER,
     HUB,
@@ -25,7 +25,7 @@ from meddap.base_models import (
     convert_single_file,
     download_base_model,
 )
-from meddap.sd15 import build_sd15_pipeline, write_single_file
+from meddap.diffusion.sd15 import build_sd15_pipeline, write_single_file
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_single_file_converts_exactly_and_generates(sd15_checkpoint, tmp_path):
     from diffusers import StableDiffusionPipeline
     from safetensors import safe_open
 
-    from meddap.base_models import load_pipeline
+    from meddap.diffusion.base_models import load_pipeline
 
     folder, checkpoint = sd15_checkpoint
     with safe_open(str(checkpoint), framework="pt") as handle:

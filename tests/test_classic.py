@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from meddap.classic import classic_sources, read_classic, write_classic_images
-from meddap.merge import fold_rows, merge_fold
-from meddap.plan import Plan
+from meddap.data.classic import classic_sources, read_classic, write_classic_images
+from meddap.data.merge import fold_rows, merge_fold
+from meddap.settings.plan import Plan
 
 
 @pytest.fixture

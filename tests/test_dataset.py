@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meddap.dataset import DatasetError, index_test_set, list_class_images, make_split, split_counts
+from meddap.data.dataset import DatasetError, index_test_set, list_class_images, make_split, split_counts
 
 
 def make_folder(root, counts, size=8):
@@ -90,8 +90,8 @@ def test_an_unseen_set_holding_a_near_copy_of_a_dataset_image_is_refused(busi_ro
     """A re-encoded, slightly brighter copy of a training scan is not "unseen": indexing names the pair."""
     import pandas as pd
 
-    from meddap.dataset import check_unseen_is_apart
-    from meddap.near_duplicates import hash_images, hash_to_hex
+    from meddap.data.dataset import check_unseen_is_apart
+    from meddap.data.near_duplicates import hash_images, hash_to_hex
 
     dataset = sorted((busi_root / "benign").glob("*.png"))[:4]
     manifest = pd.DataFrame({"path": [str(p) for p in dataset]})

@@ -1,7 +1,7 @@
 """meddap outside its own clone: deployed with snakedeploy, used as a Snakemake ``module`` of another
 Snakefile, and the parse-time check that the meddap package the jobs import is the workflow's version.
 
-The rule scripts import meddap from the installed package (``meddap.rulescript``); nothing puts the
+The rule scripts import meddap from the installed package (``meddap.runtime.rulescript``); nothing puts the
 repository's src/ on sys.path. These runs get the package from the test's environment (the venv's
 installation, or PYTHONPATH in a development checkout), as a user's environment would have it.
 """
@@ -83,7 +83,7 @@ def test_no_script_reaches_for_src_or_a_helper_beside_it():
     assert not (scripts / "_meddap_script.py").exists()
     for script in scripts.glob("*.py"):
         text = script.read_text()
-        assert "from meddap.rulescript import start" in text, script.name
+        assert "from meddap.runtime.rulescript import start" in text, script.name
         assert "sys.path" not in text, script.name
     for rules in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
         assert "sys.path" not in rules.read_text(), rules.name

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meddap.evaluate import classification_metrics
-from meddap.kinds import SYNTHETIC, TestSet, TestSetKind, unseen_test_set
-from meddap.plan import Plan
-from meddap.report import class_fidelity, collect_metrics, of_kind, read_evaluations
-from meddap.stages import EvaluationSettings
-from meddap.stats import summarise
+from meddap.classify.evaluate import classification_metrics
+from meddap.evidence.report import class_fidelity, collect_metrics, of_kind, read_evaluations
+from meddap.evidence.stats import summarise
+from meddap.settings.kinds import SYNTHETIC, TestSet, TestSetKind, unseen_test_set
+from meddap.settings.plan import Plan
+from meddap.settings.stages import EvaluationSettings
 
 CLASSES = ["benign", "malignant", "normal"]
 
@@ -44,7 +44,7 @@ def test_the_operating_point_comes_from_the_validation_fold_not_the_test_set():
     set: here the test's own oracle threshold would find every malignant image, the fixed one half."""
     import pandas as pd
 
-    from meddap.evaluate import validation_operating_point
+    from meddap.classify.evaluate import validation_operating_point
 
     validation = pd.DataFrame({"class": ["malignant"] * 2 + ["benign"] * 10})
     scores = np.r_[[0.95, 0.97], np.linspace(0.0, 0.9, 10)]  # negatives up to 0.9: the threshold lands above
@@ -127,7 +127,7 @@ def test_class_fidelity_per_adjective(tmp_path):
 
 def test_the_fidelity_floor_reads_the_median_over_folds_and_prints_every_fold(tmp_path, capsys):
     """One fold's judge rejecting a class does not fail the gate; a class rejected in most folds does."""
-    from meddap.check import check
+    from meddap.evidence.check import check
 
     records = []
     for fold, normal_right in enumerate((4, 4, 0)):  # fold 2's classifier calls every normal image benign
@@ -173,19 +173,23 @@ def _evaluate_with_a_fake_model(tmp_path, monkeypatch) -> tuple[Path, list[list[
     """evaluate_classifier on three two-image test sets (internal "holdout", unseen "deviceB",
     synthetic) with a model that calls every image class a; returns (its folder, the paths that
     the corruption step scored)."""
-    import meddap.classifier
-    import meddap.robustness
-    from meddap.evaluate import evaluate_classifier
+    import meddap.classify.classifier
+    import meddap.classify.robustness
+    from meddap.classify.evaluate import evaluate_classifier
 
-    monkeypatch.setattr(meddap.classifier, "load_classifier", lambda folder: ("model", {"classes": ["a", "b"]}))
-    monkeypatch.setattr(meddap.classifier, "predict_paths", lambda m, meta, paths: np.tile([0.9, 0.1], (len(paths), 1)))
+    monkeypatch.setattr(
+        meddap.classify.classifier, "load_classifier", lambda folder: ("model", {"classes": ["a", "b"]})
+    )
+    monkeypatch.setattr(
+        meddap.classify.classifier, "predict_paths", lambda m, meta, paths: np.tile([0.9, 0.1], (len(paths), 1))
+    )
     corrupted = []
 
     def fake_corruptions(model, meta, paths, y_true, **kwargs):
         corrupted.append(list(paths))
         return pd.DataFrame({"corruption": ["clean"], "severity": [0], "balanced_error": [0.5]})
 
-    monkeypatch.setattr(meddap.robustness, "evaluate_corruptions", fake_corruptions)
+    monkeypatch.setattr(meddap.classify.robustness, "evaluate_corruptions", fake_corruptions)
     tables = {}
     for name in ("holdout", "deviceB", "synthetic"):
         tables[name] = tmp_path / f"{name}.csv"

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meddap import evidence
-from meddap.evidence import adjust_summary, evidence_lines
+from meddap.evidence import evidence
+from meddap.evidence.evidence import adjust_summary, evidence_lines
 
 
 def test_a_test_set_missing_a_class_is_flagged(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from meddap.dag_bench import main, markdown, summarize_benchmarks
+from meddap.bench.dag import main, markdown, summarize_benchmarks
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -1,4 +1,4 @@
-"""Local GPU jobs each get a device (or a slot of one) of their own (meddap.gpu_slots), on fake devices."""
+"""Local GPU jobs each get a device (or a slot of one) of their own (meddap.runtime.gpu_slots), on fake devices."""
 
 import json
 import os
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from meddap import gpu_slots
-from meddap.gpu_slots import CLASSIFIER, DIFFUSION, GpuSlotSettings, acquire
+from meddap.runtime import gpu_slots
+from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, GpuSlotSettings, acquire
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = GpuSlotSettings(devices=("0", "1"), per_gpu={CLASSIFIER: 2, DIFFUSION: 1})
@@ -20,7 +20,7 @@ FAKE = GpuSlotSettings(devices=("0", "1"), per_gpu={CLASSIFIER: 2, DIFFUSION: 1}
 # One job: take a slot, record what it got and when, hold it, record the end (then exit, releasing it).
 WORKER = """
 import json, logging, os, sys, time
-from meddap.gpu_slots import GpuSlotSettings, acquire
+from meddap.runtime.gpu_slots import GpuSlotSettings, acquire
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 kind, hold, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 lease = acquire(kind, GpuSlotSettings.from_env(os.environ), poll=0.02)
@@ -176,7 +176,11 @@ def test_detect_devices_parses_and_needs_no_torch(monkeypatch):
     monkeypatch.setattr(gpu_slots.shutil, "which", lambda name: None)
     assert gpu_slots.detect_devices(lambda *a, **k: pytest.fail("ran nvidia-smi")) == []
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, meddap.gpu_slots, meddap.settings; print('torch' in sys.modules)"],
+        [
+            sys.executable,
+            "-c",
+            "import sys, meddap.runtime.gpu_slots, meddap.config.resolve; print('torch' in sys.modules)",
+        ],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         capture_output=True,
         text=True,
@@ -224,7 +228,7 @@ def test_a_rule_scripts_start_takes_the_slot_its_resources_name(tmp_path):
     code = """
 import os, sys
 from types import SimpleNamespace
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 kind = sys.argv[3] or None
 resources = SimpleNamespace(gpu_slot=kind) if kind else SimpleNamespace()
 job = SimpleNamespace(rule="r", threads=1, wildcards={}, log=[sys.argv[2]], resources=resources)

@@ -16,7 +16,7 @@ import yaml
 from conftest import DEFAULT, REPO, TINY, digest_tree, snakemake, snakemake_command
 from PIL import Image
 
-from meddap.phantom import DEFAULT_DEVICES, simulate_case
+from meddap.data.phantom import DEFAULT_DEVICES, simulate_case
 
 
 def write_dataset(root: Path, per_class: int = 8, size: int = 64) -> Path:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.classifier import (
+from meddap.classify.classifier import (
     ClassifierError,
     build_classifier,
     load_classifier,
@@ -12,8 +12,8 @@ from meddap.classifier import (
     random_blur,
     train_classifier,
 )
-from meddap.images import ImageReadError, load_array
-from meddap.stages import ClassifierSettings
+from meddap.data.images import ImageReadError, load_array
+from meddap.settings.stages import ClassifierSettings
 
 
 def test_image_modes_are_converted_not_rejected(tmp_path):
@@ -54,7 +54,7 @@ def test_unknown_architecture_is_a_clear_error():
 def test_architecture_names_read_from_sources_match_torchvision():
     import torchvision
 
-    from meddap.architectures import classification_architectures
+    from meddap.classify.architectures import classification_architectures
 
     assert list(classification_architectures()) == sorted(torchvision.models.list_models(module=torchvision.models))
 
@@ -69,7 +69,7 @@ def test_config_validation_does_not_import_torch_or_scipy(tmp_path):
     code = (
         "import sys, yaml\n"
         "from snakemake.utils import validate\n"
-        "from meddap.settings import resolve\n"
+        "from meddap.config.resolve import resolve\n"
         f"config = yaml.safe_load(open({str(repo / 'config/config.yaml')!r}))\n"
         f"validate(config, {str(repo / 'workflow/schemas/config.schema.yaml')!r})\n"
         "resolve(config)\n"
@@ -116,7 +116,7 @@ def test_train_save_load_predict_round_trip(tmp_path):
 
 
 def test_atomic_path_leaves_nothing_on_failure_and_sweeps_stale_partials(tmp_path):
-    from meddap.atomic import atomic_path
+    from meddap.runtime.atomic import atomic_path
 
     target = tmp_path / "out"
     stale = tmp_path / ".out.abc.partial"
@@ -138,7 +138,7 @@ def test_imagenet_weights_come_only_from_the_local_cache(tmp_path, monkeypatch):
     """pretrained: true with an empty torch cache is a clear error naming the expected file (no download)."""
     import torch
 
-    from meddap.classifier import ClassifierError, build_classifier
+    from meddap.classify.classifier import ClassifierError, build_classifier
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ClassifierError, match=r"checkpoints/resnet18-[0-9a-f]+\.pth"):
@@ -148,7 +148,7 @@ def test_imagenet_weights_come_only_from_the_local_cache(tmp_path, monkeypatch):
 def test_intensity_jitter_is_seeded_bounded_and_changes_brightness():
     import math
 
-    from meddap.classifier import random_intensity
+    from meddap.classify.classifier import random_intensity
 
     batch = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
     batch[:, :, :4] = 60  # some structure, so contrast has something to act on
@@ -166,7 +166,7 @@ def test_intensity_jitter_is_seeded_bounded_and_changes_brightness():
 
 def test_augmentation_off_leaves_the_images_as_they_are_and_on_flips_and_shifts():
     """geometric_augmentation: false with blur and intensity off is the paper's "no augmentation"."""
-    from meddap.classifier import augment
+    from meddap.classify.classifier import augment
 
     batch = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
     plain = augment(batch, torch.Generator().manual_seed(0), blur=False, intensity=False, geometric=False)
@@ -178,7 +178,7 @@ def test_augmentation_off_leaves_the_images_as_they_are_and_on_flips_and_shifts(
 def test_the_kept_epoch_follows_the_selection_metric(tmp_path):
     """selection_metric: accuracy keeps the first epoch of best validation accuracy, as the paper;
     macro_f1 (the default) the first of best macro-F1. The saved weights are that epoch's."""
-    from meddap.classifier import selected_epoch
+    from meddap.classify.classifier import selected_epoch
 
     # An imbalanced validation fold: "all majority" wins accuracy, a balanced epoch wins macro-F1.
     history = pd.DataFrame(
@@ -263,7 +263,7 @@ def test_batched_blur_gives_each_image_its_own_kernel():
     one-image blur of its own sigma (radius round(2.5 sigma), reflect padding) would."""
     import math
 
-    from meddap.classifier import _gaussian_blur
+    from meddap.classify.classifier import _gaussian_blur
 
     images = torch.rand(3, 3, 12, 12) * 255
     sigmas = torch.tensor([0.3, 0.9, 1.5])

@@ -14,9 +14,9 @@ from conftest import DEFAULT, REPO, SNAKEMAKE
 from snakemake.utils import validate
 
 from meddap.cli import main
-from meddap.dataset import list_class_images
-from meddap.settings import provenance, resolve, used_config
-from meddap.study import inspect_base_model
+from meddap.config.resolve import provenance, resolve, used_config
+from meddap.config.study import inspect_base_model
+from meddap.data.dataset import list_class_images
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -1,4 +1,5 @@
-"""Kinds are values: test sets carry a kind, and the names "test"/"synthetic" are spelt in meddap.kinds only."""
+"""Kinds are values: test sets carry a kind, and the names "test"/"synthetic" are spelt in
+meddap.settings.kinds only."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from meddap.kinds import INTERNAL, SYNTHETIC, TestSet, TestSetKind, unseen_test_set
-from meddap.plan import Plan
-from meddap.settings import Settings
+from meddap.config.resolve import Settings
+from meddap.settings.kinds import INTERNAL, SYNTHETIC, TestSet, TestSetKind, unseen_test_set
+from meddap.settings.plan import Plan
 
 KINDS_MODULE = REPO / "src" / "meddap" / "kinds.py"
 LITERAL = re.compile(r"""["'](test|synthetic)["']""")
@@ -31,7 +32,7 @@ def test_the_literals_test_and_synthetic_live_in_the_kinds_module_only():
             # A seed's salt is no name of anything: changing it would change every synthetic image.
             if LITERAL.search(line) and "derive_seed(" not in line:
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert not found, "compare kinds, not names (meddap.kinds):\n" + "\n".join(found)
+    assert not found, "compare kinds, not names (meddap.settings.kinds):\n" + "\n".join(found)
     assert LITERAL.search(KINDS_MODULE.read_text())  # the scan itself finds them
 
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from meddap.adjectives import OPERATIONS, apply_adjective, caption_adjectives, taught_adjectives
-from meddap.audit import AcceptedLeaks, AuditError, audit_classifiers, fail_on, verdict
-from meddap.lineage import write_lineage
-from meddap.quality import EXPECTATIONS, image_measures
-from meddap.report import leakage_notes, readable_summary
-from meddap.settings import arm_training_rows
+from meddap.audit.leaks import AcceptedLeaks, AuditError, audit_classifiers, fail_on, verdict
+from meddap.data.arms import arm_training_rows
+from meddap.diffusion.adjectives import OPERATIONS, apply_adjective, caption_adjectives, taught_adjectives
+from meddap.evidence.quality import EXPECTATIONS, image_measures
+from meddap.evidence.report import leakage_notes, readable_summary
+from meddap.provenance.lineage import write_lineage
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def test_the_report_opens_with_the_leak_warning_and_the_audit(artifacts):
 # ------------------------------------------------------------------ the pretraining corpus
 @pytest.mark.parametrize("adjective", sorted(a for a, checks in EXPECTATIONS.items() if checks))
 def test_each_adjective_operation_does_what_its_pixel_check_expects(adjective):
-    from meddap.phantom import DEFAULT_DEVICES, simulate_case
+    from meddap.data.phantom import DEFAULT_DEVICES, simulate_case
 
     grey = simulate_case("benign", DEFAULT_DEVICES["linear-L12"], seed=3, image_size=64).image
     plain = np.repeat(grey[..., None], 3, axis=-1)
@@ -206,7 +206,7 @@ def test_captions_give_every_adjective_its_share():
     # teach, does not change the corpus, so it does not retrain the base model either.
     assert taught_adjectives(["none", "dark", "bright"]) == taught_adjectives(["bright", "dark"]) == ["bright", "dark"]
     # The schema's choices for base_model.pretrain.adjectives are the adjectives with an operation.
-    from meddap.choices import TEACHABLE_ADJECTIVES
+    from meddap.settings.choices import TEACHABLE_ADJECTIVES
 
     assert set(TEACHABLE_ADJECTIVES) == set(OPERATIONS)
     assert caption_adjectives(30, 0.5, 2, ["dark", "none", "bright"]) == caption_adjectives(
@@ -215,8 +215,8 @@ def test_captions_give_every_adjective_its_share():
 
 
 def test_the_pretraining_corpus_drops_near_copies_of_dataset_images(tmp_path):
-    from meddap.near_duplicates import hash_to_hex, perceptual_hash
-    from meddap.pretraining import decontaminate
+    from meddap.data.near_duplicates import hash_to_hex, perceptual_hash
+    from meddap.diffusion.pretraining import decontaminate
 
     corpus_paths = [image(tmp_path / "corpus" / f"c{i}.png", i) for i in range(4)]
     dataset_image = image(tmp_path / "data" / "x.png", 99)

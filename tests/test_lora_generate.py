@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.generate import generate_shard, image_seed, read_shards
-from meddap.lora import (
+from meddap.diffusion.generate import generate_shard, image_seed, read_shards
+from meddap.diffusion.lora import (
     DEFAULT_TARGET_MODULES,
     LORA_WEIGHT_NAME,
     LoraError,
@@ -18,8 +18,8 @@ from meddap.lora import (
     train_lora,
     validation_steps,
 )
-from meddap.sd15 import SD15_UNET
-from meddap.stages import LoraSettings, SamplingSettings
+from meddap.diffusion.sd15 import SD15_UNET
+from meddap.settings.stages import LoraSettings, SamplingSettings
 
 
 def train(base_model, image_paths, prompt, out_dir, seed=0, checkpoint_dir=None, on_step=None, **settings):
@@ -51,7 +51,7 @@ def test_rank4_lora_on_sd15_unet_is_under_a_tenth_of_a_percent():
 def test_default_lora_on_the_small_model_is_under_one_percent(small_pipeline_dir):
     import yaml
 
-    from meddap.small_model import SmallModelSpec, build_small_components
+    from meddap.diffusion.small_model import SmallModelSpec, build_small_components
 
     config = yaml.safe_load(open("config/config.yaml"))
     _, _, _, unet = build_small_components(
@@ -64,7 +64,7 @@ def test_default_lora_on_the_small_model_is_under_one_percent(small_pipeline_dir
 
 @pytest.fixture(scope="module")
 def class_images(tmp_path_factory):
-    from meddap.phantom import DEFAULT_DEVICES, simulate_case
+    from meddap.data.phantom import DEFAULT_DEVICES, simulate_case
 
     folder = tmp_path_factory.mktemp("imgs")
     paths = []
@@ -226,7 +226,7 @@ def test_lora_resumes_from_its_checkpoint(small_pipeline_dir, class_images, tmp_
     assert len(pd.read_csv(tmp_path / "ckpt" / "loss.csv")) == 4  # the history so far travels with the checkpoint
 
     calls = []
-    with caplog.at_level(logging.INFO, logger="meddap.lora"):
+    with caplog.at_level(logging.INFO, logger="meddap.diffusion.lora"):
         resumed = train(
             str(small_pipeline_dir),
             class_images,
@@ -347,9 +347,9 @@ def test_validation_images_leave_the_trained_lora_unchanged(small_pipeline_dir, 
 
 def test_shared_lora_trains_each_image_with_its_own_class_prompt(small_pipeline_dir, class_images, tmp_path):
     """lora.mode: shared: one LoRA on all classes; the denoiser sees each image's class prompt."""
-    from meddap.base_models import load_pipeline
-    from meddap.denoising import encode_text
-    from meddap.lora import prompt_conditions
+    from meddap.diffusion.base_models import load_pipeline
+    from meddap.diffusion.denoising import encode_text
+    from meddap.diffusion.lora import prompt_conditions
 
     prompts = ["an ultrasound photo of benign tumor in breast"] * 2 + ["an ultrasound photo of no tumor in breast"] * 2
     info = train(

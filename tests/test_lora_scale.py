@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from meddap.lora import ALPHA_FOLDED, LoraError, add_lora, apply_lora, check_lora_scale, save_lora
+from meddap.diffusion.lora import ALPHA_FOLDED, LoraError, add_lora, apply_lora, check_lora_scale, save_lora
 
 
 def unet_output(unet, seed: int = 0):
@@ -74,8 +74,8 @@ def test_a_lora_saved_without_its_scale_is_refused_with_what_to_do(tmp_path):
 def test_the_training_target_follows_the_base_models_prediction_type(small_pipeline_dir, tmp_path):
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-    from meddap.denoising import SD_SCHEDULE, denoising_target, training_scheduler
-    from meddap.generate import set_scheduler
+    from meddap.diffusion.denoising import SD_SCHEDULE, denoising_target, training_scheduler
+    from meddap.diffusion.sampling import set_scheduler
 
     latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     timesteps = torch.tensor([10, 900])
@@ -103,7 +103,7 @@ def test_the_training_target_follows_the_base_models_prediction_type(small_pipel
     ["StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline", "StableDiffusionControlNetPipeline"],
 )
 def test_a_base_model_that_is_not_sd_1_or_2_is_refused_naming_its_class(tmp_path, pipeline_class):
-    from meddap.base_models import BaseModelError, check_base_model_folder
+    from meddap.diffusion.base_models import BaseModelError, check_base_model_folder
 
     folder = tmp_path / "model"
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -116,6 +116,6 @@ def test_a_base_model_that_is_not_sd_1_or_2_is_refused_naming_its_class(tmp_path
 
 
 def test_the_small_models_own_folder_passes_the_check(small_pipeline_dir):
-    from meddap.base_models import check_base_model_folder
+    from meddap.diffusion.base_models import check_base_model_folder
 
     assert check_base_model_folder(small_pipeline_dir) == small_pipeline_dir

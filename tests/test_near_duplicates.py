@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance
 
-from meddap.dataset import DatasetError, list_class_images, make_split, split_counts
-from meddap.near_duplicates import duplicate_report, near_duplicate_groups, perceptual_hash
+from meddap.data.dataset import DatasetError, list_class_images, make_split, split_counts
+from meddap.data.near_duplicates import duplicate_report, near_duplicate_groups, perceptual_hash
 
 
 def speckle_scan(seed: int, size: int = 128) -> Image.Image:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from meddap.phantom import CLASSES, DEFAULT_DEVICES, Device, device_from_config, simulate_case
+from meddap.data.phantom import CLASSES, DEFAULT_DEVICES, Device, device_from_config, simulate_case
 
 
 @pytest.fixture(scope="module")

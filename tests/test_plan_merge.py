@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from meddap.merge import effective_expansion_ratio, expansion_table, fold_rows, merge_fold
-from meddap.plan import Plan
+from meddap.data.merge import effective_expansion_ratio, expansion_table, fold_rows, merge_fold
+from meddap.settings.plan import Plan
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from meddap.prompts import PAPER_ADJECTIVES, build_prompt, training_prompt
+from meddap.settings.prompts import PAPER_ADJECTIVES, build_prompt, training_prompt
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier, load_classifier, normalise
-from meddap.quality import (
+from meddap.classify.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier, load_classifier, normalise
+from meddap.evidence.quality import (
     adjective_effect,
     class_fidelity,
     extract_features,

@@ -14,11 +14,11 @@ import yaml
 from conftest import DEFAULT, TINY, snakemake
 from scipy.stats import ttest_rel
 
-from meddap.predict import ensemble_members
-from meddap.report import class_fidelity, collect_metrics
-from meddap.robustness import robustness_summary
-from meddap.seeding import classifier_seed, derive_seed
-from meddap.stats import summarise
+from meddap.classify.predict import ensemble_members
+from meddap.classify.robustness import robustness_summary
+from meddap.evidence.report import class_fidelity, collect_metrics
+from meddap.evidence.stats import summarise
+from meddap.runtime.seeding import classifier_seed, derive_seed
 
 
 # ------------------------------------------------------------------ seeds

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from meddap.robustness import (
+from meddap.classify.robustness import (
     CORRUPTIONS,
     PARAMETERS,
     SEVERITIES,
@@ -159,7 +159,7 @@ def test_robustness_summary_uses_same_fold_original():
 def test_evaluate_corruptions_runs_a_classifier(tmp_path, request):
     import torch
 
-    from meddap.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier
+    from meddap.classify.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()

@@ -1,12 +1,12 @@
 """The config schema documents every key, its defaults are the paper's protocol, and README.md's
-config-key table is the one generated from it (python -m meddap.schema_docs, make config-table)."""
+config-key table is the one generated from it (python -m meddap.config.schema_docs, make config-table)."""
 
 import pytest
 import yaml
 from conftest import REPO
 from snakemake.utils import validate
 
-from meddap import schema_docs
+from meddap.config import schema_docs
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 BUSI_CONFIG = REPO / "config" / "busi.yaml"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from meddap.sd15 import SD15_TEXT, SD15_UNET, SD15_VAE, build_sd15_pipeline, sd15_components
-from meddap.stages import LoraSettings, SamplingSettings
+from meddap.diffusion.sd15 import SD15_TEXT, SD15_UNET, SD15_VAE, build_sd15_pipeline, sd15_components
+from meddap.settings.stages import LoraSettings, SamplingSettings
 
 
 def test_full_width_configs_are_stable_diffusion_v1_5():
@@ -43,11 +43,11 @@ def test_folder_has_the_layout_and_configs_of_a_downloaded_checkpoint(sd15_folde
 
 
 def test_workflow_loader_lora_training_and_generation_accept_it(sd15_folder, tmp_path):
-    from meddap.base_models import load_pipeline
-    from meddap.generate import generate_shard
-    from meddap.lora import LORA_WEIGHT_NAME, train_lora
-    from meddap.phantom import DEFAULT_DEVICES, simulate_case
-    from meddap.settings import resolve
+    from meddap.config.resolve import resolve
+    from meddap.data.phantom import DEFAULT_DEVICES, simulate_case
+    from meddap.diffusion.base_models import load_pipeline
+    from meddap.diffusion.generate import generate_shard
+    from meddap.diffusion.lora import LORA_WEIGHT_NAME, train_lora
 
     pipeline = load_pipeline(str(sd15_folder), torch.device("cpu"))
     assert type(pipeline.unet).__name__ == "UNet2DConditionModel"

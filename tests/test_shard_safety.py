@@ -11,8 +11,8 @@ import pytest
 from conftest import digest_tree, snakemake
 from safetensors.numpy import save_file
 
-from meddap.preflight import GenerationInputError, check_generation_inputs
-from meddap.safetensors_check import SafetensorsFileError, check_safetensors
+from meddap.provenance.file_checks import SafetensorsFileError, check_safetensors
+from meddap.provenance.preflight import GenerationInputError, check_generation_inputs
 
 
 def test_check_safetensors_finds_a_truncated_file_from_its_header(tmp_path):

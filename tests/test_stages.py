@@ -1,5 +1,5 @@
 """Settings travel typed: every config key of a stage is a field of its settings object (or shapes
-the DAG), params round-trip, and every enum in the schema is the one list in meddap.choices that
+the DAG), params round-trip, and every enum in the schema is the one list in meddap.settings.choices that
 the code's registries are keyed by."""
 
 import dataclasses
@@ -8,9 +8,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from meddap import choices
-from meddap.settings import resolve
-from meddap.stages import (
+from meddap.config.resolve import resolve
+from meddap.settings import choices
+from meddap.settings.stages import (
     ClassifierSettings,
     EvaluationSettings,
     LoraSettings,
@@ -93,11 +93,11 @@ def enums(node, path=""):
 
 
 def test_schema_enums_are_the_choices_the_code_knows():
-    from meddap.dataset import MIXED_LABEL_ACTIONS
-    from meddap.generate import SCHEDULER_CLASSES
-    from meddap.plan import CLASSIC, MIXED
-    from meddap.robustness import CORRUPTIONS
-    from meddap.settings import DATASET_CORPUS, FOLD_SCOPE, PHANTOM_CORPUS, SPLIT_SCOPE
+    from meddap.classify.robustness import CORRUPTIONS
+    from meddap.data.dataset import MIXED_LABEL_ACTIONS
+    from meddap.diffusion.sampling import SCHEDULER_CLASSES
+    from meddap.settings.choices import DATASET_CORPUS, FOLD_SCOPE, PHANTOM_CORPUS, SPLIT_SCOPE
+    from meddap.settings.plan import CLASSIC, MIXED
 
     schema = yaml.safe_load(open(SCHEMA))
     assert dict(enums(schema)) == choices.SCHEMA_ENUMS
@@ -114,8 +114,8 @@ def test_schema_enums_are_the_choices_the_code_knows():
 def test_the_primary_contrast_is_declared_and_resolved_at_parse_time():
     """Left null it is mixed_x1 vs classic_x1 where both are planned (the paper's question), falling
     back to what the config plans; named, it must exist."""
-    from meddap.settings import ConfigError
-    from meddap.stages import ContrastSettings
+    from meddap.config.resolve import ConfigError
+    from meddap.settings.stages import ContrastSettings
 
     schema = yaml.safe_load(open(SCHEMA))
     keys = set(schema_section(schema, "evaluation.primary_contrast")["properties"]) | {"p_adjust"}

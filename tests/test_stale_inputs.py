@@ -17,10 +17,10 @@ import pytest
 from conftest import snakemake
 from PIL import Image
 
-from meddap.dataset import AS_SIMULATED, dataset_digest, dataset_state
-from meddap.generate import read_shards
-from meddap.lineage import DigestCache, path_digest, write_lineage
-from meddap.verify import Finding, main, regenerate_target, verify_results
+from meddap.audit.verify import Finding, main, regenerate_target, verify_results
+from meddap.data.dataset import AS_SIMULATED, dataset_digest, dataset_state
+from meddap.diffusion.generate import read_shards
+from meddap.provenance.lineage import DigestCache, path_digest, write_lineage
 
 
 def png(path: Path, value: int) -> str:
@@ -190,7 +190,7 @@ def test_merge_reading_a_shard_fails_naming_a_missing_png(results):
 
 
 def test_the_report_states_findings_and_fails_on_one_it_reads(results):
-    from meddap.verify import VerifyError, report_findings
+    from meddap.audit.verify import VerifyError, report_findings
 
     read = ["results/splits/manifest.csv", "results/synthetic/fold0/a/bright/shard000", "results/lora/fold0/a"]
     assert "every recorded intermediate is present and unchanged" in report_findings(results, read)[0]
@@ -215,7 +215,7 @@ def test_dataset_state_follows_names_and_contents_and_caches(tmp_path, monkeypat
     (root / "a" / "0_mask.png").write_bytes(b"excluded, edited")  # not read by the split
     assert dataset_state(root, ["a", "b"], ["*_mask*"]) == state
     # A warm cache reads no file: a stat per image.
-    import meddap.lineage as lineage
+    import meddap.provenance.lineage as lineage
 
     monkeypatch.setattr(lineage, "_sha256", lambda path: pytest.fail(f"hashed {path} again"))
     assert dataset_state(root, ["a", "b"], ["*_mask*"], DigestCache(tmp_path / "cache.json")) == state

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel, wilcoxon
 
-from meddap.stats import (
+from meddap.evidence.stats import (
     align_predictions,
     classic_partners,
     expected_calibration_error,
@@ -150,8 +150,8 @@ def _labels(n, accuracy, seed):
 
 
 def test_bootstrap_metrics_agree_with_evaluate():
-    from meddap.evaluate import classification_metrics
-    from meddap.stats import group_bootstrap_ci
+    from meddap.classify.evaluate import classification_metrics
+    from meddap.evidence.stats import group_bootstrap_ci
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 3, 60)
@@ -212,7 +212,7 @@ def test_predictions_tables_pair_by_path():
 
 
 def test_holm_and_bh_by_hand():
-    from meddap.stats import adjust_pvalues
+    from meddap.evidence.stats import adjust_pvalues
 
     p = [0.01, 0.04, 0.03, math.nan, 0.20]  # the NaN is no test: m = 4
     # Holm: sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1 = 0.04, 0.09, 0.08, 0.20; made monotone: 0.08 -> 0.09
@@ -234,7 +234,7 @@ def test_holm_and_bh_by_hand():
 
 
 def test_adjust_comparisons_per_family():
-    from meddap.stats import adjust_comparisons
+    from meddap.evidence.stats import adjust_comparisons
 
     frame = pd.DataFrame(
         {
@@ -291,7 +291,7 @@ def _replicated(values_by_variant: dict, arch: str, metric="macro_f1", offsets=(
 def test_primary_contrast_averages_replicates_within_folds():
     from scipy.stats import t as student_t
 
-    from meddap.stats import primary_contrast
+    from meddap.evidence.stats import primary_contrast
 
     base = np.array([0.70, 0.72, 0.68, 0.71, 0.69])
     noise = np.array([0.01, -0.012, 0.003, -0.004, 0.002])  # mean 0.0 -> no evidence
@@ -330,7 +330,7 @@ def test_primary_contrast_averages_replicates_within_folds():
 
 
 def test_primary_contrast_direction_and_never_a_gain_from_an_interval_holding_zero():
-    from meddap.stats import primary_contrast
+    from meddap.evidence.stats import primary_contrast
 
     base = np.array([0.30, 0.28, 0.32, 0.29, 0.31])
     lower = _replicated({"mixed_x1": base - DIFFS, "classic_x1": base}, "vit", metric="balanced_error", offsets=(0.0,))
@@ -367,7 +367,7 @@ def _grouped_set(n=40, seed=4):
 
 
 def test_group_bootstrap_counts_a_duplicated_image_once():
-    from meddap.stats import group_bootstrap_ci, group_bootstrap_difference_ci
+    from meddap.evidence.stats import group_bootstrap_ci, group_bootstrap_difference_ci
 
     y, good, bad = _grouped_set()
     groups = [f"g{i}" for i in range(len(y))]
@@ -400,7 +400,7 @@ def _macro_f1(y, proba):
 
 
 def test_group_bootstrap_ungrouped_images_and_fallback():
-    from meddap.stats import group_bootstrap_ci, group_codes
+    from meddap.evidence.stats import group_bootstrap_ci, group_codes
 
     assert group_codes(["a", None, "a", math.nan, "b"], 5).tolist() == [0, 2, 0, 3, 1]
     assert group_codes(None, 3).tolist() == [0, 1, 2]
@@ -418,7 +418,7 @@ def test_group_bootstrap_ungrouped_images_and_fallback():
 
 
 def test_group_bootstrap_table_pairs_variants_by_path():
-    from meddap.stats import group_bootstrap_table
+    from meddap.evidence.stats import group_bootstrap_table
 
     y, good, bad = _grouped_set(30)
     classes = ["benign", "malignant", "normal"]
@@ -463,7 +463,7 @@ def test_group_bootstrap_table_pairs_variants_by_path():
 
 
 def test_threshold_is_fixed_on_validation_not_on_test():
-    from meddap.stats import sensitivity_at_validation_specificity, validation_threshold
+    from meddap.evidence.stats import sensitivity_at_validation_specificity, validation_threshold
 
     val_negatives = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     val_positives = [0.97, 0.85, 0.6, 0.3]

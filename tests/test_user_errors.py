@@ -27,7 +27,7 @@ def classifier_dir(tmp_path_factory) -> Path:
     """An untrained classifier folder as the workflow writes it (model.safetensors + model.json)."""
     from safetensors.torch import save_file
 
-    from meddap.classifier import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_NAME, build_classifier
+    from meddap.classify.classifier import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_NAME, build_classifier
 
     folder = tmp_path_factory.mktemp("classifier") / "results" / "classifiers" / "original" / ARCH / "fold0" / "rep0"
     folder.mkdir(parents=True)
@@ -178,10 +178,10 @@ def test_phantom_writes_into_a_missing_or_empty_folder_and_overwrites_only_when_
 )
 def test_damaged_safetensors_name_the_file_and_the_rerun_command(classifier_dir, tmp_path, kind):
     """What the evaluate (and synthetic_quality) job calls, and generate_shard's LoRA loading."""
-    from meddap.classifier import ClassifierError
-    from meddap.evaluate import evaluate_classifier
-    from meddap.lora import LORA_WEIGHT_NAME, apply_lora
-    from meddap.safetensors_check import SafetensorsFileError
+    from meddap.classify.classifier import ClassifierError
+    from meddap.classify.evaluate import evaluate_classifier
+    from meddap.diffusion.lora import LORA_WEIGHT_NAME, apply_lora
+    from meddap.provenance.file_checks import SafetensorsFileError
 
     if kind == "truncated LoRA":
         import torch
@@ -221,7 +221,7 @@ def test_check_safetensors_compares_the_size_with_the_header(tmp_path, cut):
     import torch
     from safetensors.torch import save_file
 
-    from meddap.safetensors_check import SafetensorsFileError, check_safetensors
+    from meddap.provenance.file_checks import SafetensorsFileError, check_safetensors
 
     path = tmp_path / "x.safetensors"
     save_file({"a": torch.zeros(3, 4), "b": torch.ones(2, dtype=torch.int64)}, path)
@@ -251,9 +251,9 @@ def png_header(path: Path, width: int, height: int) -> Path:
     "case", ["bomb over 2x the limit", "bomb between 1x and 2x", "split hashing", "split job", "exif rotation"]
 )
 def test_image_decoding(tmp_path, case):
-    from meddap.dataset import check_images
-    from meddap.images import ImageReadError, load_rgb
-    from meddap.near_duplicates import hash_images
+    from meddap.data.dataset import check_images
+    from meddap.data.images import ImageReadError, load_rgb
+    from meddap.data.near_duplicates import hash_images
 
     if case == "exif rotation":
         pixels = np.zeros((10, 20, 3), np.uint8)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, snakemake
 
-from meddap.seeding import classifier_seed
+from meddap.runtime.seeding import classifier_seed
 
 ALL_RULES = {
     "simulate_phantom",
@@ -160,7 +160,7 @@ def test_end_to_end_outputs(tiny_run):
     model_dir = results / "classifiers" / "classic_x1" / "squeezenet1_1" / "fold1" / "rep0"
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["classes"] == ["benign", "malignant", "normal"] and meta["input_size"] == 32
-    # Matched seeds: every variant of (arch, fold, replicate) trained from one seed (meddap.seeding).
+    # Matched seeds: every variant of (arch, fold, replicate) trained from one seed (meddap.runtime.seeding).
     assert meta["replicate"] == 0 and meta["seed"] == classifier_seed(42, "squeezenet1_1", 1, 0)
     assert (
         json.loads(

@@ -1,8 +1,8 @@
 """Command line: ``meddap init`` (check a data folder and base model, write a study config),
-``meddap plan`` (a config's jobs, work and device-hours before a run, see meddap.cost),
+``meddap plan`` (a config's jobs, work and device-hours before a run, see meddap.planning.cost),
 ``meddap predict`` (classify a folder), ``meddap phantom`` (simulate images), ``meddap audit`` (the
 lineage audit of a results folder) and ``meddap verify`` (missing or changed intermediates, see
-meddap.verify)."""
+meddap.audit.verify)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from meddap.cost import add_parser as add_plan_parser
-from meddap.images import IMAGE_EXTENSIONS
-from meddap.verify import add_parser as add_verify_parser
+from meddap.audit.verify import add_parser as add_verify_parser
+from meddap.data.images import IMAGE_EXTENSIONS
+from meddap.planning.cost import add_parser as add_plan_parser
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -21,7 +21,7 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def init(args: argparse.Namespace) -> int:
-    from meddap.study import init_study
+    from meddap.config.study import init_study
 
     _, lines = init_study(args.data, args.base_model, args.out)
     print("\n".join(lines))
@@ -29,8 +29,8 @@ def init(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from meddap.evaluate import classification_metrics, predictions_frame
-    from meddap.predict import (
+    from meddap.classify.evaluate import classification_metrics, predictions_frame
+    from meddap.classify.predict import (
         PredictError,
         ensemble_members,
         load_members,
@@ -88,7 +88,7 @@ def phantom(args: argparse.Namespace) -> int:
     import difflib
     import re
 
-    from meddap.phantom import CLASSES, DEFAULT_DEVICES, device_from_config, simulate_device_dataset
+    from meddap.data.phantom import CLASSES, DEFAULT_DEVICES, device_from_config, simulate_device_dataset
 
     out = Path(args.out)
     # Checked before anything is written: a bad value would otherwise fail mid-run with a numpy
@@ -133,9 +133,9 @@ def phantom(args: argparse.Namespace) -> int:
 def audit(args: argparse.Namespace) -> int:
     import os
 
-    from meddap.audit import AcceptedLeaks, AuditError, run_audit
-    from meddap.classifier import META_NAME, ROWS_NAME
-    from meddap.kinds import INTERNAL
+    from meddap.audit.leaks import AcceptedLeaks, AuditError, run_audit
+    from meddap.classify.classifier import META_NAME, ROWS_NAME
+    from meddap.settings.kinds import INTERNAL
 
     findings_out = Path(args.findings).resolve() if args.findings else None
     results = Path(args.results).resolve()

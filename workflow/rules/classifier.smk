@@ -17,7 +17,7 @@ rule train_classifier:
         mem_mb=6000,
         runtime=240,
         gpu=1,
-        gpu_slot=CLASSIFIER,  # a GPU (or a slot of one) of its own: meddap.gpu_slots
+        gpu_slot=CLASSIFIER,  # a GPU (or a slot of one) of its own: meddap.runtime.gpu_slots
     params:
         classifier=SETTINGS.classifier.params(),
         classes=SETTINGS.classes,

@@ -46,14 +46,15 @@ def require_meddap(version):
 WORKFLOW_VERSION = workflow_version()
 require_meddap(WORKFLOW_VERSION)
 
-from meddap.base_models import HUB, SINGLE_FILE  # noqa: E402
-from meddap.dataset import DatasetError, dataset_state  # noqa: E402
-from meddap.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE  # noqa: E402
-from meddap.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache  # noqa: E402
-from meddap.kinds import SYNTHETIC, TestSetKind  # noqa: E402
-from meddap.plan import CLASSIC, ORIGINAL  # noqa: E402
-from meddap.prompts import prompt_words  # noqa: E402
-from meddap.settings import PHANTOM_CORPUS, ConfigError, resolve  # noqa: E402
+from meddap.diffusion.base_models import HUB, SINGLE_FILE  # noqa: E402
+from meddap.data.dataset import DatasetError, dataset_state  # noqa: E402
+from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE  # noqa: E402
+from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache  # noqa: E402
+from meddap.settings.kinds import SYNTHETIC, TestSetKind  # noqa: E402
+from meddap.settings.plan import CLASSIC, ORIGINAL  # noqa: E402
+from meddap.settings.prompts import prompt_words  # noqa: E402
+from meddap.settings.choices import PHANTOM_CORPUS  # noqa: E402
+from meddap.config.resolve import ConfigError, resolve  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:

@@ -22,7 +22,7 @@ if SETTINGS.pretrain:
             mem_mb=8000,
             runtime=120,
             gpu=1,
-            gpu_slot=DIFFUSION,  # a GPU (or a slot of one) of its own: meddap.gpu_slots
+            gpu_slot=DIFFUSION,  # a GPU (or a slot of one) of its own: meddap.runtime.gpu_slots
         params:
             pretraining=SETTINGS.pretraining.params(),
             classes=SETTINGS.classes,
@@ -114,7 +114,7 @@ rule train_lora:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-        gpu_slot=DIFFUSION,  # a GPU (or a slot of one) of its own: meddap.gpu_slots
+        gpu_slot=DIFFUSION,  # a GPU (or a slot of one) of its own: meddap.runtime.gpu_slots
     params:
         base_model=BASE_MODEL,
         lora=SETTINGS.lora.params(),

@@ -49,7 +49,7 @@ rule generate_shard:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-        gpu_slot=DIFFUSION,  # a GPU (or a slot of one) of its own: meddap.gpu_slots
+        gpu_slot=DIFFUSION,  # a GPU (or a slot of one) of its own: meddap.runtime.gpu_slots
     params:
         base_model=BASE_MODEL,
         sampling=SETTINGS.sampling.params(),

@@ -1,11 +1,11 @@
 """Rule audit: results/audit/{findings,summary}.csv and verdict.txt; fails on an undeclared leak."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.atomic import write_csv, write_text  # noqa: E402
-from meddap.audit import AcceptedLeaks, fail_on, run_audit  # noqa: E402
+from meddap.audit.leaks import AcceptedLeaks, fail_on, run_audit  # noqa: E402
+from meddap.runtime.atomic import write_csv, write_text  # noqa: E402
 
 params = snakemake.params
 findings, summary, text = run_audit(

@@ -1,13 +1,13 @@
 """Rule augment_classic: results/classic/fold<k>/<class>/*.png + metadata.csv (equal-count baseline)."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.atomic import atomic_path  # noqa: E402
-from meddap.classic import write_classic_images  # noqa: E402
+from meddap.data.classic import write_classic_images  # noqa: E402
+from meddap.runtime.atomic import atomic_path  # noqa: E402
 
 fold = int(snakemake.wildcards.fold)
 manifest = pd.read_csv(snakemake.input.manifest)

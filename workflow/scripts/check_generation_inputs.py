@@ -3,11 +3,11 @@ the shard job starts and Snakemake deletes its old images."""
 
 from pathlib import Path
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.preflight import check_generation_inputs  # noqa: E402
+from meddap.provenance.preflight import check_generation_inputs  # noqa: E402
 
 params = snakemake.params
 checked = check_generation_inputs(params.base_model, snakemake.input.lora, params.base_built_here)

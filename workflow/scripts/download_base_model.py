@@ -1,10 +1,10 @@
 """Rule download_base_model: a hub Stable Diffusion at a pinned revision -> the folder every job reads offline."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.base_models import download_base_model  # noqa: E402
+from meddap.diffusion.base_models import download_base_model  # noqa: E402
 
 params = snakemake.params
 source = download_base_model(params.repo_id, params.revision, snakemake.output[0])

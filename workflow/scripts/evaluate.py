@@ -1,12 +1,12 @@
 """Rule evaluate: one classifier on every test set and on corrupted copies of the internal test split."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.evaluate import evaluate_classifier  # noqa: E402
-from meddap.kinds import TestSet  # noqa: E402
-from meddap.stages import EvaluationSettings  # noqa: E402
+from meddap.classify.evaluate import evaluate_classifier  # noqa: E402
+from meddap.settings.kinds import TestSet  # noqa: E402
+from meddap.settings.stages import EvaluationSettings  # noqa: E402
 
 test_sets = [TestSet(**params) for params in snakemake.params.test_sets]
 results = evaluate_classifier(

@@ -1,12 +1,12 @@
 """Rule generate_shard: one (arm, class, adjective, shard) of synthetic images + metadata.csv."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.generate import generate_shard  # noqa: E402
-from meddap.settings import library_versions  # noqa: E402
-from meddap.stages import RuntimeSettings, SamplingSettings  # noqa: E402
+from meddap.diffusion.generate import generate_shard  # noqa: E402
+from meddap.runtime.versions import library_versions  # noqa: E402
+from meddap.settings.stages import RuntimeSettings, SamplingSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
 log.info("arm %s: prompt %r, %d images", wc.arm, params.prompt, params.size)

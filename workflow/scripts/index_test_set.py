@@ -1,14 +1,14 @@
 """Rule index_test_set: results/test_sets/<name>.csv for the internal test split or an unseen set."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.atomic import write_csv  # noqa: E402
-from meddap.dataset import check_unseen_is_apart, index_test_set  # noqa: E402
-from meddap.kinds import TEST_SPLIT, TestSetKind  # noqa: E402
+from meddap.data.dataset import check_unseen_is_apart, index_test_set  # noqa: E402
+from meddap.runtime.atomic import write_csv  # noqa: E402
+from meddap.settings.kinds import TEST_SPLIT, TestSetKind  # noqa: E402
 
 name = snakemake.wildcards.test_set
 manifest = pd.read_csv(snakemake.input.manifest)

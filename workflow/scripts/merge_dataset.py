@@ -1,16 +1,16 @@
 """Rule merge_dataset: results/datasets/<variant>/fold<k>.csv (a manifest; no images are copied)."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.atomic import write_csv  # noqa: E402
-from meddap.classic import read_classic  # noqa: E402
-from meddap.generate import read_shards  # noqa: E402
-from meddap.merge import merge_fold  # noqa: E402
-from meddap.plan import Plan, Variant  # noqa: E402
+from meddap.data.classic import read_classic  # noqa: E402
+from meddap.data.merge import merge_fold  # noqa: E402
+from meddap.diffusion.generate import read_shards  # noqa: E402
+from meddap.runtime.atomic import write_csv  # noqa: E402
+from meddap.settings.plan import Plan, Variant  # noqa: E402
 
 plan = Plan(**snakemake.params.plan)
 variant = Variant(**snakemake.params.variant)

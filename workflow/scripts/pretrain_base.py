@@ -1,17 +1,18 @@
 """Rule pretrain_base: the small Stable Diffusion, trained on its captioned corpus, saved with save_pretrained."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.atomic import atomic_path, write_csv, write_json  # noqa: E402
-from meddap.lineage import write_lineage  # noqa: E402
-from meddap.pretraining import decontaminate, pretraining_corpus  # noqa: E402
-from meddap.settings import PHANTOM_CORPUS, library_versions  # noqa: E402
-from meddap.small_model import pretrain_small_model  # noqa: E402
-from meddap.stages import PretrainSettings  # noqa: E402
+from meddap.diffusion.pretraining import decontaminate, pretraining_corpus  # noqa: E402
+from meddap.diffusion.small_model import pretrain_small_model  # noqa: E402
+from meddap.provenance.lineage import write_lineage  # noqa: E402
+from meddap.runtime.atomic import atomic_path, write_csv, write_json  # noqa: E402
+from meddap.runtime.versions import library_versions  # noqa: E402
+from meddap.settings.choices import PHANTOM_CORPUS  # noqa: E402
+from meddap.settings.stages import PretrainSettings  # noqa: E402
 
 params = snakemake.params
 settings = PretrainSettings.from_params(params.pretraining)

@@ -1,12 +1,13 @@
 """Rule report: tables (metrics, summary with paired tests, bootstrap CIs, fidelity, robustness,
-quality, LoRA losses), figures and a self-contained HTML page in results/report/ (meddap.report.build_report)."""
+quality, LoRA losses), figures and a self-contained HTML page in results/report/
+(meddap.evidence.report.build_report)."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.report import build_report  # noqa: E402
-from meddap.stages import ContrastSettings  # noqa: E402
+from meddap.evidence.report import build_report  # noqa: E402
+from meddap.settings.stages import ContrastSettings  # noqa: E402
 
 params = snakemake.params
 text = build_report(

@@ -1,12 +1,12 @@
 """Rule simulate_pretrain_corpus: resources/phantom/pretrain-corpus/<class>/*.png (never part of the dataset)."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.atomic import atomic_path  # noqa: E402
-from meddap.phantom import device_from_config, simulate_device_dataset  # noqa: E402
-from meddap.seeding import derive_seed  # noqa: E402
+from meddap.data.phantom import device_from_config, simulate_device_dataset  # noqa: E402
+from meddap.runtime.atomic import atomic_path  # noqa: E402
+from meddap.runtime.seeding import derive_seed  # noqa: E402
 
 params = snakemake.params
 device = device_from_config(params.device_name, params.device)

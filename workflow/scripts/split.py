@@ -1,13 +1,12 @@
 """Rule split: index dataset.root into results/splits/manifest.csv (test split + folds)."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 from pathlib import Path  # noqa: E402
 
-from meddap.atomic import write_csv  # noqa: E402
-from meddap.dataset import (
+from meddap.data.dataset import (
     DROPPED,
     DatasetError,
     check_images,
@@ -16,8 +15,9 @@ from meddap.dataset import (
     list_class_images,
     make_split,
 )  # noqa: E402
-from meddap.lineage import default_cache, write_lineage  # noqa: E402
-from meddap.near_duplicates import duplicate_report, hash_images, hash_to_hex, near_duplicate_groups  # noqa: E402
+from meddap.data.near_duplicates import duplicate_report, hash_images, hash_to_hex, near_duplicate_groups  # noqa: E402
+from meddap.provenance.lineage import default_cache, write_lineage  # noqa: E402
+from meddap.runtime.atomic import write_csv  # noqa: E402
 
 params = snakemake.params
 images = list_class_images(snakemake.input[0], list(params.classes), list(params.exclude))

@@ -1,13 +1,13 @@
 """Rule synthetic_quality: Fréchet distance, precision/recall, fidelity, adjective effects, near copies."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.atomic import write_csv  # noqa: E402
-from meddap.quality import quality_report  # noqa: E402
+from meddap.evidence.quality import quality_report  # noqa: E402
+from meddap.runtime.atomic import write_csv  # noqa: E402
 
 params = snakemake.params
 tables = quality_report(

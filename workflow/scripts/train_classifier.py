@@ -1,17 +1,17 @@
 """Rule train_classifier: one (variant, architecture, fold, replicate) classifier folder."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.classifier import train_classifier  # noqa: E402
-from meddap.kinds import SYNTHETIC_SOURCE  # noqa: E402
-from meddap.merge import fold_rows  # noqa: E402
-from meddap.seeding import classifier_seed  # noqa: E402
-from meddap.settings import library_versions  # noqa: E402
-from meddap.stages import ClassifierSettings  # noqa: E402
+from meddap.classify.classifier import train_classifier  # noqa: E402
+from meddap.data.merge import fold_rows  # noqa: E402
+from meddap.runtime.seeding import classifier_seed  # noqa: E402
+from meddap.runtime.versions import library_versions  # noqa: E402
+from meddap.settings.kinds import SYNTHETIC_SOURCE  # noqa: E402
+from meddap.settings.stages import ClassifierSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
 settings = ClassifierSettings.from_params(params.classifier)

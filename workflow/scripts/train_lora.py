@@ -1,15 +1,17 @@
 """Rule train_lora: one LoRA of one generative arm (diffusers format, pytorch_lora_weights.safetensors)."""
 
-from meddap.rulescript import start
+from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from meddap.lora import train_lora  # noqa: E402
-from meddap.seeding import derive_seed  # noqa: E402
-from meddap.settings import SHARED_LORA, arm_training_rows, library_versions  # noqa: E402
-from meddap.stages import LoraSettings, RuntimeSettings  # noqa: E402
+from meddap.data.arms import arm_training_rows  # noqa: E402
+from meddap.diffusion.lora import train_lora  # noqa: E402
+from meddap.runtime.seeding import derive_seed  # noqa: E402
+from meddap.runtime.versions import library_versions  # noqa: E402
+from meddap.settings.choices import SHARED_LORA  # noqa: E402
+from meddap.settings.stages import LoraSettings, RuntimeSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
 settings = LoraSettings.from_params(params.lora)

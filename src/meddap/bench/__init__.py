@@ -8,20 +8,20 @@ original MEDDAP scripts' way, in one process, on the same weights and the same m
 Generation
   baseline  one ``StableDiffusionPipeline.__call__`` per image (prompt re-encoded every call),
             LoRA loaded with ``pipe.load_lora_weights`` and left unfused, PNDM scheduler.
-  meddap    ``meddap.generate.generate_images`` (batched, prompt encoded once, one generator per
+  meddap    ``meddap.diffusion.sampling.generate_images`` (batched, prompt encoded once, one generator per
             image) on a pipeline prepared as ``generate_shard`` does (``apply_lora`` fuses the LoRA,
             the configured scheduler, channels_last on CUDA).
 LoRA training
   baseline  the diffusers text-to-image LoRA example: every step VAE-encodes the image and
             text-encodes the prompt, batch 1, peft LoRA on the UNet attention, AdamW, MSE on the noise.
-  meddap    ``meddap.lora.train_lora`` itself (latents of both flips and the text embedding
+  meddap    ``meddap.diffusion.lora.train_lora`` itself (latents of both flips and the text embedding
             cached once, configurable batch).
 
 Classifier training (``--parts classifier``; ``meddap.bench.classifier``)
   baseline  the original MEDDAP classifier script: ImageFolder + Resize + ToTensor + Normalize,
             DataLoader(batch 32, shuffle, drop_last) with num_workers 0 (as written) and again
             with ``--classifier-workers``, fp32, Adam 1e-3, validation every epoch.
-  meddap    ``meddap.classifier.train_classifier`` itself (images on the device as uint8, batched
+  meddap    ``meddap.classify.classifier.train_classifier`` itself (images on the device as uint8, batched
             on-device augmentation, bf16 autocast + channels_last on CUDA). ``--concurrent 1,2,4``
             adds the device's rate with that many meddap jobs at once (``classifier_concurrency.csv``).
 
@@ -61,7 +61,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from meddap.atomic import write_csv, write_json  # noqa: E402
 from meddap.bench.generation import BaselineGeneration, MeddapGeneration, generation_flops  # noqa: E402
 from meddap.bench.inputs import (  # noqa: E402
     BENCH_CLASS,
@@ -74,6 +73,7 @@ from meddap.bench.inputs import (  # noqa: E402
 from meddap.bench.lora import BaselineTraining, MeddapTraining  # noqa: E402
 from meddap.bench.measure import chunks_of, interleave, matmul_tflops, split  # noqa: E402
 from meddap.bench.tables import device_name, report, with_ratio  # noqa: E402
+from meddap.runtime.atomic import write_csv, write_json  # noqa: E402
 
 
 # ---------------------------------------------------------------- command line
@@ -92,7 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pipeline", help="local diffusers SD v1.x folder; default: build the embedded small model (random weights)"
     )
     parser.add_argument(
-        "--sd15", action="store_true", help="build the SD v1.5 architecture (meddap.sd15) with random weights instead"
+        "--sd15",
+        action="store_true",
+        help="build the SD v1.5 architecture (meddap.diffusion.sd15) with random weights instead",
     )
     parser.add_argument(
         "--sd15-width-divisor",
@@ -243,10 +245,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the benchmark; returns {'generation': DataFrame|None, 'lora_training': DataFrame|None, 'info': dict}."""
-    from meddap.devices import pick_device, pick_dtype
-    from meddap.generate import image_seed
-    from meddap.prompts import build_prompt, training_prompt
-    from meddap.settings import library_versions
+    from meddap.diffusion.generate import image_seed
+    from meddap.runtime.devices import pick_device, pick_dtype
+    from meddap.runtime.versions import library_versions
+    from meddap.settings.prompts import build_prompt, training_prompt
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -287,10 +289,12 @@ def run(args: argparse.Namespace) -> dict:
             pipeline_dir = Path(args.pipeline)
             info["model"] = str(pipeline_dir)
         elif args.sd15:
-            from meddap.sd15 import build_sd15_pipeline
+            from meddap.diffusion.sd15 import build_sd15_pipeline
 
             pipeline_dir = build_sd15_pipeline(scratch / "pipeline", args.sd15_width_divisor, seed=args.seed)
-            info["model"] = f"SD v1.5 architecture (meddap.sd15, width / {args.sd15_width_divisor}), random weights"
+            info["model"] = (
+                f"SD v1.5 architecture (meddap.diffusion.sd15, width / {args.sd15_width_divisor}), random weights"
+            )
         else:
             pipeline_dir = build_embedded_pipeline(scratch / "pipeline", args.embedded_config, args.seed)
             info["model"] = "embedded small SD (config sizes, random weights)"
@@ -418,7 +422,7 @@ def run_classifier(args: argparse.Namespace, device: torch.device, scratch: Path
         images = class_images(args.classifier_data, args.classifier_images, args.seed)
         source = str(args.classifier_data)
     else:
-        from meddap.phantom import device_from_config, simulate_device_dataset
+        from meddap.data.phantom import device_from_config, simulate_device_dataset
 
         data = scratch / "phantom"
         phantom_size = int(section(args.embedded_config, "phantom").get("image_size", 128))

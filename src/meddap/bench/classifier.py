@@ -1,5 +1,5 @@
 """Classifier training benchmark: the original MEDDAP classifier script's loop against
-``meddap.classifier.train_classifier`` (runners for ``meddap.bench.measure.interleave``), and
+``meddap.classify.classifier.train_classifier`` (runners for ``meddap.bench.measure.interleave``), and
 N concurrent meddap jobs on one device (``--concurrent``).
 
 baseline  torchvision ``ImageFolder`` with ``Resize((R, R))``, ``ToTensor``, ``Normalize`` (ImageNet),
@@ -90,7 +90,7 @@ def classifier_flops(arch: str, n_classes: int, resolution: int, device: torch.d
     """FLOPs of one training image: 3 x one forward (FlopCounterMode), the usual forward+backward count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from meddap.classifier import build_classifier
+    from meddap.classify.classifier import build_classifier
 
     model = build_classifier(arch, n_classes).to(device).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -104,7 +104,7 @@ class BaselineClassifier:
     def __init__(self, args, train_root: Path, val_root: Path, device: torch.device, num_workers: int):
         from torchvision import datasets, transforms
 
-        from meddap.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier
+        from meddap.classify.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier
 
         self.device, self.num_workers = device, num_workers
         self.batch_size = args.classifier_batch_size
@@ -174,7 +174,7 @@ class MeddapClassifier(StampedCall):
         super().__init__()
         import pandas as pd
 
-        from meddap.stages import ClassifierSettings
+        from meddap.settings.stages import ClassifierSettings
 
         self.args, self.device, self.out_dir = args, device, out_dir
         self.batch_size = args.classifier_batch_size
@@ -198,7 +198,7 @@ class MeddapClassifier(StampedCall):
     def timed(self, epochs: int) -> tuple[float, float]:
         import dataclasses
 
-        from meddap.classifier import train_classifier
+        from meddap.classify.classifier import train_classifier
 
         warmup, stamps = self.args.classifier_warmup, []
         start = time.perf_counter()
@@ -275,7 +275,7 @@ def _job(spec_path: str, out_dir: str) -> None:
     args = argparse.Namespace(**spec["args"])
     if args.threads:
         torch.set_num_threads(args.threads)
-    from meddap.devices import pick_device
+    from meddap.runtime.devices import pick_device
 
     device = pick_device(args.device)
     runner = MeddapClassifier(

@@ -2,8 +2,8 @@
 
     python -m meddap.bench.conversion [--width-divisor 1] [--workdir DIR]
 
-Builds a random-weight SD v1.5 pipeline (``meddap.sd15``), writes it as one original-layout
-``.safetensors`` file, converts that with ``meddap.base_models.convert_single_file`` (what rule
+Builds a random-weight SD v1.5 pipeline (``meddap.diffusion.sd15``), writes it as one original-layout
+``.safetensors`` file, converts that with ``meddap.diffusion.base_models.convert_single_file`` (what rule
 ``convert_base_model`` runs) and prints the seconds of each step, the peak memory and whether
 every UNet, VAE and text-encoder tensor came back bit for bit.
 """
@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from meddap.base_models import convert_single_file
     from meddap.bench.tables import device_name
-    from meddap.sd15 import build_sd15_pipeline, write_single_file
+    from meddap.diffusion.base_models import convert_single_file
+    from meddap.diffusion.sd15 import build_sd15_pipeline, write_single_file
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         root = Path(scratch)

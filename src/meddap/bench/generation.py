@@ -1,5 +1,5 @@
 """Generation benchmark: the original scripts' one pipeline call per image against
-``meddap.generate.generate_images`` (runners for ``meddap.bench.measure.interleave``)."""
+``meddap.diffusion.sampling.generate_images`` (runners for ``meddap.bench.measure.interleave``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class BaselineGeneration:
     def __init__(self, args, pipeline_dir, lora_dir, prompt, device, dtype):
         from diffusers import PNDMScheduler
 
-        from meddap.base_models import load_pipeline
+        from meddap.diffusion.base_models import load_pipeline
 
         self.args, self.prompt, self.device = args, prompt, device
         self.pipe = load_pipeline(pipeline_dir, device, dtype)
@@ -60,12 +60,12 @@ class BaselineGeneration:
 
 
 class MeddapGeneration:
-    """meddap.generate.generate_images on a pipeline set up as generate_shard sets it up."""
+    """meddap.diffusion.sampling.generate_images on a pipeline set up as generate_shard sets it up."""
 
     def __init__(self, args, pipeline_dir, lora_dir, prompt, device, dtype, batch_size: int):
-        from meddap.base_models import load_pipeline
-        from meddap.generate import prepare_for_generation, set_scheduler
-        from meddap.lora import apply_lora
+        from meddap.diffusion.base_models import load_pipeline
+        from meddap.diffusion.lora import apply_lora
+        from meddap.diffusion.sampling import prepare_for_generation, set_scheduler
 
         self.args, self.prompt, self.device, self.batch_size = args, prompt, device, batch_size
         self.scheduler = args.scheduler
@@ -73,7 +73,7 @@ class MeddapGeneration:
             f"generate_images batch {batch_size}, fused LoRA (apply_lora), prompt encoded once, "
             f"guidance_reference={args.guidance_reference}"
         )
-        # The set-up of meddap.generate.generate_shard (kept in step with it).
+        # The set-up of meddap.diffusion.generate.generate_shard (kept in step with it).
         self.pipeline = load_pipeline(pipeline_dir, device, dtype)
         self.reference_unet = copy.deepcopy(self.pipeline.unet) if args.guidance_reference == "base" else None
         apply_lora(self.pipeline, lora_dir, args.lora_scale)
@@ -86,7 +86,7 @@ class MeddapGeneration:
         self.counter = SampleCounter() if self.compiled else SampleCounter(self.pipeline.unet, self.reference_unet)
 
     def _generate(self, seeds: list[int], steps: int):
-        from meddap.generate import generate_images
+        from meddap.diffusion.sampling import generate_images
 
         return generate_images(
             self.pipeline,
@@ -122,8 +122,8 @@ class MeddapGeneration:
 
 
 def generation_flops(pipeline_dir, args, device, dtype) -> int:
-    from meddap.base_models import load_pipeline
-    from meddap.denoising import encode_text
+    from meddap.diffusion.base_models import load_pipeline
+    from meddap.diffusion.denoising import encode_text
 
     pipe = load_pipeline(pipeline_dir, device, dtype)
     embeds = encode_text(pipe.tokenizer, pipe.text_encoder, [""], device)

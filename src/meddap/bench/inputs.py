@@ -34,9 +34,9 @@ def build_embedded_pipeline(out_dir: Path, config: dict, seed: int) -> Path:
     """The embedded small SD of the config's size, random weights, saved with save_pretrained."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    from meddap.denoising import SD_SCHEDULE
-    from meddap.prompts import prompt_words
-    from meddap.small_model import SmallModelSpec, build_small_components
+    from meddap.diffusion.denoising import SD_SCHEDULE
+    from meddap.diffusion.small_model import SmallModelSpec, build_small_components
+    from meddap.settings.prompts import prompt_words
 
     pretrain = section(config, "base_model", "pretrain")
     spec = SmallModelSpec.from_config(
@@ -60,8 +60,8 @@ def build_embedded_pipeline(out_dir: Path, config: dict, seed: int) -> Path:
 
 
 def make_training_images(out_dir: Path, n: int, seed: int, image_size: int) -> list[str]:
-    """``n`` simulated breast-ultrasound images of one class (meddap.phantom)."""
-    from meddap.phantom import device_from_config, simulate_device_dataset
+    """``n`` simulated breast-ultrasound images of one class (meddap.data.phantom)."""
+    from meddap.data.phantom import device_from_config, simulate_device_dataset
 
     records = simulate_device_dataset(
         out_dir, device_from_config("linear-L12", None), {BENCH_CLASS: n}, seed, image_size, progress=False
@@ -73,7 +73,7 @@ def untrained_lora(pipeline_dir: Path, out_dir: Path, rank: int, alpha: float, t
     """A freshly initialised LoRA (for --skip-training): speed does not depend on its values."""
     from diffusers import UNet2DConditionModel
 
-    from meddap.lora import add_lora, save_lora
+    from meddap.diffusion.lora import add_lora, save_lora
 
     unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
     add_lora(unet, rank, alpha, targets)

@@ -1,4 +1,4 @@
-"""LoRA training benchmark: the diffusers text-to-image LoRA example against ``meddap.lora.train_lora``
+"""LoRA training benchmark: the diffusers text-to-image LoRA example against ``meddap.diffusion.lora.train_lora``
 (runners for ``meddap.bench.measure.interleave``)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class BaselineTraining:
         from PIL import Image
         from torchvision import transforms
 
-        from meddap.base_models import load_pipeline
+        from meddap.diffusion.base_models import load_pipeline
 
         self.args, self.prompt, self.device, self.dtype, self.out_dir = args, prompt, device, dtype, out_dir
         self.pipe = load_pipeline(pipeline_dir, device, dtype)
@@ -114,7 +114,7 @@ class BaselineTraining:
 
 
 class MeddapTraining(StampedCall):
-    """meddap.lora.train_lora itself (one call per round: load, cache latents + text, warm-up, steps)."""
+    """meddap.diffusion.lora.train_lora itself (one call per round: load, cache latents + text, warm-up, steps)."""
 
     def __init__(self, args, pipeline_dir, image_paths, prompt, device, out_dir):
         super().__init__()
@@ -124,8 +124,8 @@ class MeddapTraining(StampedCall):
         self.how = f"train_lora: latents (both flips) + text embedding cached once, batch {self.batch_size}"
 
     def timed(self, steps: int) -> tuple[float, float]:
-        from meddap.lora import train_lora
-        from meddap.stages import LoraSettings, RuntimeSettings
+        from meddap.diffusion.lora import train_lora
+        from meddap.settings.stages import LoraSettings, RuntimeSettings
 
         # stamps[0]: the start of train_lora's loop; stamps[k]: the end of step k (after its loss.item()).
         warmup, stamps = self.args.lora_warmup, []
