@@ -19,8 +19,8 @@ help:
 	@echo "make run    run the whole workflow (snakemake --cores all) on config/config.yaml"
 	@echo "make test   run the tests"
 	@echo "make test-slurm  the SLURM test (a one-node cluster it starts; root; slow)"
-	@echo "make lint   snakemake --lint, snakefmt --check, ruff check and ruff format --check"
-	@echo "make config-table  rewrite README.md's config-key table from workflow/schemas/config.schema.yaml"
+	@echo "make lint   snakemake --lint, snakefmt --check, ruff check, ruff format --check and lint-imports"
+	@echo "make config-table  rewrite config/README.md's config-key table from workflow/schemas/config.schema.yaml"
 	@echo "make dag    redraw docs/rulegraph.svg"
 	@echo "make check-results       check the default run's quality floors"
 	@echo "make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"
@@ -50,10 +50,11 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/ruff check src workflow/scripts tests
 	$(BIN)/ruff format --check src workflow/scripts tests
+	$(BIN)/lint-imports --no-cache
 
-# README.md's config-key table is generated from the schema (tests/test_schema_docs.py checks it).
+# config/README.md's config-key table is generated from the schema (tests/test_schema_docs.py checks it).
 config-table: $(STAMP)
-	$(BIN)/python -m meddap.config.schema_docs --schema workflow/schemas/config.schema.yaml --readme README.md
+	$(BIN)/python -m meddap.config.schema_docs --schema workflow/schemas/config.schema.yaml --markdown config/README.md
 
 check-results: $(STAMP)
 	$(BIN)/python -m meddap.evidence.check

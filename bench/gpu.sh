@@ -13,7 +13,7 @@
 # CLASSIFIER_ARCHS, CLASSIFIER_RES, CLASSIFIER_IMAGES (per class), CLASSIFIER_EPOCHS, CONCURRENT override.
 #
 # Where diffusers is missing (a bare CUDA image), the wheels in .whl/ are installed to /tmp/site
-# (see README, "Benchmark"). Figures go to OUT_DIR/{eager,compiled}/ (and OUT_DIR/eager<B>/ for
+# (see docs/benchmarks.md). Figures go to OUT_DIR/{eager,compiled}/ (and OUT_DIR/eager<B>/ for
 # EXTRA_BATCH=B: eager generation at another batch size), the GPU, versions and progress to OUT_DIR/bench.log.
 set -euo pipefail
 out=${1:-results/bench/gpu}

@@ -156,10 +156,10 @@ def test_cli_unknown_device_and_bad_config(capsys, tmp_path):
     assert "classifier.epochs: 'ten' is not of type 'integer'" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_readme_shows_the_commands_output(capsys, tmp_path, monkeypatch, busi_root):
-    """README's "Cost plan" block is what the command prints for busi.yaml on the BUSI set and the H100."""
+def test_usage_doc_shows_the_commands_output(capsys, tmp_path, monkeypatch, busi_root):
+    """docs/usage.md's "Cost plan" block is what the command prints for busi.yaml on the BUSI set and the H100."""
     (tmp_path / "config").symlink_to(REPO / "config")
     (tmp_path / "busi-here.yaml").write_text(yaml.safe_dump({"dataset": {"root": str(busi_root)}}))
     monkeypatch.chdir(tmp_path)
     assert main(["plan", "--configfile", "config/busi.yaml", "busi-here.yaml", "--device", "nvidia-h100"]) == 0
-    assert capsys.readouterr().out.strip() in (REPO / "README.md").read_text()
+    assert capsys.readouterr().out.strip() in (REPO / "docs" / "usage.md").read_text()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from meddap.classify.evaluate import classification_metrics
-from meddap.evidence.report import class_fidelity, collect_metrics, of_kind, read_evaluations
+from meddap.evidence.collect import class_fidelity, collect_metrics, of_kind, read_evaluations
 from meddap.evidence.stats import summarise
 from meddap.settings.kinds import SYNTHETIC, TestSet, TestSetKind, unseen_test_set
 from meddap.settings.plan import Plan

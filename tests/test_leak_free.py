@@ -11,7 +11,7 @@ from meddap.audit.leaks import AcceptedLeaks, AuditError, audit_classifiers, fai
 from meddap.data.arms import arm_training_rows
 from meddap.diffusion.adjectives import OPERATIONS, apply_adjective, caption_adjectives, taught_adjectives
 from meddap.evidence.quality import EXPECTATIONS, image_measures
-from meddap.evidence.report import leakage_notes, readable_summary
+from meddap.evidence.summary import leakage_notes, readable_summary
 from meddap.provenance.lineage import write_lineage
 
 

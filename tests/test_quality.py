@@ -7,15 +7,12 @@ import torch
 from PIL import Image
 
 from meddap.classify.classifier import IMAGENET_MEAN, IMAGENET_STD, build_classifier, load_classifier, normalise
+from meddap.evidence.features import extract_features, frechet_distance, head_module, precision_recall_knn
 from meddap.evidence.quality import (
     adjective_effect,
     class_fidelity,
-    extract_features,
-    frechet_distance,
-    head_module,
     image_measures,
     nearest_training_copies,
-    precision_recall_knn,
     synthetic_quality,
 )
 

@@ -16,7 +16,7 @@ from scipy.stats import ttest_rel
 
 from meddap.classify.predict import ensemble_members
 from meddap.classify.robustness import robustness_summary
-from meddap.evidence.report import class_fidelity, collect_metrics
+from meddap.evidence.collect import class_fidelity, collect_metrics
 from meddap.evidence.stats import summarise
 from meddap.runtime.seeding import classifier_seed, derive_seed
 

@@ -214,7 +214,8 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
 def test_report_draws_lora_loss_curves_and_validation_images_per_class_and_arm(tmp_path):
     from meddap.diffusion.lora import TrainingHistory
     from meddap.evidence import figures
-    from meddap.evidence.report import lora_loss_summary, read_lora_histories, readable_summary
+    from meddap.evidence.collect import lora_loss_summary, read_lora_histories
+    from meddap.evidence.summary import readable_summary
 
     prompts = {
         "an ultrasound photo of benign tumor in breast": "benign",

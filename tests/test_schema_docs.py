@@ -1,5 +1,7 @@
-"""The config schema documents every key, its defaults are the paper's protocol, and README.md's
+"""The config schema documents every key, its defaults are the paper's protocol, and config/README.md's
 config-key table is the one generated from it (python -m meddap.config.schema_docs, make config-table)."""
+
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,10 +23,11 @@ def test_every_schema_key_has_a_description():
     assert not missing, f"keys without a description in {SCHEMA.relative_to(REPO)}: {', '.join(missing)}"
 
 
-def test_readme_config_table_is_the_generated_one():
-    readme = (REPO / "README.md").read_text()
-    expected = schema_docs.with_table(readme, schema_docs.config_table(schema_docs.load(SCHEMA)))
-    assert readme == expected, "README.md's config table differs from the schema: run make config-table"
+def test_config_readme_table_is_the_generated_one():
+    markdown = (REPO / "config" / "README.md").read_text()
+    expected = schema_docs.with_table(markdown, schema_docs.config_table(schema_docs.load(SCHEMA)))
+    assert markdown == expected, "config/README.md's config table differs from the schema: run make config-table"
+    assert schema_docs.MARKDOWN == Path("config/README.md")  # what make config-table rewrites by default
 
 
 def _leaves(config: dict, prefix: str = ""):
@@ -71,7 +74,7 @@ def test_keys_walks_nested_objects_and_array_items():
 def test_the_check_fails_on_a_stale_table_and_the_rewrite_fixes_it(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{schema_docs.START}\n| stale |\n{schema_docs.END}\n\nafter\n")
-    args = ["--schema", str(SCHEMA), "--readme", str(readme)]
+    args = ["--schema", str(SCHEMA), "--markdown", str(readme)]
     assert schema_docs.main([*args, "--check"]) == 1
     assert schema_docs.main(args) == 0
     assert schema_docs.main([*args, "--check"]) == 0

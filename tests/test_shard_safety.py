@@ -58,7 +58,7 @@ def test_a_lora_for_another_base_model_is_named_with_the_command_that_retrains_i
 
 @pytest.mark.slow
 def test_regenerating_a_shard_with_a_truncated_lora_keeps_the_shard_and_names_the_fix(tiny_run, tmp_path):
-    """The README's `make regenerate-shard` command after the shard's LoRA file was truncated:
+    """docs/usage.md's `make regenerate-shard` command after the shard's LoRA file was truncated:
     it fails, naming the file and the command that retrains it, and the shard is untouched."""
     run = tmp_path / "run"  # a copy (Snakemake's metadata and the files' times kept): tiny_run is shared
     shutil.copytree(

@@ -5,15 +5,13 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel, wilcoxon
 
-from meddap.evidence.stats import (
+from meddap.classify.metrics import (
     align_predictions,
-    classic_partners,
     expected_calibration_error,
-    paired_test,
     predictions_arrays,
     sensitivity_at_specificity,
-    summarise,
 )
+from meddap.evidence.stats import classic_partners, paired_test, summarise
 
 ORIGINAL = [0.70, 0.72, 0.74, 0.71, 0.69, 0.73]
 BRIGHT = [0.76, 0.78, 0.77, 0.77, 0.74, 0.80]  # consistently better than original
@@ -151,7 +149,7 @@ def _labels(n, accuracy, seed):
 
 def test_bootstrap_metrics_agree_with_evaluate():
     from meddap.classify.evaluate import classification_metrics
-    from meddap.evidence.stats import group_bootstrap_ci
+    from meddap.evidence.bootstrap import group_bootstrap_ci
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 3, 60)
@@ -367,7 +365,7 @@ def _grouped_set(n=40, seed=4):
 
 
 def test_group_bootstrap_counts_a_duplicated_image_once():
-    from meddap.evidence.stats import group_bootstrap_ci, group_bootstrap_difference_ci
+    from meddap.evidence.bootstrap import group_bootstrap_ci, group_bootstrap_difference_ci
 
     y, good, bad = _grouped_set()
     groups = [f"g{i}" for i in range(len(y))]
@@ -400,7 +398,7 @@ def _macro_f1(y, proba):
 
 
 def test_group_bootstrap_ungrouped_images_and_fallback():
-    from meddap.evidence.stats import group_bootstrap_ci, group_codes
+    from meddap.evidence.bootstrap import group_bootstrap_ci, group_codes
 
     assert group_codes(["a", None, "a", math.nan, "b"], 5).tolist() == [0, 2, 0, 3, 1]
     assert group_codes(None, 3).tolist() == [0, 1, 2]
@@ -418,7 +416,7 @@ def test_group_bootstrap_ungrouped_images_and_fallback():
 
 
 def test_group_bootstrap_table_pairs_variants_by_path():
-    from meddap.evidence.stats import group_bootstrap_table
+    from meddap.evidence.bootstrap import group_bootstrap_table
 
     y, good, bad = _grouped_set(30)
     classes = ["benign", "malignant", "normal"]
@@ -463,7 +461,7 @@ def test_group_bootstrap_table_pairs_variants_by_path():
 
 
 def test_threshold_is_fixed_on_validation_not_on_test():
-    from meddap.evidence.stats import sensitivity_at_validation_specificity, validation_threshold
+    from meddap.classify.metrics import sensitivity_at_validation_specificity, validation_threshold
 
     val_negatives = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     val_positives = [0.97, 0.85, 0.6, 0.3]

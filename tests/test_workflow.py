@@ -329,7 +329,7 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     shard = "results/synthetic/fold0/benign/bright/shard000"
     before = sorted((tiny_run / shard).glob("*.png"))
     before_bytes = [p.read_bytes() for p in before]
-    # The documented command (README, `make regenerate-shard`): regenerate one shard only.
+    # The documented command (docs/usage.md, `make regenerate-shard`): regenerate one shard only.
     regenerate = snakemake(tiny_run, "--cores", "2", "--forcerun", shard, "--until", shard)
     # its LoRA and base model are checked first (tests/test_shard_safety.py: a bad one keeps the shard)
     assert planned_jobs(regenerate.stdout + regenerate.stderr) == {"check_generation_inputs": 1, "generate_shard": 1}

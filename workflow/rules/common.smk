@@ -46,15 +46,15 @@ def require_meddap(version):
 WORKFLOW_VERSION = workflow_version()
 require_meddap(WORKFLOW_VERSION)
 
-from meddap.diffusion.base_models import HUB, SINGLE_FILE  # noqa: E402
-from meddap.data.dataset import DatasetError, dataset_state  # noqa: E402
-from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE  # noqa: E402
-from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache  # noqa: E402
-from meddap.settings.kinds import SYNTHETIC, TestSetKind  # noqa: E402
-from meddap.settings.plan import CLASSIC, ORIGINAL  # noqa: E402
-from meddap.settings.prompts import prompt_words  # noqa: E402
-from meddap.settings.choices import PHANTOM_CORPUS  # noqa: E402
-from meddap.config.resolve import ConfigError, resolve  # noqa: E402
+from meddap.config.resolve import ConfigError, resolve
+from meddap.data.dataset import DatasetError, dataset_state
+from meddap.diffusion.base_models import HUB, SINGLE_FILE
+from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache
+from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE
+from meddap.settings.choices import PHANTOM_CORPUS
+from meddap.settings.kinds import SYNTHETIC, TestSetKind
+from meddap.settings.plan import CLASSIC, ORIGINAL
+from meddap.settings.prompts import prompt_words
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:

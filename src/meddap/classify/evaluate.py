@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from meddap.evidence.stats import expected_calibration_error, validation_threshold
+from meddap.classify.metrics import expected_calibration_error, validation_threshold
 from meddap.settings.kinds import TestSet, TestSetKind
 from meddap.settings.stages import EvaluationSettings
 

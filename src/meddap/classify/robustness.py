@@ -369,8 +369,8 @@ def robustness_summary(errors: pd.DataFrame, reference: str = "original") -> pd.
     (``evaluate_corruptions`` output plus the classifier's keys), the clean error as corruption
     "clean", severity 0. The reference is the ``reference`` variant's classifier of the same
     arch and fold. A final corruption "mean" row per classifier averages nBE and rBE over the
-    corruptions (MedMNIST-C's summary); feed the result to ``meddap.evidence.stats.summarise`` after
-    melting for fold statistics. A fold's replicates (column ``replicate``, optional) are averaged
+    corruptions (MedMNIST-C's summary); melted, the result feeds the evidence stage's ``summarise``
+    for fold statistics. A fold's replicates (column ``replicate``, optional) are averaged
     per severity before nBE and rBE, as the statistics average them within the fold;
     ``n_replicates`` says how many there were.
     """

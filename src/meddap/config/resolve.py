@@ -1,7 +1,7 @@
 """Resolve a schema-validated config into what the DAG needs: classes, counts, plan, test sets.
 
-Checks that JSON Schema cannot express live here, each failing with a message that names the
-config key and what to do.
+Checks that JSON Schema cannot express live here and in ``meddap.config.checks``, each failing
+with a ``ConfigError`` whose message names the config key and what to do.
 """
 
 from __future__ import annotations
@@ -11,6 +11,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meddap.config.checks import (
+    ConfigError,
+    check_job_limit,
+    check_seed,
+    check_template,
+    check_unique,
+    check_unseen_is_apart,
+)
 from meddap.data.arms import arm_for_fold
 from meddap.data.dataset import list_class_images, split_counts
 from meddap.diffusion.base_models import (
@@ -45,10 +53,6 @@ from meddap.settings.stages import (
     RuntimeSettings,
     SamplingSettings,
 )
-
-
-class ConfigError(ValueError):
-    """The config is invalid; the message names the key."""
 
 
 @dataclass
@@ -167,57 +171,6 @@ class Settings:
 
 
 PHANTOM_DIR = "resources/phantom"  # simulate_phantom writes <device>/ here
-SEED_RANGE = (0, 2**32 - 1)  # numpy's and torch's generators take seeds in this range
-TEMPLATE_FIELDS = {"article", "adjective", "subject", "cls"}
-
-
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise ConfigError(f"seed: {seed!r} must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
-
-
-def _check_template(template: str, adjectives: list[str]) -> None:
-    """prompts.template: only the known fields, and {adjective} when adjectives are to tell shards apart."""
-    import string
-
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as error:
-        raise ConfigError(f"prompts.template {template!r} is not a valid template ({error})") from None
-    unknown = sorted(fields - TEMPLATE_FIELDS)
-    if unknown:
-        raise ConfigError(
-            f"prompts.template: unknown field(s) {unknown}; use {{article}}, {{adjective}}, {{subject}} or {{cls}}"
-        )
-    if "adjective" not in fields and len(set(adjectives)) > 1:
-        raise ConfigError(
-            f"prompts.template has no {{adjective}} but generation.adjectives has {len(set(adjectives))}: "
-            "every adjective's shards would get the same prompt; add {adjective} to the template"
-        )
-
-
-def _check_unique(key: str, values: list) -> None:
-    repeated = sorted({str(v) for v in values if values.count(v) > 1})
-    if repeated:
-        raise ConfigError(f"{key}: {repeated} listed more than once; list each once")
-
-
-def _check_unseen_is_apart(name: str, root: Path, dataset_images: set[Path]) -> None:
-    """An unseen set must not hold the dataset's own files (a folder or a CSV of paths)."""
-    import pandas as pd
-
-    from meddap.data.images import IMAGE_EXTENSIONS
-
-    if root.is_dir():
-        files = {p.resolve() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
-    else:
-        files = {Path(p).resolve() for p in pd.read_csv(root)["path"]} if root.suffix == ".csv" else set()
-    shared = files & dataset_images
-    if shared:
-        raise ConfigError(
-            f"unseen set {name!r} ({root}) holds {len(shared)} image(s) of dataset.root, e.g. {sorted(shared)[0]}; "
-            "an unseen set must come from elsewhere (another device or site)"
-        )
 
 
 def _csv_rows(path: Path) -> int:
@@ -230,11 +183,11 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
     """``check_base_model`` False: a base_model.path that is not at hand is taken for what its name
     says (a cost plan before the model is downloaded, ``meddap plan``)."""
     dataset, phantom = config["dataset"], config["phantom"]
-    _check_seed(config["seed"])
-    _check_unique("dataset.classes", list(dataset["classes"] or []))
-    _check_unique("classifier.architectures", list(config["classifier"]["architectures"]))
-    _check_unique("generation.adjectives", list(config["generation"]["adjectives"]))
-    _check_template(config["prompts"]["template"], list(config["generation"]["adjectives"]))
+    check_seed(config["seed"])
+    check_unique("dataset.classes", list(dataset["classes"] or []))
+    check_unique("classifier.architectures", list(config["classifier"]["architectures"]))
+    check_unique("generation.adjectives", list(config["generation"]["adjectives"]))
+    check_template(config["prompts"]["template"], list(config["generation"]["adjectives"]))
     # The base model first: a wrong path should not wait for a dataset scan.
     base = config["base_model"]
     try:
@@ -338,7 +291,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
         unseen[entry["name"]] = entry["root"]
         root = Path(entry["root"])
         if not phantom["enabled"] and root.exists():
-            _check_unseen_is_apart(entry["name"], root, dataset_images)
+            check_unseen_is_apart(entry["name"], root, dataset_images)
         if root.is_file() and root.suffix.lower() == ".csv" and _csv_rows(root) == 0:
             raise ConfigError(
                 f"unseen set {entry['name']!r}: {root} lists no images (a header only); fill it or remove the entry"
@@ -390,7 +343,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
         warnings=_untaught_adjectives(plan.adjectives, pretraining),
         phantom_devices=_phantom_devices(dataset["root"], unseen) if phantom["enabled"] else [],
     )
-    _check_job_limit(settings, config["limits"]["max_jobs"])
+    check_job_limit(settings.jobs_per_rule(), config["limits"]["max_jobs"])
     return settings
 
 
@@ -401,18 +354,6 @@ def _phantom_devices(root: str, unseen: dict[str, str]) -> list[str]:
     return sorted(
         folder.name for folder in folders if folder.parent == Path(PHANTOM_DIR) and folder.name != "pretrain-corpus"
     )
-
-
-def _check_job_limit(settings: Settings, limit: int) -> None:
-    jobs = settings.jobs_per_rule()
-    total = sum(jobs.values())
-    if total > limit:
-        raise ConfigError(
-            f"the config plans {total:,} jobs ({jobs.get('generate_shard', 0):,} shards, "
-            f"{jobs.get('train_classifier', 0):,} classifier trainings), more than limits.max_jobs ({limit:,}); "
-            "lower generation.ratios, adjectives, architectures, classifier.replicates or dataset.folds, "
-            "raise generation.shard_size, or raise the limit (`meddap plan` shows every rule's jobs)"
-        )
 
 
 def _primary_contrast(evaluation: dict, plan: Plan, unseen: dict[str, str]) -> ContrastSettings:

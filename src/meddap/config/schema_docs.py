@@ -1,10 +1,10 @@
-"""The README's config-key table, generated from the config schema.
+"""config/README.md's config-key table, generated from the config schema.
 
-    python -m meddap.config.schema_docs            # rewrite README.md's table from the schema (make config-table)
-    python -m meddap.config.schema_docs --check    # exit 1 when README.md's table is not the schema's
+    python -m meddap.config.schema_docs            # rewrite config/README.md's table (make config-table)
+    python -m meddap.config.schema_docs --check    # exit 1 when config/README.md's table is not the schema's
 
-Run from the repository root, or pass --schema and --readme. The table sits between the marker
-comments ``<!-- config-table:start -->`` and ``<!-- config-table:end -->``.
+Run from the repository root, or pass --schema and --markdown. The table sits between the marker
+comments ``<!-- config-table:start -->`` and ``<!-- config-table:end -->`` of the Markdown file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from meddap.runtime.markdown import table
 
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
-README = Path("README.md")
+MARKDOWN = Path("config/README.md")
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
 COLUMNS = ["key", "type", "default", "description"]
@@ -130,11 +130,11 @@ def config_table(schema: dict) -> list[str]:
     return table(COLUMNS, rows)
 
 
-def with_table(readme: str, lines: list[str]) -> str:
-    """The README text with the part between the markers replaced by the table."""
-    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
-        raise ValueError(f"the README needs one {START} line followed by one {END} line")
-    head, rest = readme.split(START)
+def with_table(markdown: str, lines: list[str]) -> str:
+    """The Markdown text with the part between the markers replaced by the table."""
+    if markdown.count(START) != 1 or markdown.count(END) != 1 or markdown.index(START) > markdown.index(END):
+        raise ValueError(f"the Markdown file needs one {START} line followed by one {END} line")
+    head, rest = markdown.split(START)
     _, tail = rest.split(END)
     return head + START + "\n" + "\n".join(lines) + "\n" + END + tail
 
@@ -142,24 +142,25 @@ def with_table(readme: str, lines: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m meddap.config.schema_docs", description=__doc__.splitlines()[0])
     parser.add_argument("--schema", default=str(SCHEMA), help="the config schema (default: %(default)s)")
-    parser.add_argument("--readme", default=str(README), help="the README to update (default: %(default)s)")
-    parser.add_argument("--check", action="store_true", help="only check the README's table; exit 1 if it differs")
+    parser.add_argument("--markdown", default=str(MARKDOWN), help="the Markdown file to update (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="only check the file's table; exit 1 if it differs")
     args = parser.parse_args(argv)
     schema = load(args.schema)
     missing = missing_descriptions(schema)
     if missing:
         print(f"{args.schema}: keys without a description: {', '.join(missing)}", file=sys.stderr)
         return 1
-    readme = Path(args.readme).read_text()
-    updated = with_table(readme, config_table(schema))
+    markdown = Path(args.markdown).read_text()
+    updated = with_table(markdown, config_table(schema))
     if args.check:
-        if updated != readme:
-            print(f"{args.readme}: the config table differs from {args.schema}; run make config-table", file=sys.stderr)
+        if updated != markdown:
+            message = f"{args.markdown}: the config table differs from {args.schema}; run make config-table"
+            print(message, file=sys.stderr)
             return 1
         return 0
-    if updated != readme:
-        Path(args.readme).write_text(updated)
-        print(f"{args.readme}: config table rewritten from {args.schema}")
+    if updated != markdown:
+        Path(args.markdown).write_text(updated)
+        print(f"{args.markdown}: config table rewritten from {args.schema}")
     return 0
 
 

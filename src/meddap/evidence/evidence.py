@@ -1,8 +1,9 @@
 """What the report states before and beside its tables, so a reviewer's questions are answered:
 the declared primary contrast in one sentence per architecture, multiplicity-adjusted p-values,
 group-bootstrap intervals, the expansion ratio each fold's classifiers really saw, the make-up of
-every test set, and a pooled relative robustness. The statistics are ``meddap.evidence.stats``'s and
-``meddap.classify.robustness``'s; this module picks their inputs from the run and words the results.
+every test set, and a pooled relative robustness. The statistics are ``meddap.evidence.stats``'s,
+``meddap.evidence.bootstrap``'s and ``meddap.classify.robustness``'s; this module picks their inputs
+from the run and words the results.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ METRIC_LABELS = {
 
 def primary_contrast_table(metrics: pd.DataFrame, contrast: ContrastSettings) -> pd.DataFrame:
     """``meddap.evidence.stats.primary_contrast`` of the declared contrast on the run's metrics (long form,
-    ``meddap.evidence.report.collect_metrics``), one row and sentence per architecture."""
+    ``meddap.evidence.collect.collect_metrics``), one row and sentence per architecture."""
     from meddap.evidence.stats import primary_contrast
 
     return primary_contrast(
@@ -70,11 +71,11 @@ def adjust_summary(summary: pd.DataFrame, method: str) -> pd.DataFrame:
 def group_bootstrap(
     records: Sequence[dict], partners: dict[str, str], original: str | None, n_resamples: int, seed: int
 ) -> pd.DataFrame:
-    """Group-bootstrap intervals (``meddap.evidence.stats.group_bootstrap_table``) per (architecture, test
+    """Group-bootstrap intervals (``meddap.evidence.bootstrap.group_bootstrap_table``) per (architecture, test
     set): each variant's fold-mean macro-F1 and its paired Δ vs original and vs its classic
     partner, resampling near-duplicate groups (the ``group`` column of the predictions; images of
     an unseen set are their own groups)."""
-    from meddap.evidence.stats import group_bootstrap_table
+    from meddap.evidence.bootstrap import group_bootstrap_table
 
     tables: dict[tuple[str, str], dict[str, list[pd.DataFrame]]] = {}
     for record in records:

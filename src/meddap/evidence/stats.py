@@ -1,34 +1,32 @@
-"""Statistics over evaluation results: fold summaries with paired tests, bootstrap CIs, calibration.
+"""Statistics over evaluation results between folds: fold summaries with paired tests, p-value
+adjustment, and the declared primary contrast.
 
 Two sources of uncertainty, kept apart on purpose:
 
-* between folds (``summarise``): each fold is a different training set and classifier, so the
-  spread over folds is the variability of the *training procedure*; the paired tests compare two
-  variants fold by fold (same validation split, same test set). A fold's replicates (classifiers
-  of other seeds, ``classifier.replicates``) share its data and are not independent: they are
-  averaged within (variant, arch, test set, fold) first, so the pairs are the folds.
-* between test images (``group_bootstrap_ci``, ``group_bootstrap_difference_ci``): the
-  variability of the *test-set estimate* of trained classifiers; resampling the same
-  near-duplicate groups (not single images: a scan and its near-copies are one observation) for
-  two variants gives a paired CI of their difference (``group_bootstrap_table``, BCa).
+* between folds (``summarise``, here): each fold is a different training set and classifier, so
+  the spread over folds is the variability of the *training procedure*; the paired tests compare
+  two variants fold by fold (same validation split, same test set). A fold's replicates
+  (classifiers of other seeds, ``classifier.replicates``) share its data and are not independent:
+  they are averaged within (variant, arch, test set, fold) first, so the pairs are the folds.
+* between test images (``meddap.evidence.bootstrap``): the variability of the *test-set estimate*
+  of trained classifiers, resampling near-duplicate groups (not single images: a scan and its
+  near-copies are one observation).
 
 On top: ``adjust_pvalues``/``adjust_comparisons`` (Holm, Benjamini-Hochberg) for the many
-comparisons, ``primary_contrast`` for the one comparison declared in advance (replicates averaged
-within folds), and ``sensitivity_at_validation_specificity`` for an operating point fixed on the
-validation fold rather than on the test set.
+comparisons and ``primary_contrast`` for the one comparison declared in advance (replicates
+averaged within folds). Per-prediction metrics, calibration and operating points (e.g.
+``sensitivity_at_validation_specificity``) are ``meddap.classify.metrics``'s.
 
-Inputs are the project's tables: the long-form ``results/report/metrics.csv`` (columns variant,
-family, ratio, arch, fold, test_set, metric, value and optionally replicate, adjective,
-test_set_kind) and
-the per-classifier ``predictions.csv`` (path, class, predicted, prob_<class>...). A variant's
-family and ratio are data the plan wrote; variant names are labels only, never parsed.
+Input is the project's long-form ``results/report/metrics.csv`` (columns variant, family, ratio,
+arch, fold, test_set, metric, value and optionally replicate, adjective, test_set_kind). A
+variant's family and ratio are data the plan wrote; variant names are labels only, never parsed.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -147,7 +145,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
     ``metrics``: long form, one row per (variant, arch, fold[, replicate], test_set, metric) with
     ``value`` and
-    the variant's ``family`` and ``ratio`` (as ``meddap.evidence.report.collect_metrics`` writes it; extra
+    the variant's ``family`` and ``ratio`` (as ``meddap.evidence.collect.collect_metrics`` writes it; extra
     columns such as adjective and test_set_kind are carried through). Baselines, paired on the
     shared folds of the same arch and test set, found by family and ratio (``classic_partners``):
 
@@ -212,161 +210,6 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
             row.update({f"{name}_vs_{suffix}": value for name, value in result.items()})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- per-image metrics
-
-
-def predictions_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(true class indices, probabilities (N, C), class names) from a ``predictions.csv`` table.
-
-    Classes are the ``prob_<class>`` columns in file order (the classifier's class order).
-    """
-    columns = [c for c in predictions.columns if c.startswith("prob_")]
-    classes = [c[len("prob_") :] for c in columns]
-    unknown = sorted(set(predictions["class"]) - set(classes))
-    if unknown:
-        raise ValueError(f"predictions hold classes {unknown} that have no prob_ column")
-    index = {name: i for i, name in enumerate(classes)}
-    return np.array([index[c] for c in predictions["class"]], dtype=int), predictions[columns].to_numpy(float), classes
-
-
-def align_predictions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Two predictions tables restricted to their shared images, in the same row order (by path)."""
-    if a["path"].duplicated().any() or b["path"].duplicated().any():
-        raise ValueError("a predictions table lists an image twice; cannot pair by path")
-    shared = a[a["path"].isin(set(b["path"]))]["path"]
-    a2, b2 = a.set_index("path").loc[shared].reset_index(), b.set_index("path").loc[shared].reset_index()
-    if not (a2["class"].to_numpy() == b2["class"].to_numpy()).all():
-        raise ValueError("the two predictions tables disagree on the true class of some images")
-    return a2, b2
-
-
-def _labels(pred: np.ndarray) -> np.ndarray:
-    return pred.argmax(1) if pred.ndim == 2 else pred
-
-
-def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
-
-
-def _recalls_and_f1(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class recall and F1 over the classes present in ``y_true`` (as meddap.classify.evaluate)."""
-    n = int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1
-    cm = _confusion(y_true, y_pred, n)
-    present = np.flatnonzero(cm.sum(1) > 0)
-    tp = np.diag(cm)[present].astype(float)
-    support, predicted = cm.sum(1)[present], cm.sum(0)[present]
-    recall = tp / support
-    denom = support + predicted
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    return recall, f1
-
-
-def _balanced_accuracy(y_true: np.ndarray, pred: np.ndarray) -> float:
-    return float(_recalls_and_f1(y_true, _labels(pred))[0].mean())
-
-
-def _macro_f1(y_true: np.ndarray, pred: np.ndarray) -> float:
-    return float(_recalls_and_f1(y_true, _labels(pred))[1].mean())
-
-
-def _accuracy(y_true: np.ndarray, pred: np.ndarray) -> float:
-    return float((y_true == _labels(pred)).mean())
-
-
-def _macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """One-vs-rest AUROC averaged over classes with positives and negatives (as meddap.classify.evaluate)."""
-    from sklearn.metrics import roc_auc_score
-
-    if proba.ndim != 2:
-        raise ValueError("macro_auroc needs probabilities of shape (N, C)")
-    aucs = [
-        roc_auc_score(y_true == i, proba[:, i]) for i in range(proba.shape[1]) if 0 < (y_true == i).sum() < len(y_true)
-    ]
-    return float(np.mean(aucs)) if aucs else math.nan
-
-
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": _accuracy,
-    "balanced_accuracy": _balanced_accuracy,
-    "balanced_error": lambda y, p: 1.0 - _balanced_accuracy(y, p),
-    "macro_f1": _macro_f1,
-    "macro_auroc": _macro_auroc,
-}
-
-
-def _metric(metric: str | Callable) -> Callable[[np.ndarray, np.ndarray], float]:
-    if callable(metric):
-        return metric
-    if metric not in METRICS:
-        raise ValueError(
-            f"unknown metric {metric!r}; choose one of {sorted(METRICS)} or pass a function (y_true, pred) -> float"
-        )
-    return METRICS[metric]
-
-
-def _check(y_true, *preds) -> tuple[np.ndarray, list[np.ndarray]]:
-    y = np.asarray(y_true)
-    arrays = [np.asarray(p) for p in preds]
-    for p in arrays:
-        if len(p) != len(y):
-            raise ValueError(f"{len(y)} labels but {len(p)} predictions")
-    if len(y) == 0:
-        raise ValueError("no test images to bootstrap")
-    return y, arrays
-
-
-def expected_calibration_error(y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15) -> float:
-    """Top-label ECE: sum over equal-width confidence bins of (n_b / N) |accuracy_b - confidence_b|.
-
-    Confidence is the largest class probability, correctness whether its class is the true one.
-    Bins are (k/n_bins, (k+1)/n_bins], the first one also holding confidence 0 (Guo et al. 2017).
-    """
-    y = np.asarray(y_true)
-    proba = np.asarray(proba, float)
-    if proba.ndim != 2 or len(proba) != len(y):
-        raise ValueError("proba must have shape (N, C) with one row per label")
-    if len(y) == 0:
-        return math.nan
-    confidence = proba.max(1)
-    correct = (proba.argmax(1) == y).astype(float)
-    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for k in range(n_bins):
-        inside = bins == k
-        if inside.any():
-            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(ece)
-
-
-def sensitivity_at_specificity(
-    y_true_binary: Sequence[bool], score: Sequence[float], specificity: float = 0.9
-) -> float:
-    """Best sensitivity among the ROC's achievable thresholds with specificity >= ``specificity``.
-
-    Exact and conservative: no interpolation between ROC points, so the value is attained by a
-    real threshold on these images (sklearn ``roc_curve`` with ``drop_intermediate=False``).
-    E.g. malignant vs rest: ``y_true_binary = class == "malignant"``, ``score = prob_malignant``.
-    NaN when either class is absent.
-    """
-    from sklearn.metrics import roc_curve
-
-    y = np.asarray(y_true_binary).astype(bool)
-    s = np.asarray(score, float)
-    if y.all() or not y.any():
-        return math.nan
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    allowed = fpr <= (1.0 - specificity) + 1e-12
-    return float(tpr[allowed].max())
-
-
-def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
-    valid = values[~np.isnan(values)]
-    if not len(valid):
-        return math.nan, math.nan
-    low, high = np.percentile(valid, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
 
 
 # --------------------------------------------------------------------------- multiplicity
@@ -596,265 +439,3 @@ def primary_contrast(
             }
         )
     return pd.DataFrame(out)
-
-
-# --------------------------------------------------------------------------- group bootstrap
-
-
-def group_codes(groups: Sequence | None, n: int) -> np.ndarray:
-    """Group index (0..G-1, in order of first appearance) of each of ``n`` images.
-
-    Images without a group (None, NaN, or ``groups`` None) are each their own group.
-    """
-    if groups is None:
-        return np.arange(n)
-    codes, _ = pd.factorize(pd.Series(list(groups), dtype=object))
-    if len(codes) != n:
-        raise ValueError(f"{n} images but {len(codes)} group labels")
-    alone = codes < 0
-    codes[alone] = codes.max(initial=-1) + 1 + np.arange(int(alone.sum()))
-    return codes
-
-
-def _as_list(preds) -> list[np.ndarray]:
-    """One classifier's predictions (an array) or several (a list or tuple of arrays)."""
-    return [np.asarray(p) for p in preds] if isinstance(preds, (list, tuple)) else [np.asarray(preds)]
-
-
-def _group_bootstrap(
-    statistic: Callable[[np.ndarray], float],
-    codes: np.ndarray,
-    n_resamples: int,
-    seed: int,
-    alpha: float,
-    method: str,
-) -> dict:
-    """CI of ``statistic(image indices)`` resampling whole groups (``scipy.stats.bootstrap``).
-
-    A resample draws G groups with replacement and keeps every image of each drawn group as many
-    times as it was drawn. BCa's bias and acceleration need a finite statistic on every resample
-    and a non-degenerate distribution; when scipy cannot compute it, the percentile interval of
-    the same resamples is returned and ``reason`` says why.
-    """
-    from scipy.stats import bootstrap
-
-    n_groups, n = int(codes.max(initial=-1)) + 1, len(codes)
-    out = {"estimate": statistic(np.arange(n)), "low": math.nan, "high": math.nan, "method": method, "reason": ""}
-    out.update(n_images=n, n_groups=n_groups, n_resamples=n_resamples, alpha=alpha)
-    if n_groups < 2:
-        out.update(method="", reason="fewer than 2 groups: nothing to resample")
-        return out
-
-    def resampled(sample: np.ndarray) -> float:
-        drawn = np.bincount(sample, minlength=n_groups)
-        return statistic(np.repeat(np.arange(n), drawn[codes]))
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = bootstrap(
-            (np.arange(n_groups),),
-            resampled,
-            n_resamples=n_resamples,
-            vectorized=False,
-            confidence_level=1 - alpha,
-            method=method,
-            rng=np.random.default_rng(seed),
-        )
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    distribution = np.asarray(result.bootstrap_distribution, float)
-    if math.isfinite(low) and math.isfinite(high):
-        out.update(low=low, high=high)
-        return out
-    if method.lower() != "bca":
-        out["reason"] = f"{method} interval not computable"
-        return out
-    if np.isnan(distribution).any():
-        reason = f"metric undefined on {int(np.isnan(distribution).sum())} resamples"
-    elif np.ptp(distribution) == 0:
-        reason = "degenerate: every resample gives the same value"
-    else:
-        messages = "; ".join(sorted({str(w.message).split(".")[0] for w in caught}))
-        reason = f"BCa not computable ({messages})" if messages else "BCa not computable"
-    out.update(method="percentile", reason=reason + "; percentile interval instead")
-    out["low"], out["high"] = _percentiles(distribution, alpha)
-    return out
-
-
-def group_bootstrap_ci(
-    y_true: Sequence[int],
-    preds: np.ndarray | Sequence[np.ndarray],
-    groups: Sequence | None = None,
-    metric: str | Callable = "macro_f1",
-    n_resamples: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    method: str = "BCa",
-) -> dict:
-    """Bootstrap CI of a metric over test images, resampling near-duplicate GROUPS, not images.
-
-    Near-duplicates of one scan are not independent test cases: resampling them one by one
-    counts them as separate evidence and narrows the interval. ``groups``: one label per image
-    (e.g. the manifest's ``group``); images without one are their own group. ``preds``: one
-    classifier's predictions (N,) or probabilities (N, C), or a list of several (folds,
-    replicates) scored on the same resampled images, whose mean metric is bootstrapped.
-    Returns {estimate, low, high, method (BCa, or percentile with a reason), reason, n_images,
-    n_groups, n_resamples, alpha}.
-    """
-    fn = _metric(metric)
-    y, arrays = _check(y_true, *_as_list(preds))
-    codes = group_codes(groups, len(y))
-    return _group_bootstrap(lambda index: _mean_metric(fn, y, arrays, index), codes, n_resamples, seed, alpha, method)
-
-
-def group_bootstrap_difference_ci(
-    y_true: Sequence[int],
-    preds_a: np.ndarray | Sequence[np.ndarray],
-    preds_b: np.ndarray | Sequence[np.ndarray],
-    groups: Sequence | None = None,
-    metric: str | Callable = "macro_f1",
-    n_resamples: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    method: str = "BCa",
-) -> dict:
-    """Paired group-bootstrap CI of metric(a) - metric(b): both scored on the same resampled groups.
-
-    As ``group_bootstrap_ci``; ``preds_a``/``preds_b`` are one classifier each or lists (their
-    mean metrics are compared), e.g. a variant's folds against the original's folds.
-    """
-    fn = _metric(metric)
-    a, b = _as_list(preds_a), _as_list(preds_b)
-    y, arrays = _check(y_true, *a, *b)
-    codes = group_codes(groups, len(y))
-
-    def statistic(index: np.ndarray) -> float:
-        return _mean_metric(fn, y, arrays[: len(a)], index) - _mean_metric(fn, y, arrays[len(a) :], index)
-
-    return _group_bootstrap(statistic, codes, n_resamples, seed, alpha, method)
-
-
-def _mean_metric(fn: Callable, y: np.ndarray, arrays: list[np.ndarray], index: np.ndarray) -> float:
-    try:
-        values = [fn(y[index], pred[index]) for pred in arrays]
-    except ValueError:
-        return math.nan  # e.g. AUROC of a resample with a single class
-    return float(np.mean(values))
-
-
-def group_bootstrap_table(
-    predictions: dict[str, pd.DataFrame | Sequence[pd.DataFrame]],
-    metric: str | Callable = "macro_f1",
-    original: str | None = None,
-    partners: dict[str, str] | None = None,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Group-bootstrap CIs on one test set: each variant's metric, and its paired Δ vs original and classic.
-
-    ``predictions``: variant -> its ``predictions.csv`` table(s) on this test set (several: its
-    folds or replicates, whose mean metric is used), with a ``group`` column (images without
-    one, or tables without it, are their own group). ``original``: the original variant's name;
-    ``partners``: variant -> its classic partner (``classic_partners``). Tables are paired by
-    image path. Long form, one row per (variant, comparison): comparison ``metric`` (baseline
-    empty), ``vs_original`` or ``vs_classic``; with estimate, low, high, method, reason,
-    n_images, n_groups, n_classifiers.
-    """
-    tables = {name: list(t) if isinstance(t, (list, tuple)) else [t] for name, t in predictions.items()}
-    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
-    rows = []
-    for variant, frames in tables.items():
-        comparisons = [("metric", "")]
-        if original is not None and original in tables and variant != original:
-            comparisons.append(("vs_original", original))
-        if partners and partners.get(variant) in tables:
-            comparisons.append(("vs_classic", partners[variant]))
-        for comparison, baseline in comparisons:
-            both = [*frames, *(tables[baseline] if baseline else [])]
-            shared = set.intersection(*(set(t["path"]) for t in both))
-            paths = [p for p in dict.fromkeys(both[0]["path"]) if p in shared]
-            if not paths:
-                continue
-            aligned = [t.drop_duplicates("path").set_index("path").loc[paths].reset_index() for t in both]
-            y, _, _ = predictions_arrays(aligned[0])
-            probas = [predictions_arrays(t)[1] for t in aligned]
-            groups = aligned[0]["group"] if "group" in aligned[0] else None
-            if baseline:
-                result = group_bootstrap_difference_ci(
-                    y, probas[: len(frames)], probas[len(frames) :], groups, metric, n_resamples, seed, alpha
-                )
-            else:
-                result = group_bootstrap_ci(y, probas, groups, metric, n_resamples, seed, alpha)
-            rows.append(
-                {
-                    "variant": variant,
-                    "comparison": comparison,
-                    "baseline": baseline,
-                    "metric": name,
-                    "n_classifiers": len(frames),
-                    **result,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- operating point on validation
-
-
-def validation_threshold(y_true_binary: Sequence[bool], score: Sequence[float], specificity: float = 0.9) -> float:
-    """The lowest score threshold whose specificity on these images is at least ``specificity``.
-
-    Decision rule: positive when score >= threshold. Candidates are the observed scores and +inf
-    (nothing positive); the lowest one allowed gives the highest sensitivity. NaN when either
-    class is absent.
-    """
-    y = np.asarray(y_true_binary).astype(bool)
-    s = np.asarray(score, float)
-    if len(y) != len(s):
-        raise ValueError(f"{len(y)} labels but {len(s)} scores")
-    if y.all() or not y.any():
-        return math.nan
-    negatives = np.sort(s[~y])
-    candidates = np.r_[np.unique(s), np.inf]
-    specificities = np.searchsorted(negatives, candidates, side="left") / len(negatives)
-    return float(candidates[np.argmax(specificities >= specificity - 1e-12)])
-
-
-def sensitivity_at_validation_specificity(
-    val_y: Sequence[bool],
-    val_score: Sequence[float],
-    test_y: Sequence[bool],
-    test_score: Sequence[float],
-    specificity: float = 0.9,
-) -> dict:
-    """Test sensitivity and specificity at a threshold fixed on the VALIDATION fold's predictions.
-
-    ``sensitivity_at_specificity`` on the test set picks its threshold on the test labels (an
-    oracle operating point, optimistic); a deployed model's threshold is set beforehand, here on
-    the fold's validation images, and the test set then says what it achieves (its specificity
-    may miss the target). E.g. malignant vs rest: ``*_y = class == "malignant"``,
-    ``*_score = prob_malignant``. Returns threshold, validation_sensitivity,
-    validation_specificity, test_sensitivity, test_specificity (NaN where a class is absent).
-    """
-    val_y, val_score = np.asarray(val_y).astype(bool), np.asarray(val_score, float)
-    test_y, test_score = np.asarray(test_y).astype(bool), np.asarray(test_score, float)
-    if len(test_y) != len(test_score):
-        raise ValueError(f"{len(test_y)} test labels but {len(test_score)} scores")
-    threshold = validation_threshold(val_y, val_score, specificity)
-
-    def rates(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-        if math.isnan(threshold):
-            return math.nan, math.nan
-        positive = s >= threshold
-        sensitivity = float(positive[y].mean()) if y.any() else math.nan
-        return sensitivity, float((~positive[~y]).mean()) if (~y).any() else math.nan
-
-    val_sens, val_spec = rates(val_y, val_score)
-    test_sens, test_spec = rates(test_y, test_score)
-    return {
-        "threshold": threshold,
-        "validation_sensitivity": val_sens,
-        "validation_specificity": val_spec,
-        "test_sensitivity": test_sens,
-        "test_specificity": test_spec,
-    }
