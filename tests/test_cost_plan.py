@@ -46,7 +46,7 @@ def busi_overlay(tmp_path, busi_root) -> Path:
 def test_tiny_jobs_per_rule_equal_the_dry_run(tmp_path):
     plan = make_plan([DEFAULT, TINY])
     assert plan.jobs == dry_run_jobs(tmp_path, (DEFAULT, TINY))
-    assert sum(plan.jobs.values()) == 71
+    assert sum(plan.jobs.values()) == 72
 
 
 def test_busi_jobs_per_rule_equal_the_dry_run(tmp_path, busi_overlay):
@@ -136,7 +136,7 @@ def test_cli_prints_jobs_total_and_unknown_parts(capsys, busi_overlay):
     assert main(["plan", "--configfile", str(BUSI_CONFIG), str(busi_overlay), "--device", "nvidia-h100"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^  train_classifier\s+1,665$", out, flags=re.MULTILINE)
-    assert re.search(r"^  total\s+4,948$", out, flags=re.MULTILINE)
+    assert re.search(r"^  total\s+4,949$", out, flags=re.MULTILINE)
     assert "total: 2.10 device-hours measured (LoRA training, LoRA validation images, generation)" in out
     assert "not measured on nvidia-h100: classifier training, densenet121" in out
 

@@ -26,7 +26,7 @@ from conftest import DEFAULT, REPO, TINY, snakemake, snakemake_command
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-GPU_RULES = ("pretrain_base", "train_lora", "generate_shard", "train_classifier")
+GPU_RULES = ("pretrain_base", "train_lora", "generate_shard", "train_classifier", "realism")
 # The shipped groups (generation, evaluation), sized so that two group jobs share the test node's
 # 2 CPUs: the SLURM plugin runs a group job's components one after the other (`--jobs 1`).
 TEST_GROUP_COMPONENTS = {"generation": 6, "evaluation": 4}
@@ -245,6 +245,7 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
         "index_test_set",
         "index_synthetic",
         "synthetic_quality",
+        "realism",
         "audit",
         "report",
     }

@@ -291,6 +291,7 @@ AFTER_SPLIT = {
     "evaluate",
     "index_synthetic",
     "synthetic_quality",
+    "realism",
     "audit",
     "report",
     "all",

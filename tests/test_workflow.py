@@ -30,6 +30,7 @@ ALL_RULES = {
     "index_test_set",
     "index_synthetic",
     "synthetic_quality",
+    "realism",
     "audit",
     "report",
     "all",
@@ -65,6 +66,7 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     assert jobs["simulate_phantom"] == 3
     assert jobs["evaluate"] == n_variants * n_arch * folds  # one job per classifier: every test set + robustness
     assert jobs["synthetic_quality"] == n_arch
+    assert jobs["realism"] == 1  # every arm, class and architecture's judges in one job
     assert jobs.get("augment_classic", 0) == (folds if "classic" in families else 0)
 
 
@@ -346,6 +348,7 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
         "evaluate": 2,  # bright_x1 fold 0 + original fold 0 (its synthetic test set changed)
         "index_synthetic": 1,
         "synthetic_quality": 1,  # quality of all synthetic images
+        "realism": 1,  # and their realism
         "audit": 1,
         "report": 1,
         "all": 1,
@@ -413,6 +416,7 @@ AFTER_SHARDS = {
     "train_classifier": 4,
     "evaluate": 6,
     "synthetic_quality": 1,
+    "realism": 1,
     "audit": 1,
     "report": 1,
     "all": 1,
@@ -439,12 +443,20 @@ AFTER_SHARDS = {
         (
             {"classifier": {"lr": 2.0e-3}},
             {"train_classifier"},
-            {"train_classifier": 8, "evaluate": 8, "synthetic_quality": 1, "audit": 1, "report": 1, "all": 1},
+            {
+                "train_classifier": 8,
+                "evaluate": 8,
+                "synthetic_quality": 1,
+                "realism": 1,  # the original classifiers are its judges
+                "audit": 1,
+                "report": 1,
+                "all": 1,
+            },
             None,
         ),
         ({"evaluation": {"specificity": 0.8}}, {"evaluate"}, {"evaluate": 8, "report": 1, "all": 1}, None),
         # More replicates add classifiers (and their evaluations) beside the existing ones: nothing reruns,
-        # and synthetic_quality keeps its replicate-0 judges.
+        # and synthetic_quality and realism keep their replicate-0 judges.
         (
             {"classifier": {"replicates": 2}},
             set(),
@@ -488,8 +500,8 @@ def test_adding_an_adjective_generates_its_shards_without_retraining_the_base_mo
     dry = snakemake(settled_run, "-n", configs=(DEFAULT, TINY, config))
     output = dry.stdout + dry.stderr
     planned = planned_jobs(output)
-    # Only synthetic_quality's params name the new shards (it reads every shard of every arm).
-    assert params_changed(output) == {"synthetic_quality"}
+    # Only synthetic_quality's and realism's params name the new shards (they read every shard of every arm).
+    assert params_changed(output) == {"synthetic_quality", "realism"}
     assert "pretrain_base" not in planned and "train_lora" not in planned
     assert planned["generate_shard"] == 6  # 2 folds x 3 classes x 1 shard of "dark"
     assert "generation.adjectives ['dark']: not taught" in output

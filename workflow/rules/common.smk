@@ -283,6 +283,7 @@ def report_outputs():
         "results/report/fidelity.csv",
         "results/report/robustness.csv",
         "results/report/quality.csv",
+        "results/report/realism.csv",
         "results/report/summary.md",
         "results/report/index.html",
     ]

@@ -12,6 +12,9 @@ rule report:
         near_copies=expand(
             "results/quality/{arch}/near_copies.csv", arch=SETTINGS.architectures
         ),
+        realism_autoencoder="results/realism/autoencoder.csv",
+        realism_two_sample="results/realism/two_sample.csv",
+        realism_figures=expand("results/realism/{cls}.png", cls=SETTINGS.classes),
         manifest=MANIFEST,
         near_duplicates="results/splits/near_duplicates.csv",
         audit_summary="results/audit/summary.csv",
@@ -39,6 +42,9 @@ rule report:
         quality="results/report/quality.csv",
         adjective_effect="results/report/adjective_effect.csv",
         near_copies="results/report/near_copies.csv",
+        realism="results/report/realism.csv",
+        realism_tests="results/report/realism_tests.csv",
+        autoencoder="results/report/autoencoder.csv",
         runtimes="results/report/runtimes.csv",
         readable=report(
             "results/report/summary.md",

@@ -163,6 +163,7 @@ class Settings:
             "train_classifier": trainings,
             "evaluate": trainings,
             "synthetic_quality": len(self.architectures),
+            "realism": 1,
             "audit": 1,
             "report": 1,
             "all": 1,

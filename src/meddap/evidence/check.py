@@ -77,7 +77,8 @@ def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[st
         print(
             f"{verdict}: class fidelity {row['arch']} {row['class']}: median over folds "
             f"{row['fidelity_median']:.3f} (folds {row['fidelity_folds']}; mean {row['fidelity_mean']:.3f} ± "
-            f"{row['fidelity_std']:.3f}) over {row['n_images']} images (floor {min_fidelity})"
+            f"{row['fidelity_std']:.3f}; single judges {row.get('fidelity_judge_min', float('nan')):.2f} to "
+            f"{row.get('fidelity_judge_max', float('nan')):.2f}) over {row['n_images']} images (floor {min_fidelity})"
         )
         if verdict == "FAIL":
             failures.append(f"fidelity of {row['class']}: median {row['fidelity_median']:.3f} < {min_fidelity}")

@@ -84,7 +84,9 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     set. One row per (arch, class, adjective) with mean, std and median over folds and each fold's
     value (``fidelity_folds``, in fold order), plus 'all' adjectives;
     a fold's value is the mean over its replicates (they are not independent of each other), and
-    ``n_replicates`` says how many there were (the fewest of any fold).
+    ``n_replicates`` says how many there were (the fewest of any fold). A fold's replicates are its
+    judge ensemble, whose fidelity is the mean of its members'; ``fidelity_judge_min``/``_max`` are
+    the range over every single judge (fold and replicate), ``n_judges`` their number.
     """
     columns = [
         "arch",
@@ -97,6 +99,9 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
         "n_images",
         "n_folds",
         "n_replicates",
+        "fidelity_judge_min",
+        "fidelity_judge_max",
+        "n_judges",
     ]
     frames = []
     for record in prediction_files:
@@ -129,7 +134,11 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
             n_replicates=("replicates", "min"),
         )
     )
-    return out.reset_index()[columns]
+    # Every judge (a fold's replicate) on its own: the ensemble above is their mean; this is their range.
+    judges = per_replicate.groupby(["arch", "class", "adjective"])["mean"].agg(
+        fidelity_judge_min="min", fidelity_judge_max="max", n_judges="size"
+    )
+    return out.join(judges).reset_index()[columns]
 
 
 def read_lora_histories(

@@ -165,6 +165,32 @@ def plot_image_grid(
     _save(fig, target)
 
 
+def plot_realism_examples(
+    cls: str, real: np.ndarray, reconstructed: np.ndarray, synthetic: np.ndarray, target: str | Path, size: int = 128
+) -> None:
+    """One class: real training images, their VAE reconstructions and synthetic images, one row each,
+    every tile shown at the same size (nearest-neighbour, so no resampling hides or adds blur)."""
+    from PIL import Image
+
+    plt = _pyplot()
+    rows = [("real", real), ("VAE reconstruction", reconstructed), ("synthetic images", synthetic)]
+    columns = max(1, max(len(images) for _, images in rows))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.6 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                tile = Image.fromarray(np.asarray(images[c], np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+                ax.imshow(np.asarray(tile))
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle(f"{cls}: real, its autoencoder round trip, synthetic (same size)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, target)
+
+
 def _natural(names) -> list[str]:
     """fold2 before fold10."""
     return sorted(set(names), key=lambda name: (len(str(name)), str(name)))

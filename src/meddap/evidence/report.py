@@ -20,7 +20,8 @@ from meddap.evidence.collect import (
     read_lora_histories,
     read_robustness,
 )
-from meddap.evidence.summary import leakage_notes, near_duplicate_note, readable_summary
+from meddap.evidence.realism import realism_by_class
+from meddap.evidence.summary import leakage_notes, near_duplicate_note, readable_summary, realism_lines
 from meddap.settings.kinds import TestSetKind
 from meddap.settings.stages import ContrastSettings
 
@@ -85,6 +86,9 @@ def build_report(
     expansion = evidence.expansion(
         {(d["variant"], int(d["fold"])): path for d, path in zip(datasets or [], getattr(inputs, "datasets", []))}
     )
+    realism_tests = pd.read_csv(inputs.realism_two_sample) if hasattr(inputs, "realism_two_sample") else pd.DataFrame()
+    autoencoder = pd.read_csv(inputs.realism_autoencoder) if hasattr(inputs, "realism_autoencoder") else pd.DataFrame()
+    realism = realism_by_class(autoencoder, realism_tests)
     quality_tables = {}
     for name in ("quality", "adjective_effect", "near_copies"):
         frames = [pd.read_csv(path).assign(arch=Path(path).parent.name) for path in getattr(inputs, name)]
@@ -106,6 +110,9 @@ def build_report(
     write_csv(out.quality, quality_tables["quality"])
     write_csv(out.adjective_effect, quality_tables["adjective_effect"])
     write_csv(out.near_copies, quality_tables["near_copies"])
+    for name, table in (("realism", realism), ("realism_tests", realism_tests), ("autoencoder", autoencoder)):
+        if hasattr(out, name):
+            write_csv(getattr(out, name), table)
 
     # Figures: scores, robustness curves, confusion matrices, image grid, run times.
     figures.plot_variant_scores(summary, "macro_f1", out.fig_scores)
@@ -146,7 +153,7 @@ def build_report(
         near_duplicates=duplicates_note,
         preface=preface,
         lora_losses=lora_summary,
-        opening=evidence.primary_contrast_lines(primary, contrast),
+        opening=[*evidence.primary_contrast_lines(primary, contrast), *realism_lines(realism)],
         evidence=evidence.evidence_lines(composition, expansion, pooled, contrast.p_adjust),
     )
     write_text(out.readable, text)
@@ -196,6 +203,12 @@ def build_report(
                 "Real training images next to synthetic images of each adjective.",
                 [out.fig_grid],
                 [],
+            ),
+            (
+                "How real the synthetic images are",
+                " ".join(realism_lines(realism)[3:]).replace("`", "").replace("**", ""),
+                list(getattr(inputs, "realism_figures", [])),
+                [realism, autoencoder, realism_tests],
             ),
             (
                 "Scores",

@@ -200,17 +200,20 @@ def readable_summary(
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
         f"Share of each class's synthetic images that the `original` classifier assigns to the intended "
-        f"class (chance: {chance:.2f}); mean ± std over folds (a fold: the mean of its replicates)."
+        f"class (chance: {chance:.2f}); mean ± std over folds (a fold: the mean of its replicates, its judge "
+        "ensemble), and the range over every single judge (fold and replicate)."
     )
     lines.append("")
     lines += _markdown_table(
-        ["arch", "class", "adjective", "fidelity", "images"],
+        ["arch", "class", "adjective", "fidelity", "judges' range", "judges", "images"],
         [
             [
                 row.arch,
                 row["class"],
                 row.adjective,
                 f"{_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)}",
+                f"{_fmt(row.get('fidelity_judge_min'), 2)}–{_fmt(row.get('fidelity_judge_max'), 2)}",
+                row.get("n_judges", "n/a"),
                 row.n_images,
             ]
             for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows()
@@ -271,3 +274,29 @@ def readable_summary(
             ],
         )
     return "\n".join(lines) + "\n"
+
+
+def realism_lines(realism: pd.DataFrame) -> list[str]:
+    """The opening's lines on realism: per class, how well a classifier tells synthetic from real
+    images (AUROC, 0.5 = cannot) and what bounds it (the autoencoder's own round trip)."""
+    if realism is None or realism.empty:
+        return []
+    lines = [
+        "",
+        "## How real the synthetic images are",
+        "",
+        "AUROC of a classifier telling an arm's synthetic images from its training originals (5-fold "
+        "cross-validated, equal numbers; 0.5: it cannot, 1.0: always). The base model's autoencoder bounds "
+        "them: no synthetic image is sharper than the originals' own round trip through it (PSNR, SSIM and "
+        "the same test real vs reconstructed). Tables: `realism.csv`, `realism_tests.csv`, `autoencoder.csv`.",
+        "",
+    ]
+    for _, row in realism.iterrows():
+        judge = "" if pd.isna(row.auroc_judge) else f", judge-feature probe {_fmt(row.auroc_judge, 2)}"
+        lines.append(
+            f"- **{row['class']}**: real vs synthetic AUROC {_fmt(row.auroc_synthetic, 2)} (image statistics; "
+            f"arms {_fmt(row.auroc_synthetic_min, 2)}–{_fmt(row.auroc_synthetic_max, 2)}){judge}; bounded by the "
+            f"autoencoder: real vs its reconstruction {_fmt(row.auroc_reconstruction, 2)}, "
+            f"PSNR {_fmt(row.psnr, 1)} dB, SSIM {_fmt(row.ssim, 2)}."
+        )
+    return lines

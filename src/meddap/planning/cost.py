@@ -34,6 +34,7 @@ BOOKKEEPING_RULES = (
     "augment_classic",
     "merge_dataset",
     "synthetic_quality",
+    "realism",
     "audit",
     "report",
 )
