@@ -39,6 +39,12 @@ from conftest import DEFAULT, snakemake
         ({"generation": {"ratios": [1000000]}}, "limits.max_synthetic_images"),
         ({"limits": {"max_jobs": 20}}, "more than limits.max_jobs (20)"),
         ({"resources": {"gpu_slots": {"classifier": 0}}}, "gpu_slots"),
+        # Hardening, round three.
+        ({"generation": {"ratios": [1, 1.0000001]}}, "generation.ratios: [1, 1.0000001] all name the variants *_x1"),
+        (
+            {"evaluation": {"primary_contrast": {"variant": "bright_x9"}}},
+            "evaluation.primary_contrast.variant 'bright_x9'",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, override, expected):

@@ -41,7 +41,7 @@ from meddap.settings.kinds import (
     TestSetKind,
     unseen_test_set,
 )
-from meddap.settings.plan import ADJECTIVE, CLASSIC, MIXED, ORIGINAL, Plan
+from meddap.settings.plan import ADJECTIVE, CLASSIC, MIXED, ORIGINAL, Plan, ratio_label
 from meddap.settings.prompts import NO_ADJECTIVE
 from meddap.settings.stages import (
     ClassifierSettings,
@@ -259,6 +259,16 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
     for ratio in generation["ratios"]:
         if not (ratio > 0 and math.isfinite(ratio)):
             raise ConfigError(f"generation.ratios: {ratio!r} must be a positive number")
+    # Variants are named by their ratio's label (x1, x0.5): two ratios with one label would be one variant.
+    labels: dict[str, list] = {}
+    for ratio in generation["ratios"]:
+        labels.setdefault(ratio_label(ratio), []).append(ratio)
+    for label, same in labels.items():
+        if len(same) > 1:
+            raise ConfigError(
+                f"generation.ratios: {same} all name the variants *_{label}; list each ratio once "
+                "(ratios are told apart by their shortest decimal form)"
+            )
     plan = Plan(
         classes=classes,
         train_counts=fold_train_counts,
@@ -367,6 +377,11 @@ def _primary_contrast(evaluation: dict, plan: Plan, unseen: dict[str, str]) -> C
         mixed = [v for v in synthetic if v.kind == MIXED]
         preferred = [v for v in mixed if v.ratio == 1.0] or mixed or synthetic
         contrast = dataclasses.replace(contrast, variant=preferred[0].name if preferred else ORIGINAL)
+    if contrast.variant not in variants:  # before its ratio is looked up for the default baseline
+        raise ConfigError(
+            f"evaluation.primary_contrast.variant {contrast.variant!r} is not a planned variant {variants}; "
+            "name one of them (generation.ratios and variant_families decide which exist)"
+        )
     if contrast.baseline is None:
         ratio = plan.variant(contrast.variant).ratio
         classic = [v.name for v in plan.variants() if v.kind == CLASSIC and v.ratio == ratio]
