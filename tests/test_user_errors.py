@@ -292,3 +292,59 @@ def test_image_decoding(tmp_path, case):
         read.get(case, lambda: load_rgb(bomb))()
     message = str(caught.value)
     assert str(bomb) in message and "Downscale" in message and "\n" not in message, message
+
+
+# --------------------------------------------------------------- no command writes over a user's file
+
+
+def small_dataset(root: Path) -> Path:
+    for cls in ("benign", "normal"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(root / cls / f"{cls} ({i}).png")
+    return root
+
+
+def test_init_never_writes_over_a_study_config_or_into_its_data(tmp_path, capsys):
+    data = small_dataset(tmp_path / "my data")
+    study = tmp_path / "study.yaml"
+    study.write_text("# my edited study\n")
+    assert main(["init", "--data", str(data), "--out", str(study)]) == 2
+    assert "give --overwrite" in one_error_line(capsys) and study.read_text() == "# my edited study\n"
+    image = data / "benign" / "benign (1).png"
+    before = image.read_bytes()
+    assert main(["init", "--data", str(data), "--out", str(image), "--overwrite"]) == 2
+    line = one_error_line(capsys)
+    assert f"inside --data {data}" in line and image.read_bytes() == before
+    assert main(["init", "--data", str(data), "--out", str(study), "--overwrite"]) == 0
+    assert "data:" in study.read_text() or "dataset:" in study.read_text()
+    # The printed next command runs as shown: a path with spaces is quoted.
+    spaced = tmp_path / "my study (v2).yaml"
+    assert main(["init", "--data", str(data), "--out", str(spaced)]) == 0
+    assert f"--configfile '{spaced}'" in capsys.readouterr().out
+
+
+def test_predict_never_writes_over_its_images_or_model(classifier_dir, tmp_path, capsys):
+    folder = copy_classifier(classifier_dir, tmp_path)
+    images = small_dataset(tmp_path / "images")
+    target = images / "normal" / "normal (0).png"
+    before = target.read_bytes()
+    for out in (target, folder / "model.json"):
+        args = ["predict", "--model", str(folder), "--images", str(images), "--out", str(out), "--device", "cpu"]
+        assert main([*args, "--overwrite"]) == 2
+        assert "meddap never writes into its inputs" in one_error_line(capsys)
+    assert target.read_bytes() == before
+    out = tmp_path / "predictions.csv"
+    out.write_text("earlier\n")
+    base = ["predict", "--model", str(folder), "--images", str(images), "--device", "cpu"]
+    assert main([*base, "--out", str(out)]) == 2
+    assert f"--out {out} exists" in one_error_line(capsys) and out.read_text() == "earlier\n"
+    assert main([*base, "--out", str(tmp_path / "new.csv"), "--metrics-out", str(tmp_path / "new.csv")]) == 2
+    assert "is --out" in one_error_line(capsys)
+
+
+def test_audit_never_writes_its_findings_into_the_results(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "splits").mkdir(parents=True)
+    assert main(["audit", "--results", str(results), "--findings", str(results / "findings.csv")]) == 2
+    assert "inside --results" in one_error_line(capsys) and not (results / "findings.csv").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 from meddap.audit.verify import add_parser as add_verify_parser
 from meddap.data.images import IMAGE_EXTENSIONS
 from meddap.planning.cost import add_parser as add_plan_parser
+from meddap.runtime.outputs import check_output
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -23,6 +24,7 @@ def _list_images(folder: Path) -> list[Path]:
 def init(args: argparse.Namespace) -> int:
     from meddap.config.study import init_study
 
+    check_output("--out", args.out, {"--data": args.data, "--base-model": args.base_model}, args.overwrite)
     _, lines = init_study(args.data, args.base_model, args.out)
     print("\n".join(lines))
     return 0
@@ -45,6 +47,10 @@ def predict(args: argparse.Namespace) -> int:
             raise PredictError(f"--images {folder} is not a folder")
         if out.is_dir():
             raise PredictError(f"--out {out} is a folder; give the path of the CSV to write")
+        inputs = {"--images": args.images, "--model": args.model}
+        check_output("--out", out, inputs, args.overwrite)
+        if args.metrics_out:
+            check_output("--metrics-out", args.metrics_out, {**inputs, "--out": out}, args.overwrite)
         if args.batch_size < 1:
             raise PredictError(f"--batch-size {args.batch_size}: give a positive number")
         device = pick_device(args.device)
@@ -137,6 +143,8 @@ def audit(args: argparse.Namespace) -> int:
     from meddap.classify.classifier import META_NAME, ROWS_NAME
     from meddap.settings.kinds import INTERNAL
 
+    if args.findings:
+        check_output("--findings", args.findings, {"--results": args.results}, args.overwrite)
     findings_out = Path(args.findings).resolve() if args.findings else None
     results = Path(args.results).resolve()
     # The workflow records paths relative to its working directory: the results folder's parent.
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--data", required=True, help="folder with one subfolder of images per class")
     i.add_argument("--base-model", help="a diffusers SD v1.x folder (model_index.json) or one .safetensors checkpoint")
     i.add_argument("--out", default="study.yaml", help="the study config to write (default: study.yaml)")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     i.set_defaults(func=init)
     p = sub.add_parser("predict", help="classify a folder of images with a trained classifier")
     p.add_argument(
@@ -210,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exclude", nargs="*", default=["*_mask*"], help="file-name patterns to skip")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--metrics-out", help="write the metrics as JSON here (labelled images only)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out or --metrics-out")
     p.set_defaults(func=predict)
     s = sub.add_parser("phantom", help="simulate breast-ultrasound phantom images (class subfolders)")
     s.add_argument("--out", required=True)
@@ -242,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         help="dataset: accept (and report) the validation leaks of a base model pretrained on the dataset",
     )
     a.add_argument("--findings", help="write every finding to this CSV")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --findings")
     a.set_defaults(func=audit)
     add_verify_parser(sub)
     add_plan_parser(sub)

@@ -21,6 +21,7 @@ import yaml
 from meddap.config.resolve import used_config
 from meddap.data.dataset import list_class_images
 from meddap.data.images import IMAGE_EXTENSIONS
+from meddap.runtime.outputs import quoted
 
 RUN_COMMAND = "snakemake --cores all --configfile {config}"
 # A configured resolution below this share of the model's native one draws a warning.
@@ -280,5 +281,5 @@ def init_study(data: str | Path, base_model: str | None, out: str | Path) -> tup
     printed += resolution_warnings(model, config) if model else []
     if not base_model:
         printed.append(f"warning: no --base-model: set base_model.path in {out} before running")
-    printed += [f"wrote {out}", "next: " + RUN_COMMAND.format(config=out)]
+    printed += [f"wrote {out}", "next: " + RUN_COMMAND.format(config=quoted(out))]
     return out, printed
