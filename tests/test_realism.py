@@ -60,6 +60,16 @@ def test_the_linear_probe_separates_shifted_features_and_not_equal_ones():
     assert abs(same.auroc - 0.5) < 0.15 and shifted.auroc > 0.9
 
 
+def test_a_derived_63_bit_seed_is_accepted():
+    from meddap.runtime.seeding import derive_seed
+
+    rng = np.random.default_rng(0)
+    seed = derive_seed(42, "realism", "fold0", "benign", "all")
+    assert seed >= 2**32 or derive_seed(1, "x") >= 2**32  # the seeds the rule passes exceed 32 bits
+    result = two_sample_auroc(rng.normal(size=(20, 4)), rng.normal(size=(20, 4)), seed=max(seed, 2**40))
+    assert 0 <= result.auroc <= 1
+
+
 def test_too_few_images_give_no_verdict():
     result = two_sample_auroc(np.zeros((4, 3)), np.ones((40, 3)))
     assert np.isnan(result.auroc) and result.n_per_side == 0

@@ -174,7 +174,8 @@ def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
     loaded = re.search(r'data-images-loaded="(\d+)"', dom.stdout)
     total = re.search(r'data-images-total="(\d+)"', dom.stdout)
     assert loaded and total, dom.stdout[-2000:] + dom.stderr[-2000:]
-    assert int(total.group(1)) == 7 and int(loaded.group(1)) == int(total.group(1))
+    # 7 report figures and one realism figure per class (3)
+    assert int(total.group(1)) == 10 and int(loaded.group(1)) == int(total.group(1))
     for heading in (
         "Robustness",
         "Synthetic-image quality",

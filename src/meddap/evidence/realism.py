@@ -125,6 +125,7 @@ def two_sample_auroc(
     n = min(len(real), len(other))
     if n < 2 * folds:
         return NOT_TESTED
+    seed = int(seed) % 2**32  # scikit-learn's random_state takes 32 bits; derive_seed gives 63
     rng = np.random.default_rng(seed)
     a = np.asarray(real)[np.sort(rng.choice(len(real), n, replace=False))]
     b = np.asarray(other)[np.sort(rng.choice(len(other), n, replace=False))]
