@@ -70,6 +70,16 @@ def test_a_derived_63_bit_seed_is_accepted():
     assert 0 <= result.auroc <= 1
 
 
+def test_a_small_set_is_still_tested_and_a_constant_scorer_gives_no_verdict():
+    """15 images a side (an adjective's shard of the default run): the trees must still be able to
+    split, and a set they cannot tell apart by anything must not read as AUROC 0.5."""
+    rng = np.random.default_rng(0)
+    small = two_sample_auroc(rng.normal(size=(15, 8)), rng.normal(3.0, size=(15, 8)))
+    assert small.n_per_side == 15 and small.auroc > 0.9, small
+    constant = two_sample_auroc(np.zeros((15, 8)), np.zeros((15, 8)))
+    assert np.isnan(constant.auroc) and constant.n_per_side == 15
+
+
 def test_too_few_images_give_no_verdict():
     result = two_sample_auroc(np.zeros((4, 3)), np.ones((40, 3)))
     assert np.isnan(result.auroc) and result.n_per_side == 0

@@ -23,6 +23,7 @@ the images the fold's LoRAs learnt from; never its validation fold, the test spl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -113,7 +114,8 @@ def two_sample_auroc(
     validation; the AUROC of the out-of-fold scores with a 95% percentile interval over stratified
     bootstrap resamples of the images. ``classifier``: "boosted" (scikit-learn's
     HistGradientBoostingClassifier) or "linear" (standardised logistic regression, a linear probe).
-    NaN where a side has fewer than 2 images per fold.
+    NaN where a side has fewer than 2 images per fold, or where the classifier gives every image the
+    same score (it found nothing to learn from; ``n_per_side`` then says how many it had).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -132,13 +134,18 @@ def two_sample_auroc(
     features = np.vstack([a, b])
     labels = np.repeat([0, 1], n)
     if classifier == "boosted":
-        model = HistGradientBoostingClassifier(random_state=seed)
+        # scikit-learn's default leaf (20 images) cannot split the ~4n/5 training images of a small set,
+        # and a tree that cannot split scores every image alike (AUROC 0.5 whatever the images are).
+        leaf = max(2, min(20, (2 * n * (folds - 1) // folds) // 8))
+        model = HistGradientBoostingClassifier(min_samples_leaf=leaf, random_state=seed)
     elif classifier == "linear":
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     else:
         raise ValueError(f"classifier {classifier!r}: 'boosted' or 'linear'")
     split = StratifiedKFold(folds, shuffle=True, random_state=seed)
     scores = cross_val_predict(model, features, labels, cv=split, method="predict_proba")[:, 1]
+    if np.ptp(scores) == 0:  # the classifier learnt nothing to score by: no verdict, not "indistinguishable"
+        return dataclasses.replace(NOT_TESTED, n_per_side=n)
     auroc = float(roc_auc_score(labels, scores))
     # Stratified bootstrap of the images (each side resampled within itself), all resamples at once:
     # the AUROC of a resample is its Mann-Whitney U over n * n.
