@@ -188,6 +188,7 @@ def _images(paths: list[str]) -> np.ndarray:
 
 
 def _judge_features(model_dir: str, paths: list[str]) -> np.ndarray:
+    """Penultimate features of ``paths`` under one judge, loaded once for all of them."""
     from meddap.classify.classifier import load_classifier, load_image_tensor
     from meddap.evidence.features import extract_features
 
@@ -281,14 +282,16 @@ def realism_tables(
     for arch, model_dirs in judges.items():
         for fold, (arm, model_dir) in enumerate(zip(arms, model_dirs)):
             real, synthetic = real_by_arm[arm], synthetic_by_arm[arm]
+            # One load of the judge and one pass over the arm's images; each class takes its rows.
+            features = _judge_features(model_dir, [*real["path"], *synthetic["path"]])
+            real_features, synthetic_features = features[: len(real)], features[len(real) :]
             for cls in sorted(real["class"].unique()):
-                real_paths = list(real.loc[real["class"] == cls, "path"])
-                synthetic_paths = list(synthetic.loc[synthetic["class"] == cls, "path"])
-                if not synthetic_paths:
+                own = (synthetic["class"] == cls).to_numpy()
+                if not own.any():
                     continue
                 result = two_sample_auroc(
-                    _judge_features(model_dir, real_paths),
-                    _judge_features(model_dir, synthetic_paths),
+                    real_features[(real["class"] == cls).to_numpy()],
+                    synthetic_features[own],
                     classifier="linear",
                     seed=derive_seed(seed, "realism", arm, cls, arch, fold),
                 )
