@@ -10,6 +10,16 @@
 # pretraining is inherited. As a `module` of another Snakefile, the config is the one given in the
 # module statement (Snakemake skips this directive there).
 if not workflow.overwrite_configfiles:
+    # A YAML mistake in it: the file, line and column (Snakemake's own message names neither).
+    try:
+        from meddap.config.loading import ConfigError, read_config_file
+    except ImportError:
+        pass  # common.smk says what to install
+    else:
+        try:
+            read_config_file(f"{workflow.basedir}/config/config.yaml")
+        except ConfigError as error:
+            raise WorkflowError(str(error)) from None
 
     configfile: f"{workflow.basedir}/config/config.yaml"
 

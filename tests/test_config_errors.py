@@ -1,15 +1,34 @@
 """Config mistakes stop the run before any job, with a message that names the key."""
 
+import subprocess
+
 import pytest
 import yaml
-from conftest import DEFAULT, snakemake
+from conftest import DEFAULT, REPO, SNAKEMAKE, snakemake
+
+# Checked when the DAG is built, not by `meddap plan` (which plans a base model not yet downloaded).
+SNAKEMAKE_ONLY = {"/no/such/model"}
+
+
+def snakemake_error_message(output: str) -> list[str]:
+    """The lines of Snakemake's error block between its header ("WorkflowError in file ..., line N:")
+    and its 'File ...' lines: what meddap said."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("WorkflowError in file"))
+    message = []
+    for line in lines[start + 1 :]:
+        if line.startswith("  File "):
+            break
+        message.append(line)
+    return message
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
         ({"generation": {"shard_sizes": 4}}, "shard_sizes"),  # unknown key (typo)
-        ({"classifier": {"epochs": "ten"}}, "epochs"),  # wrong type
+        ({"classifier": {"epochs": "ten"}}, "classifier.epochs: 'ten' is not of type 'integer'"),  # wrong type
+        ({"classifier": {"replicates": 0}}, "classifier.replicates: 0 is less than the minimum of 1"),
         ({"generation": {"ratios": [0]}}, "ratios"),
         ({"generation": {"ratios": [-1, 1]}}, "ratios"),
         ({"generation": {"shard_size": 0}}, "shard_size"),
@@ -47,15 +66,63 @@ from conftest import DEFAULT, snakemake
         ),
     ],
 )
-def test_bad_config_is_one_clear_error(tmp_path, override, expected):
+def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, override, expected):
+    """From `snakemake -n` (the message in Snakemake's error block is one line: no schema dump,
+    no stack frames of meddap) and from `meddap plan` (one line on stderr, exit 2)."""
+    from meddap.cli import main
+
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump(override))
     result = snakemake(tmp_path, "-n", configs=(DEFAULT, config), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert expected in output
-    assert "Traceback" not in output or "Error" in output
+    message = snakemake_error_message(output)
+    assert len(message) == 1 and expected in message[0], output[-3000:]
+    assert "Traceback" not in output and "meddap/" not in output  # no stack frames from the package
     assert not (tmp_path / "results").exists()  # nothing ran
+    if expected in SNAKEMAKE_ONLY:
+        return
+    assert main(["plan", "--configfile", str(DEFAULT), str(config)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+BROKEN_YAML = "classifier:\n  replicates: 2\n    epochs: 3\n"
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys):
+    """meddap plan: file:line:column. snakemake: the same for the workflow's config/config.yaml
+    (read by the Snakefile); a --configfile is parsed by Snakemake's command line before any
+    workflow code runs, so its message is Snakemake's own (docs/usage.md points to meddap plan)."""
+    import shutil
+
+    from meddap.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_YAML)
+    assert main(["plan", "--configfile", str(DEFAULT), str(bad)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and f"{bad}:3:11: YAML syntax" in stderr, stderr
+
+    workflow = tmp_path / "workflow-copy"
+    workflow.mkdir()
+    for part in ("Snakefile", "workflow", "config", "pyproject.toml"):
+        source = REPO / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workflow / part)
+    edited = workflow / "config" / "config.yaml"
+    edited.write_text(edited.read_text().replace("  rank: 3 ", "  rank 3 ", 1))
+    line = next(i for i, text in enumerate(edited.read_text().splitlines(), 1) if text.startswith("  rank 3"))
+    result = subprocess.run(
+        [SNAKEMAKE, "-n", "--snakefile", str(workflow / "Snakefile"), "--directory", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    message = snakemake_error_message(output)
+    assert len(message) == 1 and f"{edited}:{line + 1}:3: YAML syntax" in message[0], output[-2000:]
+    assert f"at line {line}, column 3" in message[0]
+    assert not (tmp_path / "results").exists()
 
 
 def test_an_unseen_set_holding_the_datasets_own_images_is_refused(tmp_path):

@@ -5,7 +5,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.logging import logger
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -46,6 +46,7 @@ def require_meddap(version):
 WORKFLOW_VERSION = workflow_version()
 require_meddap(WORKFLOW_VERSION)
 
+from meddap.config.loading import validate_config
 from meddap.config.resolve import ConfigError, resolve
 from meddap.data.dataset import DatasetError, dataset_state
 from meddap.diffusion.base_models import HUB, SINGLE_FILE
@@ -56,8 +57,8 @@ from meddap.settings.kinds import SYNTHETIC, TestSetKind
 from meddap.settings.plan import CLASSIC, ORIGINAL
 from meddap.settings.prompts import prompt_words
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
-try:
+try:  # the schema (its defaults filled in), then what it cannot express: one line naming the key
+    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
     SETTINGS = resolve(config)
 except (ConfigError, ValueError) as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None

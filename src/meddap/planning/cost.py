@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from meddap.config.loading import load_config  # noqa: F401 (meddap plan and its tests read configs through it)
 from meddap.settings.plan import ORIGINAL
 
 RATES_FILE = Path(__file__).with_name("rates.yaml")
@@ -38,23 +39,6 @@ BOOKKEEPING_RULES = (
     "audit",
     "report",
 )
-
-
-def load_config(files: list[str | Path]) -> dict:
-    """Each file deep-merged over the previous ones in order, then the schema's defaults: what the
-    workflow's ``config`` is for ``snakemake --configfile FILE...``."""
-    from snakemake.utils import update_config, validate
-
-    from meddap.config.study import protocol_file
-
-    config = {}
-    for file in files:
-        overlay = yaml.safe_load(Path(file).read_text()) or {}
-        if not isinstance(overlay, dict):
-            raise ValueError(f"{file}: a config file is a mapping of keys, not {type(overlay).__name__}")
-        update_config(config, overlay)
-    validate(config, str(protocol_file("config.schema.yaml")))
-    return config
 
 
 def load_rates(path: Path = RATES_FILE) -> dict:
@@ -349,24 +333,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def schema_verdict(message: str) -> str:
-    """The one line of a Snakemake schema error that says what is wrong, with the key it is on."""
-    import re
-
-    what = re.search(r"ValidationError: (.*)", message)
-    where = re.search(r"On instance((?:\[[^\]]*\])*):", message)
-    key = ".".join(re.findall(r"\[['\"]?([^'\"\]]*)['\"]?\]", where.group(1))) if where else ""
-    text = what.group(1) if what else message.splitlines()[0]
-    return f"{key}: {text}" if key else text
-
-
 def run(args) -> int:
-    from snakemake.exceptions import WorkflowError
-
-    try:
-        cost = make_plan(args.configfile, args.device)
-    except WorkflowError as error:  # the schema's verdict, in one line: what is wrong, and where
-        raise ValueError(f"invalid configuration: {schema_verdict(str(error))}") from None
+    cost = make_plan(args.configfile, args.device)  # a ConfigError: one line, exit 2 (meddap.cli)
     for warning in cost.settings.warnings:
         print(f"warning: {warning}")
     print(format_plan(cost))
