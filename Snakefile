@@ -43,4 +43,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        report_outputs(),
+        checked(report_outputs()),

@@ -78,13 +78,33 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, override, expec
     assert result.returncode != 0
     message = snakemake_error_message(output)
     assert len(message) == 1 and expected in message[0], output[-3000:]
-    assert "Traceback" not in output and "meddap/" not in output  # no stack frames from the package
+    assert "Traceback" not in output and "src/meddap" not in output  # no stack frames from the package
     assert not (tmp_path / "results").exists()  # nothing ran
     if expected in SNAKEMAKE_ONLY:
         return
     assert main(["plan", "--configfile", str(DEFAULT), str(config)]) == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+def test_device_cuda_without_a_usable_gpu_stops_at_parse_time(tmp_path):
+    """Before any job, so Snakemake deletes no previous output of a GPU job (a trained LoRA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable CUDA device")
+    lora = tmp_path / "results" / "lora" / "fold0" / "benign" / "pytorch_lora_weights.safetensors"
+    lora.parent.mkdir(parents=True)
+    lora.write_bytes(b"a LoRA trained before")
+    config = tmp_path / "cuda.yaml"
+    config.write_text("device: cuda\n")
+    result = snakemake(tmp_path, "--cores", "1", "--forcerun", "train_lora", configs=(DEFAULT, config), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    message = snakemake_error_message(output)
+    assert len(message) == 1 and "device: cuda, but torch" in message[0] and "no usable CUDA device" in message[0]
+    assert lora.read_bytes() == b"a LoRA trained before"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["lora"]
 
 
 BROKEN_YAML = "classifier:\n  replicates: 2\n    epochs: 3\n"

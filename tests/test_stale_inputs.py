@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snakemake
+from conftest import digest_tree, snakemake
 from PIL import Image
 
 from meddap.audit.verify import Finding, main, regenerate_target, verify_results
@@ -348,12 +348,75 @@ def test_deleted_intermediates_are_named_by_verify_with_their_commands(run):
     for path, target in expected.items():
         assert path in found, done.stdout
         assert found[path].endswith(f"regenerate: snakemake --cores all --forcerun {target}")
-    # What verify names, Snakemake alone does not see (consumers complete); the named command does.
-    assert "Nothing to be done" in (lambda d: d.stdout + d.stderr)(snakemake(run, "-n"))
-    forced = snakemake(run, "-n", "--forcerun", "results/synthetic/fold1/benign/bright/shard000")
+    # Snakemake alone would not see them (consumers complete): the next run stops before any job,
+    # naming each with its command, and the command it gives for all of them plans their jobs.
+    for args in (("-n",), ("--cores", "2")):
+        stopped = snakemake(run, *args, check=False)
+        output = stopped.stdout + stopped.stderr
+        assert stopped.returncode != 0 and "missing or changed intermediate(s)" in output, output[-3000:]
+        for path, target in expected.items():
+            assert f"{path}: " in output and f"--forcerun {target}" in output
+        assert "rule generate_shard:" not in output and "localrule split:" not in output  # no job ran
+    command = re.search(r"regenerate them all: snakemake --cores all (--forcerun .*)$", output, re.M).group(1)
+    forced = snakemake(run, "-n", *command.split())
     assert re.search(
         r"^\s*output: results/synthetic/fold1/benign/bright/shard000$", forced.stdout + forced.stderr, re.M
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["lora byte", "classifier truncated", "shard folder gone"])
+def test_a_changed_or_missing_intermediate_stops_the_next_run(run, damage):
+    """One byte of a LoRA changed (same size), a classifier truncated, or a shard folder gone (as after
+    a kill -9 during its forced job): `snakemake --cores 2` stops before any job, naming it; its
+    shard is never regenerated with the changed LoRA."""
+    lora = "results/lora/fold0/benign"
+    if damage == "lora byte":
+        weights = run / lora / "pytorch_lora_weights.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        named, target = str(weights.relative_to(run)), lora
+    elif damage == "classifier truncated":
+        model = sorted((run / "results/classifiers").glob("*/*/fold0/rep0/*.safetensors"))[0]
+        os.truncate(model, model.stat().st_size // 2)
+        named, target = str(model.relative_to(run)), str(model.parent.relative_to(run))
+    else:
+        shard = run / "results/synthetic/fold0/benign/bright/shard000"
+        shutil.rmtree(shard)
+        named = target = str(shard.relative_to(run))
+    before = digest_tree(run / "results")
+    result = snakemake(run, "--cores", "2", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{named}: " in output and f"--forcerun {target}" in output, output[-3000:]
+    assert digest_tree(run / "results") == before  # nothing ran, nothing was deleted
+
+
+def test_the_generation_preflight_compares_the_recorded_digests(tmp_path):
+    """A forced shard job (even with the default target's check bypassed) never uses a LoRA whose
+    bytes or base model differ from its lineage record."""
+    from meddap.provenance.preflight import GenerationInputError, check_recorded_digests
+
+    base, lora = tmp_path / "base_model", tmp_path / "lora"
+    base.mkdir()
+    (base / "unet.safetensors").write_bytes(b"base weights")
+    write_lineage(base, "base_model")
+    lora.mkdir()
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"lora weights")
+    write_lineage(lora, "lora", inputs={"base_model": str(base)})
+    cache = DigestCache(tmp_path / "digests.json")
+    assert check_recorded_digests(base, lora, True, cache) == 2
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"lora weightz")  # one byte, same size
+    with pytest.raises(GenerationInputError, match="pytorch_lora_weights.safetensors changed"):
+        check_recorded_digests(base, lora, True, cache)
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"lora weights")
+    (base / "unet.safetensors").write_bytes(b"base weightz")
+    with pytest.raises(GenerationInputError, match="base model file .*unet.safetensors changed"):
+        check_recorded_digests(base, lora, True, cache)
+    # Your own base model (no record of its files): the LoRA's record of it still tells.
+    with pytest.raises(GenerationInputError, match="is not the one LoRA .* was trained on"):
+        check_recorded_digests(base, lora, False, cache)
 
 
 @pytest.mark.slow

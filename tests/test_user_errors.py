@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import DEFAULT, TINY, snakemake
 from PIL import Image, ImageOps
@@ -100,6 +101,52 @@ def test_predict_user_errors_are_one_line_with_exit_code_2(classifier_dir, tmp_p
     assert named in line and remedy in line, line
     if kind == "class count differs from the weights":
         assert "4 classes" in line and "has 3" in line, line
+
+
+def labelled_folder(root: Path, names: list[str], size: int = 32) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((size, size), 60 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("folders", "named"),
+    [
+        (["benign", "malignant", "Normal"], "['Normal'] match the classes only up to case (rename to ['normal'])"),
+        (["benign", "cysts"], "['cysts'] are not classes of the model"),
+    ],
+)
+def test_predict_refuses_class_folders_that_are_not_the_models_classes(
+    classifier_dir, tmp_path, capsys, folders, named
+):
+    images = labelled_folder(tmp_path / "images", folders)
+    out = tmp_path / "predictions.csv"
+    args = ["predict", "--model", str(classifier_dir), "--images", str(images), "--out", str(out), "--device", "cpu"]
+    assert main(args) == 2
+    line = one_error_line(capsys)
+    assert named in line and str(CLASSES) in line and "--unlabelled" in line, line
+    assert not out.exists()
+    # Asked for explicitly: every image classified, no class column, no metrics.
+    assert main([*args, "--unlabelled"]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 2 * len(folders) and "class" not in frame.columns
+    capsys.readouterr()  # the progress bars
+    assert main([*args, "--unlabelled", "--overwrite", "--metrics-out", str(tmp_path / "m.json")]) == 2
+    assert "--metrics-out needs labelled images" in one_error_line(capsys)
+
+
+def test_predict_names_images_far_below_the_models_input_size(classifier_dir, tmp_path, capsys):
+    images = labelled_folder(tmp_path / "images", CLASSES)
+    for side in (1, 3):
+        Image.fromarray(np.zeros((side, side), np.uint8)).save(images / "benign" / f"tiny{side}.png")
+    out = tmp_path / "predictions.csv"
+    args = ["predict", "--model", str(classifier_dir), "--images", str(images), "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2 image(s) under half the model's input size (32 px)" in err
+    assert f"{images / 'benign' / 'tiny1.png'} (1x1)" in err and f"{images / 'benign' / 'tiny3.png'} (3x3)" in err
 
 
 # ------------------------------------------------------------------ 2. meddap phantom
@@ -248,7 +295,7 @@ def png_header(path: Path, width: int, height: int) -> Path:
 
 
 @pytest.mark.parametrize(
-    "case", ["bomb over 2x the limit", "bomb between 1x and 2x", "split hashing", "split job", "exif rotation"]
+    "case", ["bomb over 2x the limit", "bomb between 1x and 2x", "split hashing", "parse time", "exif rotation"]
 )
 def test_image_decoding(tmp_path, case):
     from meddap.data.dataset import check_images
@@ -269,7 +316,7 @@ def test_image_decoding(tmp_path, case):
             assert np.array_equal(np.asarray(ImageOps.exif_transpose(handle).convert("RGB")), image.astype(np.uint8))
         return
     side = 10_000 if case == "bomb between 1x and 2x" else 14_000  # Pillow's limit: 89.5 megapixels
-    if case == "split job":
+    if case == "parse time":
         from test_hardening import user_config, write_dataset
 
         dataset = write_dataset(tmp_path / "data", per_class=4, size=32)
@@ -278,10 +325,11 @@ def test_image_decoding(tmp_path, case):
         result = snakemake(
             tmp_path, "--cores", "1", "results/splits/manifest.csv", configs=(DEFAULT, TINY, config), check=False
         )
-        console = [line for line in (result.stdout + result.stderr).splitlines() if "rule split failed" in line]
+        # Refused at parse time, from its header (round three): before the split job, which refused it too.
+        console = [line for line in (result.stdout + result.stderr).splitlines() if "Invalid data:" in line]
         assert result.returncode != 0 and len(console) == 1, result.stderr[-3000:]
-        assert str(bomb.name) in console[0] and "ImageReadError" in console[0] and "Downscale" in console[0], console
-        assert not (tmp_path / "results" / "splits" / "manifest.csv").exists()
+        assert str(bomb) in console[0] and "too large to decode safely" in console[0] and "Downscale" in console[0]
+        assert not (tmp_path / "results").exists()
         return
     bomb = png_header(tmp_path / "huge scan.png", side, side)
     read = {

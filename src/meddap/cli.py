@@ -35,10 +35,12 @@ def predict(args: argparse.Namespace) -> int:
     from meddap.classify.predict import (
         PredictError,
         ensemble_members,
+        image_labels,
         load_members,
         metrics_table,
         pick_device,
         predict_ensemble,
+        small_image_warnings,
     )
 
     folder, out = Path(args.images), Path(args.out)
@@ -59,16 +61,20 @@ def predict(args: argparse.Namespace) -> int:
         paths = [p for p in _list_images(folder) if not any(p.match(pattern) for pattern in args.exclude)]
         if not paths:
             raise PredictError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) under {folder}")
-        # Labelled when every image sits in a subfolder named after one of the model's classes.
-        labels = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
-        labelled = all(label in meta["classes"] for label in labels)
+        labels = image_labels(folder, paths, meta["classes"], args.unlabelled)
+        labelled = labels is not None
+        if args.metrics_out and not labelled:
+            raise PredictError(
+                f"--metrics-out needs labelled images: subfolders of {folder} named after the model's classes "
+                f"{meta['classes']}" + (" (and no --unlabelled)" if args.unlabelled else "")
+            )
+        for warning in small_image_warnings(paths, meta["input_size"]):
+            print(f"warning: {warning}", file=sys.stderr)
         probabilities = predict_ensemble(models, meta, [str(p) for p in paths], args.batch_size)
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    frame = predictions_frame(
-        [str(p) for p in paths], labels if labelled else [""] * len(paths), probabilities, meta["classes"]
-    )
+    frame = predictions_frame([str(p) for p in paths], labels or [""] * len(paths), probabilities, meta["classes"])
     if not labelled:
         frame = frame.drop(columns="class")
     frame["ensemble_members"] = len(members)
@@ -85,8 +91,6 @@ def predict(args: argparse.Namespace) -> int:
             Path(args.metrics_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.metrics_out).write_text(json.dumps({**metrics, "ensemble_members": len(members)}, indent=2))
             print(f"metrics written to {args.metrics_out}")
-    elif args.metrics_out:
-        print(f"no metrics: the images are not in class subfolders named after {meta['classes']}", file=sys.stderr)
     return 0
 
 
@@ -220,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--metrics-out", help="write the metrics as JSON here (labelled images only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out or --metrics-out")
+    p.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="classify images in subfolders that are not the model's classes (no metrics); without it such "
+        "subfolders are an error",
+    )
     p.set_defaults(func=predict)
     s = sub.add_parser("phantom", help="simulate breast-ultrasound phantom images (class subfolders)")
     s.add_argument("--out", required=True)

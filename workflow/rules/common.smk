@@ -46,9 +46,15 @@ def require_meddap(version):
 WORKFLOW_VERSION = workflow_version()
 require_meddap(WORKFLOW_VERSION)
 
+from meddap.audit.verify import VerifyError, verify_results
 from meddap.config.loading import validate_config
 from meddap.config.resolve import ConfigError, resolve
-from meddap.data.dataset import DatasetError, dataset_state
+from meddap.data.dataset import DatasetError, dataset_index, dataset_state
+from meddap.data.folder_checks import (
+    byte_identical_copies,
+    check_image_files,
+    refuse_copies,
+)
 from meddap.diffusion.base_models import HUB, SINGLE_FILE
 from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache
 from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE
@@ -64,6 +70,27 @@ except (ConfigError, ValueError) as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None
 for warning in SETTINGS.warnings:
     logger.warning(f"meddap: {warning}")
+
+
+def check_cuda():
+    """device: cuda where the jobs run here: a usable CUDA device, or stop before any job (and so
+    before Snakemake deletes a job's previous output). Jobs sent to a cluster run elsewhere: the
+    submit host needs no GPU."""
+    if config["device"] != "cuda" or not (
+        workflow.is_main_process and workflow.local_exec
+    ):
+        return
+    from meddap.runtime.devices import cuda_problem
+
+    problem = cuda_problem()
+    if problem:
+        raise WorkflowError(
+            f"Invalid configuration: device: cuda, but {problem}; "
+            "use device: auto (the GPU when there is one) or cpu, or run on a GPU machine or cluster"
+        )
+
+
+check_cuda()
 
 PLAN = SETTINGS.plan
 ENV = "../envs/meddap.yaml"
@@ -83,18 +110,60 @@ def dataset_fingerprint():
     contents; "as simulated" for an untouched phantom): a changed, added, removed or renamed
     image changes split's params and so reruns it and what depends on it."""
     cache = DigestCache(os.environ[CACHE_VARIABLE])
-    state = dataset_state(
-        config["dataset"]["root"],
-        SETTINGS.classes,
-        config["dataset"]["exclude"],
-        cache,
-        simulated=SETTINGS.phantom,
-    )
-    cache.save()
+    try:
+        state = dataset_state(
+            config["dataset"]["root"],
+            SETTINGS.classes,
+            config["dataset"]["exclude"],
+            cache,
+            simulated=SETTINGS.phantom,
+        )
+    except DatasetError as error:  # e.g. an image that cannot be read
+        raise WorkflowError(f"Invalid data: {error}") from None
+    finally:
+        cache.save()
     return state
 
 
+def image_digests(root, classes, cache):
+    """path -> sha256 of a folder's class images (cached: a stat per file after the first parse)."""
+    entries = dataset_index(root, classes, config["dataset"]["exclude"], cache)
+    return {str(Path(root) / entry["path"]): entry["sha256"] for entry in entries}
+
+
+def check_data_folders():
+    """Your own images, before any job: every file an image (its header read, cached) and not
+    tiny, and no unseen set holding a byte-identical copy of a dataset image. The phantom's
+    folders are simulated by a rule and checked by its tests."""
+    if SETTINGS.phantom:
+        return
+    resolution = max(SETTINGS.lora.resolution, SETTINGS.classifier.image_size)
+    cache = DigestCache(os.environ[CACHE_VARIABLE])
+    dataset = image_digests(config["dataset"]["root"], SETTINGS.classes, cache)
+    try:
+        for warning in check_image_files(list(dataset), resolution, cache).warnings:
+            logger.warning(f"meddap: {warning}")
+        for name, root in SETTINGS.unseen.items():
+            try:
+                digests = (
+                    image_digests(root, None, cache) if Path(root).is_dir() else {}
+                )
+            except DatasetError:
+                continue  # index_test_set reports it, naming the folder
+            what = f"unseen set {name!r}"
+            for warning in check_image_files(
+                list(digests), resolution, cache, what
+            ).warnings:
+                logger.warning(f"meddap: {warning}")
+            refuse_copies(name, byte_identical_copies(dataset, digests))
+    except DatasetError as error:
+        raise WorkflowError(f"Invalid data: {error}") from None
+    finally:
+        cache.save()
+
+
 DATASET_STATE = dataset_fingerprint()
+check_data_folders()
 
 
 def unseen_fingerprints():
@@ -119,6 +188,72 @@ def unseen_fingerprints():
 
 
 UNSEEN_STATES = unseen_fingerprints()
+
+
+def forced(target):
+    """Whether the command line forces ``target`` (--forceall, or --forcerun naming it or its rule)."""
+    settings = workflow.dag_settings
+    if settings.forceall:
+        return True
+    for item in settings.forcerun:
+        item = str(item).rstrip("/")
+        if item == target:
+            return True
+        if workflow.is_rule(item) and workflow.get_rule(item).is_producer(target):
+            return True
+    return False
+
+
+def producible(target):
+    """Whether a rule of this config's workflow makes ``target`` (an intermediate of another config,
+    e.g. a fold arm's shard after lora.scope: split, is not this run's concern)."""
+    return any(rule.is_producer(target) for rule in workflow.rules)
+
+
+def check_intermediates():
+    """Snakemake does not regenerate an intermediate deleted while its consumers are complete, nor
+    see a file changed inside an output folder. So when the default target's DAG is built (a dry run
+    too): every intermediate the results record (meddap verify) is present and unchanged, or the run
+    stops naming each one with the command that regenerates it. Left to Snakemake: targets the
+    command line forces, what is stale only because what it was made from changed (a rerun of that
+    input reruns it; your images are digested into the params of the split and the test-set
+    indexes), and intermediates this config does not make."""
+    if not (workflow.is_main_process and Path("results").is_dir()) or workflow.touch:
+        return
+    try:
+        findings = verify_results("results")
+    except VerifyError:
+        return  # no recorded intermediates yet
+    stale = [
+        finding
+        for finding in findings
+        if finding.path.startswith("results/")
+        and not finding.upstream
+        and not forced(finding.target)
+        and producible(finding.target)
+    ]
+    if stale:
+        targets = sorted({finding.target for finding in stale})
+        lines = [finding.line() for finding in stale[:20]]
+        if len(stale) > 20:
+            lines.append(f"... and {len(stale) - 20} more (meddap verify lists them all)")
+        raise WorkflowError(
+            f"results/ holds {len(stale)} missing or changed intermediate(s) that Snakemake would take as "
+            "they are:\n"
+            + "\n".join(lines)
+            + f"\nregenerate them all: snakemake --cores all --forcerun {' '.join(targets)}"
+        )
+
+
+def checked(outputs):
+    """The default target's inputs, after check_intermediates (run when the DAG is built, where the
+    command line's --forcerun is known)."""
+
+    def inputs(wildcards):
+        check_intermediates()
+        return outputs
+
+    return inputs
 
 
 def alternation(names):

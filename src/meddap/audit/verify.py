@@ -68,6 +68,9 @@ class Finding:
     path: str  # the missing, changed or stale intermediate (or file)
     problem: str
     target: str | None  # what to force-rerun; None: restore the file, it is not made by the workflow
+    # Stale only because what it was made from changed (images, an input artifact): a rerun of that
+    # input (or, for your images, the params that digest them) makes Snakemake rerun it too.
+    upstream: bool = False
 
     @property
     def command(self) -> str:
@@ -93,8 +96,8 @@ class _Check:
         path = Path(path)
         return path if path.is_absolute() else self.base / path
 
-    def add(self, path: str, problem: str, target: str | None) -> None:
-        self.findings.setdefault(path, Finding(path, problem, target))
+    def add(self, path: str, problem: str, target: str | None, upstream: bool = False) -> None:
+        self.findings.setdefault(path, Finding(path, problem, target, upstream))
 
     def digest(self, path: str) -> str | None:
         if path not in self.digests:
@@ -167,6 +170,7 @@ class _Check:
                 artifact,
                 f"made from images of which {', '.join(p for p in parts if p)} since",
                 target,
+                upstream=True,
             )
         inputs = record.get("inputs", {})
         for role, recorded in record.get("input_digests", {}).items():
@@ -183,7 +187,9 @@ class _Check:
             else:
                 now = self.digest(path)
             if now != recorded:
-                self.add(artifact, f"its {role} {path} has changed since it was made (digest differs)", target)
+                self.add(
+                    artifact, f"its {role} {path} has changed since it was made (digest differs)", target, upstream=True
+                )
 
 
 def _records(results: Path) -> list[Path]:

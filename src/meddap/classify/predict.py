@@ -119,3 +119,51 @@ def metrics_table(metrics: dict, classes: list[str]) -> str:
         values = [metrics.get(f"{kind}_{cls}") for kind in ("sensitivity", "specificity", "precision")]
         lines.append(f"{cls:>18}  " + "  ".join("        n/a" if v is None or v != v else f"{v:11.3f}" for v in values))
     return "\n".join(lines)
+
+
+def image_labels(folder: Path, paths: list[Path], classes: list[str], unlabelled: bool = False) -> list[str] | None:
+    """Each image's class from its subfolder when the images sit in subfolders named exactly after
+    the model's classes; None for unlabelled images (a flat folder, or ``unlabelled``). Subfolders
+    that match only up to case, or not at all, or images beside them: a PredictError naming them."""
+    parts = [path.relative_to(folder).parts for path in paths]
+    if unlabelled or all(len(part) == 1 for part in parts):
+        return None
+    subfolders = sorted({part[0] for part in parts if len(part) > 1})
+    loose = sum(1 for part in parts if len(part) == 1)
+    if loose == 0 and all(name in classes for name in subfolders):
+        return [part[0] for part in parts]
+    by_case = {cls.casefold(): cls for cls in classes}
+    up_to_case = [name for name in subfolders if name not in classes and name.casefold() in by_case]
+    unknown = [name for name in subfolders if name not in classes and name.casefold() not in by_case]
+    problems = []
+    if up_to_case:
+        problems.append(
+            f"subfolder(s) {up_to_case} match the classes only up to case "
+            f"(rename to {[by_case[name.casefold()] for name in up_to_case]})"
+        )
+    if unknown:
+        problems.append(f"subfolder(s) {unknown} are not classes of the model")
+    if loose:
+        problems.append(f"{loose} image(s) sit directly in the folder, beside the class subfolders")
+    raise PredictError(
+        f"--images {folder}: {'; '.join(problems)}; the model's classes are {classes}. Fix the folders for "
+        "metrics, or pass --unlabelled to classify the images without them"
+    )
+
+
+def small_image_warnings(paths: list[Path], input_size: int) -> list[str]:
+    """A warning naming the images under half the model's input size (they are upsampled)."""
+    from meddap.data.folder_checks import read_header
+
+    small = []
+    for path in paths:
+        header = read_header(path)
+        if not isinstance(header, str) and min(header) < input_size / 2:
+            small.append(f"{path} ({header[0]}x{header[1]})")
+    if not small:
+        return []
+    more = f" (and {len(small) - 3} more)" if len(small) > 3 else ""
+    return [
+        f"{len(small)} image(s) under half the model's input size ({input_size} px), upsampled to it, so "
+        f"their predictions say little: {'; '.join(small[:3])}{more}"
+    ]

@@ -205,6 +205,12 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
         )
 
     if phantom["enabled"]:
+        if Path(dataset["root"]).parent != Path(PHANTOM_DIR):
+            raise ConfigError(
+                f"phantom.enabled: true simulates dataset.root under {PHANTOM_DIR}/, but dataset.root is "
+                f"{dataset['root']!r}: set phantom.enabled: false to use your own images (or dataset.root: "
+                f"{PHANTOM_DIR}/{phantom['train_device']})"
+            )
         counts = dict(phantom["images_per_class"])
         classes = list(dataset["classes"] or sorted(counts))
         missing = [c for c in classes if c not in counts]

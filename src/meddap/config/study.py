@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from meddap.config.resolve import used_config
-from meddap.data.dataset import list_class_images
+from meddap.data.dataset import list_class_images, suggest_root
 from meddap.data.images import IMAGE_EXTENSIONS
 from meddap.runtime.outputs import quoted
 
@@ -91,9 +91,11 @@ def inspect_data(root: str | Path, exclude: list[str] | None = None, distance: i
     ]
     if len(with_images) < 2:
         found = f"only {with_images}" if with_images else "none"
+        better = suggest_root(root, None)
+        hint = f"; {str(better)!r} holds class folders of images: give --data {quoted(better)}" if better else ""
         raise StudyError(
             f"--data {root} has {len(with_images)} class subfolder(s) with images ({found}); a study needs at least "
-            "two classes, one subfolder of images per class"
+            f"two classes, one subfolder of images per class{hint}"
         )
     images = list_class_images(root, with_images, exclude)
     masks = {

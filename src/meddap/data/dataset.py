@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,59 @@ class DatasetError(ValueError):
     """The dataset on disk does not fit what the config says; the message says what to do."""
 
 
+def _image_like(path: Path, exclude: list[str]) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not any(fnmatch.fnmatch(path.name, p) for p in exclude)
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir() if p.is_file())
+
+
+def suggest_root(root: str | Path, classes: list[str] | None) -> Path | None:
+    """A folder below ``root`` (one or two levels) that would work as dataset.root: it holds the
+    classes' folders (or, ``classes`` None, at least two subfolders of images). For a root one
+    level too high (``root/Dataset_BUSI_with_GT/<class>/``)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    levels = [sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))]
+    levels.append(
+        sorted(d for parent in levels[0] for d in parent.iterdir() if d.is_dir() and not d.name.startswith("."))
+    )
+    for level in levels:
+        for candidate in level:
+            subfolders = [d for d in candidate.iterdir() if d.is_dir() and not d.name.startswith(".")]
+            if classes is not None:
+                if all((candidate / name).is_dir() and _holds_images(candidate / name) for name in classes):
+                    return candidate
+            elif sum(1 for d in subfolders if _holds_images(d)) >= 2:
+                return candidate
+    return None
+
+
+def _root_hint(root: Path, classes: list[str] | None) -> str:
+    found = suggest_root(root, classes)
+    return f" {str(found)!r} holds the class folders: set dataset.root to it." if found else ""
+
+
+def _unusable_files(folder: Path, exclude: list[str]) -> list[str]:
+    """Image-named entries that cannot be read as images: dangling links and zero-byte files."""
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if not _image_like(path, exclude):
+            continue
+        if path.is_symlink() and not path.exists():
+            problems.append(f"{str(path)!r} is a link to a missing file ({os.readlink(path)})")
+        elif path.is_file() and path.stat().st_size == 0:
+            problems.append(f"{str(path)!r} is empty (0 bytes)")
+    return problems
+
+
 def list_class_images(root: str | Path, classes: list[str] | None, exclude: list[str]) -> dict[str, list[str]]:
     """Map class -> sorted image paths under ``root/<class>/`` (exclude patterns match file names).
 
-    ``classes`` None means every subfolder of ``root``. Errors name the path and the remedy.
+    ``classes`` None means every subfolder of ``root``. Errors name the path and the remedy; a
+    dangling link or an empty file named like an image is an error, not skipped.
     """
     root = Path(root)
     if not root.is_dir():
@@ -40,20 +90,24 @@ def list_class_images(root: str | Path, classes: list[str] | None, exclude: list
                 f"dataset.root {str(root)!r} has no class subfolders. Put the images of each class "
                 "in a subfolder named after the class (e.g. benign/, malignant/, normal/)."
             )
+        if not any(_holds_images(root / name) for name in classes):
+            raise DatasetError(
+                f"dataset.root {str(root)!r}: none of its subfolders {classes} holds images.{_root_hint(root, None)}"
+            )
     found: dict[str, list[str]] = {}
     for name in classes:
         folder = root / name
         if not folder.is_dir():
+            hint = _root_hint(root, classes) or f" Create it or remove {name!r} from dataset.classes."
+            raise DatasetError(f"class folder {str(folder)!r} is missing.{hint}")
+        problems = _unusable_files(folder, exclude)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise DatasetError(
-                f"class folder {str(folder)!r} is missing. Create it or remove {name!r} from dataset.classes."
+                f"class folder {str(folder)!r}: {'; '.join(problems[:3])}{more}. "
+                "Restore or remove them (or match them with dataset.exclude)."
             )
-        files = sorted(
-            str(path)
-            for path in folder.iterdir()
-            if path.is_file()
-            and path.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(fnmatch.fnmatch(path.name, pattern) for pattern in exclude)
-        )
+        files = sorted(str(path) for path in folder.iterdir() if path.is_file() and _image_like(path, exclude))
         if not files:
             raise DatasetError(
                 f"class folder {str(folder)!r} holds no images ({'/'.join(IMAGE_EXTENSIONS)}, "
@@ -74,10 +128,19 @@ def dataset_index(
     as {path relative to root, sha256}, so a renamed, added, removed or changed image shows."""
     root = Path(root)
     return [
-        {"path": Path(path).relative_to(root).as_posix(), "sha256": file_digest(path, cache)}
+        {"path": Path(path).relative_to(root).as_posix(), "sha256": _readable_digest(path, cache)}
         for paths in list_class_images(root, classes, exclude).values()
         for path in paths
     ]
+
+
+def _readable_digest(path: str, cache: DigestCache | None) -> str:
+    try:
+        return file_digest(path, cache)
+    except OSError as error:
+        raise DatasetError(
+            f"{path!r} cannot be read ({error.strerror or error}): fix its permissions or remove it"
+        ) from None
 
 
 def dataset_digest(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from meddap.runtime.atomic import write_json
@@ -57,11 +57,33 @@ class DigestCache:
         stat = path.stat()
         key = str(path.resolve())
         entry = self.entries.get(key)
-        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns and entry[2] is not None:
             return entry[2]
         value = _sha256(path)
         if self.path:
-            self.entries[key] = [stat.st_size, stat.st_mtime_ns, value]
+            extras = entry[3] if entry and len(entry) > 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns] else {}
+            self.entries[key] = [stat.st_size, stat.st_mtime_ns, value, extras]
+            self.dirty = True
+        return value
+
+    def remember(self, path: str | Path, name: str, compute: Callable[[Path], object]):
+        """``compute(path)`` (a JSON value, e.g. an image's size read from its header), kept beside the
+        file's digest under the same path, size and mtime_ns."""
+        path = Path(path)
+        stat = path.stat()
+        key = str(path.resolve())
+        entry = self.entries.get(key)
+        fresh = bool(entry) and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns
+        if fresh and len(entry) > 3 and name in entry[3]:
+            return entry[3][name]
+        value = compute(path)
+        if self.path:
+            if not fresh:
+                entry = [stat.st_size, stat.st_mtime_ns, None, {}]
+            elif len(entry) < 4:
+                entry = [*entry[:3], {}]
+            entry[3][name] = value
+            self.entries[key] = entry
             self.dirty = True
         return value
 

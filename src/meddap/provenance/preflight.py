@@ -3,8 +3,11 @@
 Snakemake deletes a job's old outputs when the job starts: a regenerated shard whose LoRA or
 base model no longer loads would be lost before the job fails. These checks run in a job of
 their own, before the shard job, and read only safetensors headers (no weights, no torch):
-every .safetensors file of the LoRA and base model folders is complete, and every LoRA tensor
-adapts a layer the base model has. The error names the file and the command that remakes it.
+every .safetensors file of the LoRA and base model folders is complete, every LoRA tensor
+adapts a layer the base model has, and every file of the LoRA (and of a base model built here) has
+the sha256 its lineage record holds, the base model the digest the LoRA was trained on (digests
+cached by path, size and mtime_ns): a forced shard never uses a changed LoRA. The error names the
+file and the command that remakes it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from pathlib import Path
 
 from meddap.provenance.file_checks import SafetensorsFileError, check_safetensors
+from meddap.provenance.lineage import DigestCache, file_digest, path_digest, read_lineage
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # as meddap.diffusion.lora (which imports torch)
 # A diffusers-format LoRA tensor: <component>.<layer>.lora.down|up.weight (or peft's lora_A|B).
@@ -70,3 +74,38 @@ def check_generation_inputs(base_model: str | Path, lora_dir: str | Path, base_b
                 f"it was trained on another base model. {lora_remedy}"
             )
     return checked
+
+
+def check_recorded_digests(
+    base_model: str | Path, lora_dir: str | Path, base_built_here: bool, cache: DigestCache | None = None
+) -> int:
+    """Raise GenerationInputError when a file of the LoRA (or of a base model built here) differs
+    from its lineage record, or the base model from the one the LoRA was trained on; return the
+    number of files compared."""
+    base_model, lora_dir = Path(base_model), Path(lora_dir)
+    lora_remedy = f"Retrain the LoRA: {rerun_command(lora_dir)}"
+    folders = [(lora_dir, "LoRA", lora_remedy)]
+    if base_built_here:
+        folders.append((base_model, "base model", base_model_remedy(base_model, True)))
+    compared = 0
+    for folder, what, remedy in folders:
+        record = read_lineage(folder)
+        if record is None:
+            raise GenerationInputError(
+                f"{what} {folder} has no lineage.json: it was not made by this workflow. {remedy}"
+            )
+        for entry in record.get("files", []):
+            path = folder / entry["path"]
+            if not path.is_file():
+                raise GenerationInputError(f"{what} file {path} is missing. {remedy}")
+            if file_digest(path, cache) != entry["sha256"]:
+                raise GenerationInputError(
+                    f"{what} file {path} changed after it was made (its sha256 is not the recorded one). {remedy}"
+                )
+            compared += 1
+    recorded = (read_lineage(lora_dir) or {}).get("input_digests", {}).get("base_model")
+    if recorded is not None and path_digest(base_model, cache) != recorded:
+        raise GenerationInputError(
+            f"base model {base_model} is not the one LoRA {lora_dir} was trained on (its digest changed). {lora_remedy}"
+        )
+    return compared

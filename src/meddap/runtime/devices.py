@@ -18,3 +18,15 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision == "fp16":
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cuda_problem() -> str | None:
+    """Why CUDA cannot run torch work here (None when it can): no device, no driver, or a driver
+    the installed torch cannot use, found by allocating one tensor."""
+    try:
+        if not torch.cuda.is_available():
+            return f"torch {torch.__version__} finds no usable CUDA device (torch.cuda.is_available() is False)"
+        torch.zeros(1, device="cuda")
+    except Exception as error:  # noqa: BLE001 - every reason CUDA fails is the answer
+        return f"CUDA fails here: {' '.join(str(error).split())[:200]}"
+    return None
