@@ -236,7 +236,9 @@ def check_intermediates():
         targets = sorted({finding.target for finding in stale})
         lines = [finding.line() for finding in stale[:20]]
         if len(stale) > 20:
-            lines.append(f"... and {len(stale) - 20} more (meddap verify lists them all)")
+            lines.append(
+                f"... and {len(stale) - 20} more (meddap verify lists them all)"
+            )
         raise WorkflowError(
             f"results/ holds {len(stale)} missing or changed intermediate(s) that Snakemake would take as "
             "they are:\n"
