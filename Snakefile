@@ -9,17 +9,22 @@
 # (keys left out take the schema's defaults), so nothing of the phantom and the small model's
 # pretraining is inherited. As a `module` of another Snakefile, the config is the one given in the
 # module statement (Snakemake skips this directive there).
+from pathlib import Path
+
 if not workflow.overwrite_configfiles:
     # A YAML mistake in it: the file, line and column (Snakemake's own message names neither).
+    # Only where Snakemake reads it: a local file, not in a module (which skips this directive).
     try:
         from meddap.config.loading import ConfigError, read_config_file
     except ImportError:
         pass  # common.smk says what to install
     else:
-        try:
-            read_config_file(f"{workflow.basedir}/config/config.yaml")
-        except ConfigError as error:
-            raise WorkflowError(str(error)) from None
+        default_config = Path(f"{workflow.basedir}/config/config.yaml")
+        if default_config.is_file() and not workflow.modifier.skip_configfile:
+            try:
+                read_config_file(default_config)
+            except ConfigError as error:
+                raise WorkflowError(str(error)) from None
 
     configfile: f"{workflow.basedir}/config/config.yaml"
 
