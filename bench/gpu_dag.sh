@@ -42,7 +42,7 @@ out=$(cd "$out" && pwd)
 # Fold 0's evaluation folders: every variant's and architecture's first replicate.
 mapfile -t targets < <("$python" -c "
 import sys
-from meddap.planning.cost import load_config
+from meddap.config.loading import load_config
 from meddap.config.resolve import resolve
 s = resolve(load_config(sys.argv[1:]))
 for v in s.plan.variants():

@@ -10,8 +10,9 @@ import yaml
 from conftest import DEFAULT, REPO, TINY, snakemake
 
 from meddap.cli import main
+from meddap.config.loading import load_config
 from meddap.config.resolve import ConfigError, resolve
-from meddap.planning.cost import RATES_FILE, Work, estimate, load_config, load_rates, make_plan
+from meddap.planning.cost import RATES_FILE, Work, estimate, load_rates, make_plan
 
 BUSI_CONFIG = REPO / "config" / "busi.yaml"
 

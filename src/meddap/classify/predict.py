@@ -152,18 +152,18 @@ def image_labels(folder: Path, paths: list[Path], classes: list[str], unlabelled
 
 
 def small_image_warnings(paths: list[Path], input_size: int) -> list[str]:
-    """A warning naming the images under half the model's input size (they are upsampled)."""
-    from meddap.data.folder_checks import read_header
+    """A warning naming the images under half the model's input size (they are upsampled); the
+    same rule as the data folder's parse-time check, which refuses tiny images outright."""
+    from meddap.data.folder_checks import SMALL_IMAGE_FRACTION, name_some, read_header
 
     small = []
     for path in paths:
         header = read_header(path)
-        if not isinstance(header, str) and min(header) < input_size / 2:
+        if not isinstance(header, str) and min(header) < SMALL_IMAGE_FRACTION * input_size:
             small.append(f"{path} ({header[0]}x{header[1]})")
     if not small:
         return []
-    more = f" (and {len(small) - 3} more)" if len(small) > 3 else ""
     return [
         f"{len(small)} image(s) under half the model's input size ({input_size} px), upsampled to it, so "
-        f"their predictions say little: {'; '.join(small[:3])}{more}"
+        f"their predictions say little: {name_some(small)}"
     ]

@@ -48,7 +48,8 @@ class ImageCheck:
     warnings: list[str] = field(default_factory=list)
 
 
-def _listing(items: list[str]) -> str:
+def name_some(items: list[str]) -> str:
+    """The first ``SHOWN`` items and how many more: what one message names."""
     more = f" (and {len(items) - SHOWN} more)" if len(items) > SHOWN else ""
     return "; ".join(items[:SHOWN]) + more
 
@@ -77,17 +78,17 @@ def check_image_files(
             small.append(f"{path!r} ({width}x{height})")
     if broken:
         raise DatasetError(
-            f"{what}: {_listing(broken)}. Replace or remove these files (or match them with dataset.exclude)."
+            f"{what}: {name_some(broken)}. Replace or remove these files (or match them with dataset.exclude)."
         )
     if tiny:
         raise DatasetError(
-            f"{what}: {len(tiny)} image(s) under {MIN_IMAGE_SIDE} px on a side: {_listing(tiny)}. "
+            f"{what}: {len(tiny)} image(s) under {MIN_IMAGE_SIDE} px on a side: {name_some(tiny)}. "
             "They hold nothing to learn from; remove them (or match them with dataset.exclude)."
         )
     if small:
         check.warnings.append(
             f"{what}: {len(small)} image(s) under half the model's resolution ({resolution} px), upsampled "
-            f"for training and generation: {_listing(small)}"
+            f"for training and generation: {name_some(small)}"
         )
     return check
 
@@ -104,6 +105,6 @@ def refuse_copies(name: str, copies: list[tuple[str, str]]) -> None:
     if copies:
         shown = [f"{unseen!r} = {original!r}" for unseen, original in copies]
         raise DatasetError(
-            f"unseen set {name!r} holds {len(copies)} byte-identical copie(s) of dataset images: {_listing(shown)}. "
+            f"unseen set {name!r} holds {len(copies)} byte-identical copie(s) of dataset images: {name_some(shown)}. "
             "An unseen set must not hold images the classifiers may train on; remove them from it."
         )

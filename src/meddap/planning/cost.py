@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from meddap.config.loading import load_config  # noqa: F401 (meddap plan and its tests read configs through it)
+from meddap.config.loading import load_config
 from meddap.settings.plan import ORIGINAL
 
 RATES_FILE = Path(__file__).with_name("rates.yaml")
