@@ -62,6 +62,7 @@ SHIPPED = {
     "the embedded default": [DEFAULT],
     "the tiny test config": [DEFAULT, TINY],
     "busi_small over busi": [DEFAULT, BUSI_CONFIG, REPO / "tests" / "configs" / "busi_small.yaml"],
+    "busi_embedded over busi": [DEFAULT, BUSI_CONFIG, REPO / "config" / "busi_embedded.yaml"],
     "every family and ratio": [DEFAULT, TINY, "every-family.yaml"],
 }
 

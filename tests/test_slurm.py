@@ -27,9 +27,13 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = ("pretrain_base", "train_lora", "generate_shard", "train_classifier", "realism")
-# The shipped groups (generation, evaluation), sized so that two group jobs share the test node's
-# 2 CPUs: the SLURM plugin runs a group job's components one after the other (`--jobs 1`).
-TEST_GROUP_COMPONENTS = {"generation": 6, "evaluation": 4}
+# The shipped groups (generation, evaluation), sized so that each becomes two SLURM jobs on this
+# DAG: the SLURM plugin runs a group job's components one after the other (`--jobs 1`).
+TEST_GROUP_COMPONENTS = {"generation": 3, "evaluation": 3}
+# Over the tiny config, what every rule still needs: one adjective (6 shards, not 12) and no unseen
+# set (one test set per evaluation, one phantom). Every job it keeps is a job of the tiny run with
+# the same seeds, so its outputs must equal that run's byte for byte.
+SLURM_OVERLAY = {"generation": {"adjectives": ["bright"]}, "unseen": []}
 
 
 def free_port() -> int:
@@ -211,8 +215,8 @@ def slurm_job_ids(log_dir: Path, groups: set[str]) -> dict[str, set[str]]:
     return ids
 
 
-def snakemake_cmd(workdir: Path) -> list[str]:
-    return snakemake_command(workdir, configs=(DEFAULT, TINY))
+def snakemake_cmd(workdir: Path, *overlays: Path) -> list[str]:
+    return snakemake_command(workdir, configs=(DEFAULT, TINY, *overlays))
 
 
 @pytest.mark.slow
@@ -220,8 +224,16 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
     workdir = tmp_path / "cluster"
     workdir.mkdir()
     profile = write_profile(tmp_path / "profile", gpus=False)
+    overlay = tmp_path / "slurm_overlay.yaml"
+    overlay.write_text(yaml.safe_dump(SLURM_OVERLAY))
     result = subprocess.run(
-        [*snakemake_cmd(workdir), "--workflow-profile", str(profile), "--slurm-logdir", str(workdir / "slurm-logs")],
+        [
+            *snakemake_cmd(workdir, overlay),
+            "--workflow-profile",
+            str(profile),
+            "--slurm-logdir",
+            str(workdir / "slurm-logs"),
+        ],
         cwd=workdir,
         env=slurm_cluster,
         capture_output=True,
@@ -263,9 +275,17 @@ def test_every_rule_runs_as_a_slurm_job_and_matches_a_local_run(slurm_cluster, r
     for relative in (
         "results/splits/manifest.csv",
         "results/datasets/bright_x1/fold0.csv",
-        "results/report/metrics.csv",
+        "results/datasets/classic_x1/fold1.csv",
+        "results/evaluation/bright_x1/squeezenet1_1/fold1/rep0/robustness.csv",
     ):
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
+    # Every classifier's metrics on the test split, line for line as in the tiny run's table.
+    header, *cluster_rows = (workdir / "results" / "report" / "metrics.csv").read_text().splitlines()
+    local_rows = set((tiny_run / "results" / "report" / "metrics.csv").read_text().splitlines())
+    assert header in local_rows and cluster_rows
+    assert {row.split(",")[0] for row in cluster_rows} == {"original", "bright_x1", "classic_x1"}
+    assert all(",test,internal," in row for row in cluster_rows), cluster_rows[:3]
+    assert [row for row in cluster_rows if row not in local_rows] == []
 
 
 @pytest.mark.slow

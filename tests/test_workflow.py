@@ -514,17 +514,21 @@ def test_split_scope_lets_the_audit_name_the_validation_leak(tiny_run, tmp_path)
     the same verdict, are tested in test_leak_free.py)."""
     import shutil
 
-    # Reuse the tiny run's split, phantom and base model (copied with their times): only the
-    # split-scope arm and what depends on it run here.
-    for relative in ("resources", "results/splits", "results/base_model", "results/test_sets"):
+    # Reuse the tiny run's split, phantom, base model and `original` classifiers (copied with their
+    # times): only the split-scope arm and what depends on it run here.
+    for relative in (
+        "resources",
+        "results/splits",
+        "results/base_model",
+        "results/test_sets",
+        "results/datasets/original",
+        "results/classifiers/original",
+    ):
         shutil.copytree(tiny_run / relative, tmp_path / relative, copy_function=shutil.copy2)
     split_scope = tmp_path / "split_scope.yaml"
     split_scope.write_text(
         yaml.safe_dump(
-            {
-                "lora": {"scope": "split"},
-                "generation": {"variant_families": ["adjective"], "adjectives": ["none", "bright"]},
-            }
+            {"lora": {"scope": "split"}, "generation": {"variant_families": ["adjective"], "adjectives": ["bright"]}}
         )
     )
     configs = (DEFAULT, REPO / "tests" / "configs" / "tiny.yaml", split_scope)

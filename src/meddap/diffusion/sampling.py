@@ -49,6 +49,38 @@ def prepare_for_generation(pipeline, reference_unet=None, compile_unet: bool = F
     return compile_unet
 
 
+def denoise(unet, scheduler, latents, timesteps, cond, uncond, guidance_scale: float, reference_unet=None):
+    """Run ``scheduler`` over ``timesteps`` from ``latents`` with classifier-free guidance:
+    eps = eps_ref + g * (eps_cond - eps_ref), ``eps_ref`` from the pipeline's own UNet on ``uncond``
+    (standard CFG) or from ``reference_unet`` (the base model without the LoRA) when given."""
+    for t in timesteps:
+        model_input = scheduler.scale_model_input(latents, t)
+        if guidance_scale == 1.0:
+            eps = unet(model_input, t, cond).sample
+        elif reference_unet is None:
+            both = unet(torch.cat([model_input, model_input]), t, torch.cat([uncond, cond])).sample
+            eps_ref, eps_cond = both.chunk(2)
+            eps = eps_ref + guidance_scale * (eps_cond - eps_ref)
+        else:
+            eps_cond = unet(model_input, t, cond).sample
+            eps_ref = reference_unet(model_input, t, uncond).sample
+            eps = eps_ref + guidance_scale * (eps_cond - eps_ref)
+        latents = scheduler.step(eps, t, latents).prev_sample
+    return latents
+
+
+def decode_to_uint8(vae, latents) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB from scaled latents."""
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def image_noise(latent_shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
+    """One standard normal latent per seed, each from its own CPU generator: an image does not
+    depend on the batch it is drawn in."""
+    return torch.stack([torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+
+
 @torch.no_grad()
 def generate_images(
     pipeline,
@@ -61,18 +93,11 @@ def generate_images(
     negative_prompt: str = "",
     reference_unet=None,
 ) -> list[np.ndarray]:
-    """uint8 RGB arrays, one per seed, generated in batches of ``batch_size``.
-
-    Classifier-free guidance: eps = eps_ref + g * (eps_cond - eps_ref). ``eps_ref`` is the
-    pipeline's own UNet on the negative prompt (standard CFG), or ``reference_unet`` (the base
-    model without the LoRA) when given, so that guidance amplifies what the class LoRA changed.
-    Initial latents come from one CPU generator per image: an image does not depend on the batch.
-    """
+    """uint8 RGB arrays, one per seed, generated in batches of ``batch_size`` (guidance: ``denoise``)."""
     from tqdm import tqdm
 
     device = pipeline._execution_device
     unet, vae = pipeline.unet, pipeline.vae
-    use_guidance = guidance_scale != 1.0
     prompt_embeds, negative_embeds = pipeline.encode_prompt(prompt, device, 1, True, negative_prompt=negative_prompt)
     scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     latent_shape = (unet.config.in_channels, resolution // scale_factor, resolution // scale_factor)
@@ -82,26 +107,9 @@ def generate_images(
         n = len(batch_seeds)
         scheduler = pipeline.scheduler.__class__.from_config(pipeline.scheduler.config)
         scheduler.set_timesteps(steps, device=device)
-        noise = torch.stack(
-            [torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(s)) for s in batch_seeds]
-        )
-        latents = (noise * scheduler.init_noise_sigma).to(device, unet.dtype)
+        latents = (image_noise(latent_shape, batch_seeds) * scheduler.init_noise_sigma).to(device, unet.dtype)
         cond = prompt_embeds.expand(n, -1, -1)
         uncond = negative_embeds.expand(n, -1, -1)
-        for t in scheduler.timesteps:
-            model_input = scheduler.scale_model_input(latents, t)
-            if not use_guidance:
-                eps = unet(model_input, t, cond).sample
-            elif reference_unet is None:
-                both = unet(torch.cat([model_input, model_input]), t, torch.cat([uncond, cond])).sample
-                eps_ref, eps_cond = both.chunk(2)
-                eps = eps_ref + guidance_scale * (eps_cond - eps_ref)
-            else:
-                eps_cond = unet(model_input, t, cond).sample
-                eps_ref = reference_unet(model_input, t, uncond).sample
-                eps = eps_ref + guidance_scale * (eps_cond - eps_ref)
-            latents = scheduler.step(eps, t, latents).prev_sample
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        batch = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        images.extend(batch)
+        latents = denoise(unet, scheduler, latents, scheduler.timesteps, cond, uncond, guidance_scale, reference_unet)
+        images.extend(decode_to_uint8(vae, latents))
     return images
