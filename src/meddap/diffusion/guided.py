@@ -5,16 +5,18 @@ guide is encoded by the VAE, noised to the strength's timestep and denoised over
 ``int(steps * strength)`` steps with the class prompt, its adjective and the arm's LoRA. meddap
 runs it in its own sampler so that guided images keep what text-to-image shards have: one noise
 generator per image (an image does not depend on its batch) and guidance against the base model
-(``generation.guidance_reference: base``). Two differences from the pipeline, both chosen so that
-an image depends on nothing but its guide, strength and seed: the guide's latent is the VAE
-posterior's mean (the pipeline samples it), so strength 0 is exactly the base model's VAE round
-trip of the guide (``meddap.diffusion.autoencoder.round_trip``), where the pipeline refuses to run.
+(``generation.guidance_reference: base``). One difference from the pipeline, so that an image
+depends on nothing but its guide, strength and seed: the guide's latent is the VAE posterior's
+mean (the pipeline samples it). Strength 0 therefore decodes the guide's own latent: the base
+model's VAE round trip of the guide (``meddap.diffusion.autoencoder.round_trip``, to within one
+grey level from scaling the latent and back), where the pipeline refuses to run.
 
 Guides are assigned by position: image ``i`` of a (arm, class, adjective) stream takes guide
 ``(i + offset) mod n`` of the class's ``n`` training originals in path order, so the guides spread
 evenly (each original guides ``floor`` or ``ceil`` of count / n images) and a shard's guides depend
-only on its index range. The candidates are the arm's training rows of the class; the caller
-passes exactly those and the shard's lineage records every guide, so the audit can check them.
+only on its index range. The caller passes the candidates: for leak-free shards, the arm's
+training rows of the class. No workflow rule calls this module yet (issue 28: the guided
+variant family, whose shard lineage is to list every guide for the audit).
 """
 
 from __future__ import annotations
@@ -98,12 +100,10 @@ def generate_guided_images(
     means, _ = encode_latents(vae, guides, batch_size)
     starts = means * vae.config.scaling_factor
     images: list[np.ndarray | None] = [None] * len(seeds)
-    batches = [
-        (strength, members[start : start + batch_size])
-        for strength in sorted(set(strengths))
-        for members in [[i for i, value in enumerate(strengths) if value == strength]]
-        for start in range(0, len(members), batch_size)
-    ]
+    batches = []  # (strength, indices of up to batch_size images of that strength)
+    for strength in sorted(set(strengths)):
+        same = [i for i, value in enumerate(strengths) if value == strength]
+        batches += [(strength, same[start : start + batch_size]) for start in range(0, len(same), batch_size)]
     for strength, members in tqdm(batches, desc=f"guided {prompt}", mininterval=5):
         latents = starts[members].to(device, unet.dtype)
         scheduler = pipeline.scheduler.__class__.from_config(pipeline.scheduler.config)
