@@ -23,7 +23,7 @@ help:
 	@echo "make config-table  rewrite config/README.md's config-key table from workflow/schemas/config.schema.yaml"
 	@echo "make dag    redraw docs/rulegraph.svg"
 	@echo "make check-results       check the default run's quality floors"
-	@echo "make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"
+	@echo "make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN> (or results/guided/...)"
 	@echo "make record-outputs      re-record tests/data/tiny_outputs.json after an intended change of outputs"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -59,7 +59,8 @@ config-table: $(STAMP)
 check-results: $(STAMP)
 	$(BIN)/python -m meddap.evidence.check
 
-# Regenerate one shard, e.g. make regenerate-shard SHARD=results/synthetic/fold0/benign/bright/shard000;
+# Regenerate one shard, e.g. make regenerate-shard SHARD=results/synthetic/fold0/benign/bright/shard000
+# (a guided shard: SHARD=results/guided/fold0/benign/bright/shard000);
 # a later `make run` reruns only what depends on it.
 regenerate-shard: $(STAMP)
 	@test -n "$(SHARD)" || { echo "usage: make regenerate-shard SHARD=results/synthetic/<arm>/<class>/<adjective>/shard<NNN>"; exit 2; }

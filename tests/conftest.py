@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,12 @@ def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'job count' table of a dry run (or of a run's plan): rule -> jobs."""
+    table = output.split("Job stats:")[-1] if "Job stats:" in output else output
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -64,6 +64,14 @@ def snakemake_error_message(output: str) -> list[str]:
             {"evaluation": {"primary_contrast": {"variant": "bright_x9"}}},
             "evaluation.primary_contrast.variant 'bright_x9'",
         ),
+        # Guided generation (issue 28): guides come from a fold's training rows, strengths are fractions.
+        (
+            {"lora": {"scope": "split"}, "generation": {"variant_families": ["guided"]}},
+            "generation.variant_families: guided needs lora.scope: fold",
+        ),
+        ({"generation": {"strength": 1.5}}, "generation.strength: 1.5 is greater than the maximum of 1"),
+        ({"generation": {"strength": [0.25, -0.5]}}, "generation.strength.1: -0.5 is less than the minimum of 0"),
+        ({"generation": {"strength": []}}, "generation.strength"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, override, expected):

@@ -74,7 +74,15 @@ def test_meddap_plan_and_the_dry_run_agree_on_every_shipped_config(tmp_path, bus
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"root": str(busi_root)}}))
     (tmp_path / "every-family.yaml").write_text(
-        yaml.safe_dump({"generation": {"ratios": [0.5, 1, 2], "variant_families": ["adjective", "mixed", "classic"]}})
+        yaml.safe_dump(
+            {
+                "generation": {
+                    "ratios": [0.5, 1, 2],
+                    "variant_families": ["adjective", "mixed", "guided", "classic"],
+                    "shard_size": 3,  # several guided shards per class, the last one smaller
+                }
+            }
+        )
     )
     configs = [tmp_path / c if isinstance(c, str) else c for c in SHIPPED[name]]
     if "busi" in name:
@@ -83,6 +91,8 @@ def test_meddap_plan_and_the_dry_run_agree_on_every_shipped_config(tmp_path, bus
     workdir.mkdir()
     plan = make_plan(configs)
     assert plan.jobs == dry_run_jobs(workdir, configs)
+    if name == "every family and ratio":
+        assert plan.jobs["generate_guided_shard"] > 2 * 3 and "guided generation" in {w.part for w in plan.work}
 
 
 def test_max_jobs_checks_the_same_count():

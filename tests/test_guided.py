@@ -1,6 +1,7 @@
 """Guided (image-to-image) generation: guide assignment, strength draws, and the sampler against
 diffusers' StableDiffusionImg2ImgPipeline and the VAE round trip (meddap.diffusion.guided)."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -125,3 +126,84 @@ def test_guided_images_equal_the_img2img_pipeline_and_keep_order_across_strength
             output_type="np",
         ).images[0]
         assert np.abs(ours[index].astype(float) / 255 - theirs).max() <= 1.5 / 255, index
+
+
+# ------------------------------------------------------------------ the guided family in the workflow
+GUIDED_OVERLAY = {
+    "generation": {"variant_families": ["guided"], "adjectives": ["bright"], "strength": [0.25, 0.5, 0.75]}
+}
+
+
+@pytest.mark.slow
+def test_guided_shards_start_from_their_folds_training_originals_and_regenerate_alone(tiny_run, tmp_path):
+    """The guided family end to end on the tiny config (its split, base model and LoRAs reused):
+    guides come from the arm's training rows of the class, spread evenly, each image records its
+    guide and strength draw, the merged rows name the guides, the audit passes; regenerating one
+    guided shard gives the same bytes and reruns exactly what depends on it."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+    from conftest import DEFAULT, TINY, planned_jobs, snakemake
+
+    from meddap.data.arms import arm_training_rows
+
+    # The tiny run's text-to-image shards of "bright" are this config's too (same seeds, same LoRAs).
+    reused = (
+        "resources",
+        "results/splits",
+        "results/base_model",
+        "results/lora",
+        "results/test_sets",
+        "results/synthetic",
+    )
+    for relative in reused:
+        shutil.copytree(tiny_run / relative, tmp_path / relative, copy_function=shutil.copy2)
+    overlay = tmp_path / "guided.yaml"
+    overlay.write_text(yaml.safe_dump(GUIDED_OVERLAY))
+    configs = (DEFAULT, TINY, overlay)
+    dry = planned_jobs((lambda r: r.stdout + r.stderr)(snakemake(tmp_path, "-n", configs=configs)))
+    # The tiny run's LoRAs and text-to-image shards serve: only the guided stream is generated.
+    assert not {"train_lora", "pretrain_base", "generate_shard"} & set(dry)
+    assert dry["generate_guided_shard"] == dry["check_generation_inputs"] == 2 * 3  # 2 folds x 3 classes x "bright"
+    snakemake(tmp_path, "--cores", "2", "--until", "audit", configs=configs)
+
+    manifest = pd.read_csv(tmp_path / "results/splits/manifest.csv")
+    strengths = []
+    for fold in (0, 1):
+        training = arm_training_rows(manifest, f"fold{fold}")
+        merged = pd.read_csv(tmp_path / f"results/datasets/guided_x1/fold{fold}.csv")
+        guided = merged[merged["source"] == "guided"]
+        for cls in ("benign", "malignant", "normal"):
+            shard = tmp_path / f"results/guided/fold{fold}/{cls}/bright/shard000"
+            metadata = pd.read_csv(shard / "metadata.csv")
+            candidates = set(training.loc[training["class"] == cls, "path"])
+            assert set(metadata["derived_from"]) <= candidates  # never a validation or test image
+            uses = Counter(metadata["derived_from"])
+            assert max(uses.values()) - min(uses.get(c, 0) for c in candidates) <= 1  # spread evenly
+            strengths += list(metadata["strength"])
+            lineage = json.loads((shard / "lineage.json").read_text())
+            assert {entry["path"] for entry in lineage["images"]} == set(metadata["derived_from"])
+            rows = guided[guided["class"] == cls].set_index("path")["derived_from"]
+            recorded = {
+                str(shard.relative_to(tmp_path) / f): g for f, g in zip(metadata["file"], metadata["derived_from"])
+            }
+            assert len(rows) and all(recorded[path] == guide for path, guide in rows.items())
+    # Each image drew one of the listed strengths (18 images: all three occur).
+    assert set(strengths) == {0.25, 0.5, 0.75} and len(strengths) == 18
+    summary = pd.read_csv(tmp_path / "results/audit/summary.csv")
+    assert (summary["status"] == "clean").all() and "guided_x1" in set(summary["variant"])
+
+    shard = "results/guided/fold0/benign/bright/shard000"
+    before = {p.name: p.read_bytes() for p in (tmp_path / shard).glob("*.png")}
+    regenerate = snakemake(tmp_path, "--cores", "2", "--forcerun", shard, "--until", shard, configs=configs)
+    assert planned_jobs(regenerate.stdout + regenerate.stderr) == {
+        "check_generation_inputs": 1,
+        "generate_guided_shard": 1,
+    }
+    assert {p.name: p.read_bytes() for p in (tmp_path / shard).glob("*.png")} == before
+    after = planned_jobs(
+        (lambda r: r.stdout + r.stderr)(snakemake(tmp_path, "-n", "--until", "audit", configs=configs))
+    )
+    # Fold 0's guided_x1 dataset, its classifier and the audit; no other shard, fold or variant.
+    assert after == {"merge_dataset": 1, "train_classifier": 1, "audit": 1}

@@ -43,6 +43,25 @@ def image(path, seed):
     return str(path)
 
 
+def fold0_classifier(tmp_path, manifest, name, extra: dict):
+    """A fold-0 classifier folder (model.json, rows.csv): fold 0's training originals train beside
+    the ``extra`` rows of class "a" (path, source, derived_from), and fold 0's originals validate."""
+    folder = tmp_path / "classifiers" / name / "resnet18" / "fold0" / "rep0"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"variant": name, "arch": "resnet18", "fold": 0, "replicate": 0}))
+    train = manifest[(manifest["split"] == "train") & (manifest["fold"] != 0)]
+    validation = manifest[(manifest["split"] == "train") & (manifest["fold"] == 0)]
+    rows = [
+        pd.DataFrame({"path": train["path"], "class": train["class"], "source": "original", "role": "train"}),
+        pd.DataFrame({**extra, "class": "a", "role": "train"}),
+        pd.DataFrame(
+            {"path": validation["path"], "class": validation["class"], "source": "original", "role": "validation"}
+        ),
+    ]
+    pd.concat(rows).fillna({"derived_from": ""}).to_csv(folder / "rows.csv", index=False)
+    return folder
+
+
 @pytest.fixture
 def artifacts(tmp_path):
     """A dataset, a fold-0 LoRA on fold 0's training originals, a shard from it, a classifier."""
@@ -66,44 +85,8 @@ def artifacts(tmp_path):
         shard = tmp_path / "synthetic" / name / "a" / "none" / "shard000"
         shard.mkdir(parents=True)
         write_lineage(shard, "shard", inputs={"lora": str(lora), "base_model": str(base)})
-        folder = tmp_path / "classifiers" / name / "resnet18" / "fold0" / "rep0"
-        folder.mkdir(parents=True)
-        (folder / "model.json").write_text(json.dumps({"variant": name, "arch": "resnet18", "fold": 0, "replicate": 0}))
-        train = manifest[(manifest["split"] == "train") & (manifest["fold"] != 0)]
-        validation = manifest[(manifest["split"] == "train") & (manifest["fold"] == 0)]
-        table = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "path": train["path"],
-                        "class": train["class"],
-                        "source": "original",
-                        "role": "train",
-                        "derived_from": "",
-                    }
-                ),
-                pd.DataFrame(
-                    {
-                        "path": [str(shard / "x.png")],
-                        "class": ["a"],
-                        "source": ["synthetic"],
-                        "role": ["train"],
-                        "derived_from": [str(shard)],
-                    }
-                ),
-                pd.DataFrame(
-                    {
-                        "path": validation["path"],
-                        "class": validation["class"],
-                        "source": "original",
-                        "role": "validation",
-                        "derived_from": "",
-                    }
-                ),
-            ]
-        )
-        table.to_csv(folder / "rows.csv", index=False)
-        return folder
+        extra = {"path": [str(shard / "x.png")], "source": ["synthetic"], "derived_from": [str(shard)]}
+        return fold0_classifier(tmp_path, manifest, name, extra)
 
     return manifest, data, classifier
 
@@ -145,6 +128,35 @@ def test_a_test_image_through_a_lora_is_never_accepted(artifacts):
     )
     assert findings["protected_set"].tolist() == ["test"]
     assert not findings["accepted"].any()
+
+
+def guided_classifier(tmp_path, manifest, row_guides, shard_guides, name):
+    """A fold-0 classifier of a guided variant: its shard (lineage listing ``shard_guides``) and
+    one training row per guide in ``row_guides``, beside fold 1's originals (fold 0 validates)."""
+    shard = tmp_path / "guided" / name / "a" / "none" / "shard000"
+    shard.mkdir(parents=True)
+    write_lineage(shard, "shard", images=shard_guides)
+    paths = [str(shard / f"{i}.png") for i in range(len(row_guides))]
+    return fold0_classifier(tmp_path, manifest, name, {"path": paths, "source": "guided", "derived_from": row_guides})
+
+
+def test_a_guide_from_the_validation_fold_fails_the_audit(artifacts, tmp_path):
+    manifest, data, _ = artifacts
+    clean = [data["a1"], data["a3"]]  # fold 1: the fold-0 classifier's training originals
+    findings, summary = audit_classifiers([guided_classifier(tmp_path, manifest, clean, clean, "ok")], manifest, {}, 10)
+    assert findings.empty and summary["status"].tolist() == ["clean"]
+    # A validation image (a0, fold 0) injected as a row's guide: a leak, whatever the config declares.
+    injected = guided_classifier(tmp_path, manifest, [data["a1"], data["a0"]], clean, "row")
+    accepting = AcceptedLeaks.from_settings("split", "dataset")
+    findings, summary = audit_classifiers([injected], manifest, {}, 10, accepting)
+    assert findings["image"].tolist() == [data["a0"]] and findings["protected_set"].tolist() == ["validation"]
+    assert findings["via"].iloc[0].startswith("guide:") and not findings["accepted"].any()
+    with pytest.raises(AuditError, match="FAILED"):
+        fail_on(findings, verdict(findings, summary))
+    # Listed by the shard's lineage only (its rows name clean guides): found all the same.
+    listed = guided_classifier(tmp_path, manifest, clean, [*clean, data["a2"]], "lineage")
+    findings, _ = audit_classifiers([listed], manifest, {}, 10)
+    assert findings["image"].tolist() == [data["a2"]] and summary["status"].tolist() == ["LEAK"]
 
 
 def test_near_duplicates_count_as_the_same_image(artifacts, tmp_path):

@@ -166,3 +166,48 @@ def test_effective_expansion_ratio_counts_the_fold_training_originals(plan):
     assert effective_expansion_ratio(5, 10) == 0.5 and math.isnan(effective_expansion_ratio(0, 0))
     with pytest.raises(ValueError):
         effective_expansion_ratio(-1, 3)
+
+
+def test_guided_variants_have_shards_of_their_own_drawn_evenly_over_adjectives(plan):
+    guided = Plan(
+        plan.classes, plan.train_counts, plan.adjectives, plan.ratios, plan.shard_size, ("adjective", "guided")
+    )
+    names = [v.name for v in guided.variants()]
+    assert {"guided_x0.5", "guided_x1", "guided_x2"} < set(names) and "mixed_x1" not in names
+    variant = guided.variant("guided_x2")
+    assert variant.stream == "guided" and guided.variant("bright_x2").stream == "synthetic"
+    # Text-to-image shards are sized by the adjective family as before; guided ones by their even share.
+    for cls, n in plan.train_counts.items():
+        assert guided.images_per_adjective(cls) == plan.images_per_adjective(cls) == 2 * n
+        assert guided.images_per_adjective(cls, "guided") == math.ceil(2 * n / 3)
+        counts = guided.counts_per_adjective(variant, cls)
+        assert sum(counts.values()) == 2 * n and max(counts.values()) - min(counts.values()) <= 1
+    assert guided.all_shards("guided") and not plan.all_shards("guided")
+    # One adjective: a guided variant still exists (its guides make it a family of its own); mixed does not.
+    one = Plan(plan.classes, plan.train_counts, ["none"], [1.0], 8, ("mixed", "guided"))
+    assert [v.name for v in one.variants()] == ["original", "guided_x1"]
+
+
+def test_a_guided_merge_names_each_rows_guide(plan):
+    guided = Plan(plan.classes, plan.train_counts, plan.adjectives, [1.0], plan.shard_size, ("guided",))
+    manifest, _ = fake_inputs(plan)
+    rows = []
+    for cls, adjective, shard in guided.all_shards("guided"):
+        training = manifest[(manifest["class"] == cls) & (manifest["split"] == "train") & (manifest["fold"] != 0)]
+        for index in range(guided.shard_sizes(cls, "guided")[shard]):
+            guide = training["path"].iloc[index % len(training)]
+            rows.append(
+                (f"g/{cls}/{adjective}/{shard}/{index}.png", cls, adjective, "p", index, shard, index, guide, 0.5)
+            )
+    columns = ["path", "class", "adjective", "prompt", "seed", "shard", "index", "derived_from", "strength"]
+    shards = pd.DataFrame(rows, columns=columns)
+    merged = merge_fold(manifest, 0, guided, guided.variant("guided_x1"), shards)
+    added = merged[merged["source"] == "guided"]
+    assert len(added) == sum(plan.train_counts.values())
+    assert set(added["derived_from"]) <= set(shards["derived_from"]) and (added["role"] == "train").all()
+    by_path = dict(zip(shards["path"], shards["derived_from"]))
+    assert all(by_path[p] == g for p, g in zip(added["path"], added["derived_from"]))
+    assert expansion_table({("guided_x1", 0): merged})["n_synthetic"].sum() == len(added)
+    # Text-to-image rows (no guide) cannot pass for a guided variant's.
+    with pytest.raises(ValueError, match="without a guide"):
+        merge_fold(manifest, 0, guided, guided.variant("guided_x1"), shards.drop(columns=["derived_from"]))

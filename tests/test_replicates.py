@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import DEFAULT, TINY, snakemake
+from conftest import DEFAULT, TINY, planned_jobs, snakemake
 from scipy.stats import ttest_rel
 
 from meddap.classify.predict import ensemble_members
@@ -52,11 +52,6 @@ def test_the_rule_script_derives_the_seed_from_the_library_without_the_variant()
 
 
 # ------------------------------------------------------------------ DAG
-def planned_jobs(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
 def test_two_replicates_plan_twice_the_classifier_jobs(tmp_path):
     one = planned_jobs((lambda r: r.stdout + r.stderr)(snakemake(tmp_path, "-n")))
     config = tmp_path / "replicates.yaml"

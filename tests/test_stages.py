@@ -21,11 +21,12 @@ from meddap.settings.stages import (
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 # Config keys that are no job's setting: they shape the DAG (classes, variants, jobs) or go to
-# one rule's params directly (bootstrap: report, knn_k: synthetic_quality; primary_contrast and
+# one rule's params directly (bootstrap: report, knn_k: synthetic_quality; strength:
+# generate_guided_shard, so a new strength redraws no text-to-image shard; primary_contrast and
 # p_adjust: the report's ContrastSettings, tested below).
 DAG_KEYS = {
     "lora": {"mode", "scope"},
-    "generation": {"adjectives", "ratios", "variant_families", "shard_size"},
+    "generation": {"adjectives", "ratios", "variant_families", "shard_size", "strength"},
     "classifier": {"architectures", "replicates"},
     "evaluation": {"bootstrap", "knn_k", "primary_contrast", "p_adjust"},
     "base_model.pretrain": {"enabled"},

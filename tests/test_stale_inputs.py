@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import digest_tree, snakemake
+from conftest import digest_tree, planned_jobs, snakemake
 from PIL import Image
 
 from meddap.audit.verify import Finding, main, regenerate_target, verify_results
@@ -173,6 +173,10 @@ def test_regenerate_targets():
         regenerate_target("results/synthetic/fold1/normal/none/shard002/x.png")
         == "results/synthetic/fold1/normal/none/shard002"
     )
+    assert (
+        regenerate_target("results/guided/fold0/benign/bright/shard000/metadata.csv")
+        == "results/guided/fold0/benign/bright/shard000"
+    )
     assert regenerate_target("results/splits/counts.csv") == "results/splits/manifest.csv"
     assert (
         regenerate_target("results/classifiers/original/resnet18/fold0/rep1/model.safetensors")
@@ -239,11 +243,6 @@ def test_a_simulated_dataset_is_as_simulated_until_edited(tmp_path):
 
 
 # ------------------------------------------------------------------ on a tiny run
-def planned_jobs(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[-1] if "Job stats:" in output else output
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
 @pytest.fixture(scope="module")
 def settled(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run (Snakemake's metadata and the files' times kept), brought up to date."""

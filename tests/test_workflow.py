@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, snakemake
+from conftest import DEFAULT, REPO, SNAKEMAKE, TINY, planned_jobs, snakemake
 
 from meddap.runtime.seeding import classifier_seed
 
@@ -23,6 +23,7 @@ ALL_RULES = {
     "pretrain_base",
     "train_lora",
     "generate_shard",
+    "generate_guided_shard",
     "check_generation_inputs",
     "merge_dataset",
     "train_classifier",
@@ -37,12 +38,6 @@ ALL_RULES = {
 }
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """The 'job count' table of a dry run."""
-    table = output.split("Job stats:")[-1] if "Job stats:" in output else output
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
 def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     result = snakemake(tmp_path, "-n", configs=(DEFAULT,))
     jobs = planned_jobs(result.stdout + result.stderr)
@@ -50,17 +45,23 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     folds, n_arch = config["dataset"]["folds"], len(config["classifier"]["architectures"])
     generation = config["generation"]
     families, n_adjectives = generation["variant_families"], len(generation["adjectives"])
-    # augment_classic runs only for the classic family (the tiny config, which has it, runs it end to end)
-    assert set(jobs) == ALL_RULES - ({"augment_classic"} if "classic" not in families else set())
+    # augment_classic runs only for the classic family (the tiny config, which has it, runs it end to end),
+    # generate_guided_shard only for the guided one
+    optional = {"augment_classic": "classic", "generate_guided_shard": "guided"}
+    assert set(jobs) == ALL_RULES - {rule for rule, family in optional.items() if family not in families}
     per_ratio = (
-        n_adjectives * ("adjective" in families) + ("mixed" in families and n_adjectives > 1) + ("classic" in families)
+        n_adjectives * ("adjective" in families)
+        + ("mixed" in families and n_adjectives > 1)
+        + ("guided" in families)
+        + ("classic" in families)
     )
     n_variants = 1 + per_ratio * len(generation["ratios"])
     assert jobs["train_classifier"] == n_variants * n_arch * folds
     # lora.scope: fold -> one generative arm (LoRAs and shards) per fold
     assert config["lora"]["scope"] == "fold"
     assert jobs["train_lora"] == len(config["dataset"]["classes"]) * folds
-    assert jobs["check_generation_inputs"] == jobs["generate_shard"]  # one per shard, before it
+    # one per shard of each stream, before it
+    assert jobs["check_generation_inputs"] == jobs["generate_shard"] + jobs.get("generate_guided_shard", 0)
     assert jobs["index_synthetic"] == folds
     assert jobs["merge_dataset"] == n_variants * folds
     assert jobs["simulate_phantom"] == 3

@@ -60,7 +60,7 @@ from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache
 from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE
 from meddap.settings.choices import PHANTOM_CORPUS
 from meddap.settings.kinds import SYNTHETIC, TestSetKind
-from meddap.settings.plan import CLASSIC, ORIGINAL
+from meddap.settings.plan import CLASSIC, GUIDED, ORIGINAL, TEXT_TO_IMAGE
 from meddap.settings.prompts import prompt_words
 
 try:  # the schema (its defaults filled in), then what it cannot express: one line naming the key
@@ -268,6 +268,7 @@ def alternation(names):
 wildcard_constraints:
     cls=alternation(SETTINGS.classes),
     adjective=alternation(PLAN.adjectives),
+    stream=alternation([TEXT_TO_IMAGE, GUIDED]),
     shard=r"\d{3}",
     variant=alternation([v.name for v in PLAN.variants()]),
     arch=alternation(SETTINGS.architectures),
@@ -291,12 +292,13 @@ DATASET_TABLES = [
 REPLICATES = list(range(SETTINGS.replicates))
 
 
-def shard_dir(arm, cls, adjective, shard):
-    return f"results/synthetic/{arm}/{cls}/{adjective}/shard{int(shard):03d}"
+def shard_dir(arm, cls, adjective, shard, stream=TEXT_TO_IMAGE):
+    """A shard folder: results/synthetic/... (text-to-image) or results/guided/... (guided)."""
+    return f"results/{stream}/{arm}/{cls}/{adjective}/shard{int(shard):03d}"
 
 
 def arm_shard_dirs(arm):
-    """Every shard of one generative arm."""
+    """Every text-to-image shard of one generative arm."""
     return [shard_dir(arm, c, a, s) for c, a, s in PLAN.all_shards()]
 
 
@@ -305,11 +307,12 @@ def all_shard_dirs():
 
 
 def fold_shard_dirs(wildcards):
-    """The shards a variant's classifier of one fold trains on: those of the fold's arm."""
+    """The shards a variant's classifier of one fold trains on: those of the fold's arm, in the
+    variant's stream (text-to-image or guided)."""
     arm = SETTINGS.arm(int(wildcards.fold))
+    variant = PLAN.variant(wildcards.variant)
     return [
-        shard_dir(arm, c, a, s)
-        for c, a, s in PLAN.shards_for(PLAN.variant(wildcards.variant))
+        shard_dir(arm, c, a, s, variant.stream) for c, a, s in PLAN.shards_for(variant)
     ]
 
 
@@ -318,12 +321,17 @@ def lora_dir(wildcards):
     return f"results/lora/{wildcards.arm}/{SETTINGS.lora_for_class(wildcards.cls)}"
 
 
-def generation_inputs_check(wildcards):
-    """The check that a shard's LoRA and base model load, done before the shard job starts."""
-    return (
-        f"results/checks/generation_inputs/{wildcards.arm}/{wildcards.cls}/"
-        f"{wildcards.adjective}/shard{wildcards.shard}.ok"
-    )
+def generation_inputs_check(stream):
+    """The check that a shard's LoRA and base model load, done before the shard job starts (one
+    per shard of each stream, so a check run for a new shard reruns no other shard)."""
+
+    def check(wildcards):
+        return (
+            f"results/checks/generation_inputs/{stream}/{wildcards.arm}/{wildcards.cls}/"
+            f"{wildcards.adjective}/shard{wildcards.shard}.ok"
+        )
+
+    return check
 
 
 def fold_classic_dir(wildcards):

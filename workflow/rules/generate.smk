@@ -10,11 +10,13 @@ rule check_generation_inputs:
         base_model_input,
         lora=lora_dir,
     output:
-        temp("results/checks/generation_inputs/{arm}/{cls}/{adjective}/shard{shard}.ok"),
+        temp(
+            "results/checks/generation_inputs/{stream}/{arm}/{cls}/{adjective}/shard{shard}.ok"
+        ),
     log:
-        f"{LOGS}/check_generation_inputs/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.log",
+        f"{LOGS}/check_generation_inputs/{{stream}}/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.log",
     benchmark:
-        f"{BENCH}/check_generation_inputs/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
+        f"{BENCH}/check_generation_inputs/{{stream}}/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
     localrule: True  # reads file headers only: no cluster job
     conda:
         ENV
@@ -34,9 +36,11 @@ rule generate_shard:
     input:
         base_model_input,
         lora=lora_dir,
-        checked=generation_inputs_check,
+        checked=generation_inputs_check(TEXT_TO_IMAGE),
     output:
-        directory("results/synthetic/{arm}/{cls}/{adjective}/shard{shard}"),
+        directory(
+            f"results/{TEXT_TO_IMAGE}/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}"
+        ),
     log:
         f"{LOGS}/generate_shard/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.log",
     benchmark:
@@ -61,6 +65,46 @@ rule generate_shard:
         runtime=SETTINGS.runtime.params(),
     script:
         "../scripts/generate_shard.py"
+
+
+rule generate_guided_shard:
+    """One shard of guided (image-to-image) images for (arm, class, adjective, shard): each starts
+    from one of the arm's training originals of the class (read from the split manifest), noised
+    to its strength and denoised with the prompt and the class LoRA. PNGs + metadata.csv naming
+    each image's guide and strength; lineage.json lists the guides for the audit."""
+    input:
+        base_model_input,
+        lora=lora_dir,
+        checked=generation_inputs_check(GUIDED),
+        manifest=MANIFEST,  # the guides: the arm's training rows of the class
+    output:
+        directory(f"results/{GUIDED}/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}"),
+    log:
+        f"{LOGS}/generate_guided_shard/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.log",
+    benchmark:
+        f"{BENCH}/generate_guided_shard/{{arm}}/{{cls}}/{{adjective}}/shard{{shard}}.tsv"
+    priority: 1
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+        gpu_slot=DIFFUSION,
+    params:
+        base_model=BASE_MODEL,
+        sampling=SETTINGS.sampling.params(),
+        strength=list(SETTINGS.strength),
+        size=lambda wc: PLAN.shard_sizes(wc.cls, GUIDED)[int(wc.shard)],
+        # Where the shard starts in its (arm, class, adjective) stream: its guides follow from it.
+        first_index=lambda wc: int(wc.shard) * PLAN.shard_size,
+        prompt=lambda wc: SETTINGS.prompts.prompt(wc.cls, wc.adjective),
+        negative=SETTINGS.prompts.negative,
+        seed=config["seed"],
+        runtime=SETTINGS.runtime.params(),
+    script:
+        "../scripts/generate_guided_shard.py"
 
 
 rule index_synthetic:

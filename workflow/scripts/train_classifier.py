@@ -10,7 +10,7 @@ from meddap.classify.classifier import train_classifier  # noqa: E402
 from meddap.data.merge import fold_rows  # noqa: E402
 from meddap.runtime.seeding import classifier_seed  # noqa: E402
 from meddap.runtime.versions import library_versions  # noqa: E402
-from meddap.settings.kinds import SYNTHETIC_SOURCE  # noqa: E402
+from meddap.settings.kinds import SYNTHETIC_SOURCES  # noqa: E402
 from meddap.settings.stages import ClassifierSettings  # noqa: E402
 
 params, wc = snakemake.params, snakemake.wildcards
@@ -18,7 +18,7 @@ settings = ClassifierSettings.from_params(params.classifier)
 train_rows, val_rows = fold_rows(pd.read_csv(snakemake.input[0]))
 # Matched seeds: every variant of this (architecture, fold, replicate) starts from the same seed.
 seed = classifier_seed(params.seed, wc.arch, wc.fold, wc.replicate)
-n_synthetic = int((train_rows.source == SYNTHETIC_SOURCE).sum())
+n_synthetic = int(train_rows.source.isin(SYNTHETIC_SOURCES).sum())
 log.info(
     "%s fold %s replicate %s (seed %d): %d training rows (%d synthetic), %d validation rows",
     wc.variant,

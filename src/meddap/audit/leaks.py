@@ -6,7 +6,9 @@ walking the lineage records (``meddap.provenance.lineage``):
 * directly: the original rows it trained on (``rows.csv``, role train);
 * through a classic copy: the copy's source image;
 * through a synthetic image: the shard's LoRA (its training images) and base model (its
-  pretraining images).
+  pretraining images);
+* through a guided image: also its guide (the row's ``derived_from``) and every guide its shard
+  lists.
 
 Each of them is then compared with the images the classifier is judged on: its validation fold
 (which selects its epoch), the held-out test split and every unseen set, by path, by
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from meddap.provenance.lineage import lineage_images, read_lineage
-from meddap.settings.kinds import INTERNAL_TEST, ORIGINAL_SOURCE, SYNTHETIC_SOURCE, TEST_SPLIT
+from meddap.settings.kinds import GUIDED_SOURCE, INTERNAL_TEST, ORIGINAL_SOURCE, SYNTHETIC_SOURCE, TEST_SPLIT
 from meddap.settings.plan import CLASSIC
 
 VALIDATION = "validation"
@@ -109,7 +111,8 @@ class _Influences:
                 raise AuditError(
                     f"{shard_dir} has no lineage.json: regenerate the shard (rule generate_shard) so it can be audited"
                 )
-            found = []
+            # A guided shard lists its guides as its images; a text-to-image shard has none.
+            found = [(image, f"guide:{shard_dir}") for image in lineage_images(record)]
             for role in ("lora", "base_model"):
                 source = record["inputs"].get(role)
                 if source:
@@ -166,6 +169,12 @@ def classifier_influences(rows: pd.DataFrame, influences: _Influences | None = N
         for path, source in zip(classic["path"], classic["derived_from"])
     ]
     for shard_dir in train.loc[train["source"] == SYNTHETIC_SOURCE, "derived_from"].unique():
+        found += influences.of_shard(shard_dir)
+    # A guided image: its guide itself, and its shard's LoRA, base model and listed guides.
+    guided = train[train["source"] == GUIDED_SOURCE]
+    shard_dirs = [str(Path(path).parent) for path in guided["path"]]
+    found += [(guide, f"guide:{shard_dir}") for guide, shard_dir in zip(guided["derived_from"], shard_dirs)]
+    for shard_dir in dict.fromkeys(shard_dirs):
         found += influences.of_shard(shard_dir)
     return pd.DataFrame(found, columns=["image", "via"]).drop_duplicates(ignore_index=True)
 
@@ -311,7 +320,7 @@ def verdict(findings: pd.DataFrame, summary: pd.DataFrame) -> str:
     if leaking.empty and accepted.empty:
         return (
             f"Lineage audit: passed. None of the images that influenced the training of the {n} classifiers "
-            "(directly, through a LoRA, the base model or a classic copy) is in its validation fold, the test "
+            "(directly, through a LoRA, the base model, a guide or a classic copy) is in its validation fold, the test "
             "split or an unseen set, by path, near-duplicate group or perceptual hash."
         )
     parts = []

@@ -32,7 +32,7 @@ MANIFEST = "splits/manifest.csv"
 NOT_INTERMEDIATE = {"logs", "benchmarks", "report"}
 # Recorded path -> what rule output regenerates it (the first group of the first match).
 TARGETS = [
-    re.compile(r"^(results/synthetic/[^/]+/[^/]+/[^/]+/shard\d{3})(/.*)?$"),
+    re.compile(r"^(results/(?:synthetic|guided)/[^/]+/[^/]+/[^/]+/shard\d{3})(/.*)?$"),
     re.compile(r"^(results/lora/[^/]+/[^/]+)(/.*)?$"),
     re.compile(r"^(results/classic/fold\d+)(/.*)?$"),
     re.compile(r"^(results/classifiers/[^/]+/[^/]+/fold\d+/rep\d+)(/.*)?$"),

@@ -24,7 +24,7 @@ from torch import nn
 
 from meddap.provenance.lineage import write_lineage
 from meddap.runtime.atomic import atomic_path, write_json
-from meddap.settings.kinds import SYNTHETIC_SOURCE
+from meddap.settings.kinds import SYNTHETIC_SOURCES
 from meddap.settings.stages import ClassifierSettings
 
 log = logging.getLogger(__name__)
@@ -373,7 +373,7 @@ def train_classifier(
     frame = pd.DataFrame(history)
     best_epoch = selected_epoch(frame, settings.selection_metric)
     frame["selected"] = frame["epoch"] == best_epoch
-    n_synthetic = int((train_rows["source"] == SYNTHETIC_SOURCE).sum()) if "source" in train_rows else 0
+    n_synthetic = int(train_rows["source"].isin(SYNTHETIC_SOURCES).sum()) if "source" in train_rows else 0
     meta = {
         "arch": arch,
         "classes": classes,

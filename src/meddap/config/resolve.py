@@ -41,7 +41,7 @@ from meddap.settings.kinds import (
     TestSetKind,
     unseen_test_set,
 )
-from meddap.settings.plan import ADJECTIVE, CLASSIC, MIXED, ORIGINAL, Plan, ratio_label
+from meddap.settings.plan import ADJECTIVE, CLASSIC, GUIDED, MIXED, ORIGINAL, TEXT_TO_IMAGE, Plan, ratio_label
 from meddap.settings.prompts import NO_ADJECTIVE
 from meddap.settings.stages import (
     ClassifierSettings,
@@ -52,6 +52,7 @@ from meddap.settings.stages import (
     PromptSettings,
     RuntimeSettings,
     SamplingSettings,
+    check_strengths,
 )
 
 
@@ -78,6 +79,9 @@ class Settings:
     pretraining: PretrainSettings | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    # generation.strength as a tuple (one value or the list each guided image draws from): guided
+    # shards' params only, so that a change reruns no text-to-image shard.
+    strength: tuple[float, ...] = (0.5,)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     contrast: ContrastSettings = field(default_factory=ContrastSettings)
@@ -143,7 +147,8 @@ class Settings:
         without a job are left out. The one count of the DAG's size: limits.max_jobs and
         ``meddap plan`` read it."""
         arms, variants = len(self.arms), self.plan.variants()
-        shards = arms * len(self.plan.all_shards())
+        shards = arms * len(self.plan.all_shards(TEXT_TO_IMAGE))
+        guided_shards = arms * len(self.plan.all_shards(GUIDED))
         trainings = len(variants) * len(self.architectures) * self.folds * self.replicates
         kind = self.base_source.kind if self.base_source else None
         jobs = {
@@ -155,8 +160,9 @@ class Settings:
             "convert_base_model": int(kind == SINGLE_FILE),
             "download_base_model": int(kind == HUB),
             "train_lora": arms * len(self.lora_names),
-            "check_generation_inputs": shards,
+            "check_generation_inputs": shards + guided_shards,
             "generate_shard": shards,
+            "generate_guided_shard": guided_shards,
             "index_synthetic": arms,
             "augment_classic": self.folds if any(v.kind == CLASSIC for v in variants) else 0,
             "merge_dataset": len(variants) * self.folds,
@@ -290,8 +296,18 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
                 f"generation.ratios: {ratio:g} x the {[fold_train_counts[c] for c in empty]} training images of "
                 f"{empty} rounds to 0 synthetic images; use a larger ratio"
             )
+    if GUIDED in plan.families and config["lora"]["scope"] != FOLD_SCOPE:
+        raise ConfigError(
+            f"generation.variant_families: guided needs lora.scope: {FOLD_SCOPE} (a guided image starts from one "
+            f"of its fold's training originals; with lora.scope: {config['lora']['scope']} there is no fold to "
+            "take them from); set lora.scope: fold or drop guided"
+        )
     n_arms = folds if config["lora"]["scope"] == FOLD_SCOPE else 1
-    planned = n_arms * sum(len(plan.adjectives) * plan.images_per_adjective(cls) for cls in classes)
+    planned = n_arms * sum(
+        len(plan.adjectives) * plan.images_per_adjective(cls, stream)
+        for cls in classes
+        for stream in (TEXT_TO_IMAGE, GUIDED)
+    )
     limit = config["limits"]["max_synthetic_images"]
     if planned > limit:
         raise ConfigError(
@@ -354,6 +370,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
         pretraining=pretraining,
         lora=LoraSettings.from_params(config["lora"]),
         sampling=SamplingSettings.from_params(config["generation"]),
+        strength=_strength(config["generation"]["strength"]),
         classifier=ClassifierSettings.from_params(config["classifier"]),
         evaluation=EvaluationSettings.from_params(config["evaluation"]),
         contrast=_primary_contrast(config["evaluation"], plan, unseen),
@@ -362,6 +379,13 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
     )
     check_job_limit(settings.jobs_per_rule(), config["limits"]["max_jobs"])
     return settings
+
+
+def _strength(strength) -> tuple[float, ...]:
+    try:
+        return check_strengths(strength)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _phantom_devices(root: str, unseen: dict[str, str]) -> list[str]:
@@ -379,7 +403,7 @@ def _primary_contrast(evaluation: dict, plan: Plan, unseen: dict[str, str]) -> C
     contrast = ContrastSettings.from_params({**evaluation["primary_contrast"], "p_adjust": evaluation["p_adjust"]})
     variants = [variant.name for variant in plan.variants()]
     if contrast.variant is None:  # the paper's question: does the mix of adjectives beat more classic copies?
-        synthetic = [v for v in plan.variants() if v.kind in (MIXED, ADJECTIVE)]
+        synthetic = [v for v in plan.variants() if v.kind in (MIXED, ADJECTIVE, GUIDED)]
         mixed = [v for v in synthetic if v.kind == MIXED]
         preferred = [v for v in mixed if v.ratio == 1.0] or mixed or synthetic
         contrast = dataclasses.replace(contrast, variant=preferred[0].name if preferred else ORIGINAL)

@@ -4,8 +4,8 @@ Validation rows are fold k's originals. Training rows are the other folds' origi
 variant's extra rows, all derived from those training originals only: synthetic images from the
 fold's generative arm (LoRAs trained without fold k, with ``lora.scope: fold``) and classic copies
 of the fold's training originals. No test row ever enters. Every extra row names what it was
-derived from (``derived_from``: the shard folder, or the source image of a classic copy), so the
-lineage audit can walk back to the originals.
+derived from (``derived_from``: a text-to-image row's shard folder, a guided row's guide, a
+classic copy's source image), so the lineage audit can walk back to the originals.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from meddap.settings.kinds import ORIGINAL_SOURCE, SYNTHETIC_SOURCE, TRAIN_SPLIT
-from meddap.settings.plan import CLASSIC, Plan, Variant
+from meddap.settings.kinds import GUIDED_SOURCE, ORIGINAL_SOURCE, SYNTHETIC_SOURCE, SYNTHETIC_SOURCES, TRAIN_SPLIT
+from meddap.settings.plan import CLASSIC, GUIDED, Plan, Variant
 
 VARIANT_COLUMNS = ["path", "class", "source", "role", "adjective", "prompt", "seed", "derived_from"]
 TRAIN_ROLE = "train"
@@ -52,8 +52,8 @@ def merge_fold(
 ) -> pd.DataFrame:
     """Rows of ``variant`` for fold ``fold``: the training split's originals (role validation in
     the fold, train elsewhere) + the first N synthetic rows per (class, adjective) of the fold's
-    arm (``synthetic``: ``read_shards`` of that arm) or the first N classic copies per class
-    (``classic``: ``read_classic`` of the fold's folder)."""
+    arm (``synthetic``: ``read_shards`` of that arm's shards of the variant's stream) or the first
+    N classic copies per class (``classic``: ``read_classic`` of the fold's folder)."""
     original = manifest[manifest["split"] == TRAIN_SPLIT]
     roles = [VALIDATION_ROLE if int(f) == fold else TRAIN_ROLE for f in original["fold"]]
     parts = [_rows(original["path"], list(original["class"]), ORIGINAL_SOURCE, roles)]
@@ -71,17 +71,25 @@ def merge_fold(
                     f"shards hold {len(pool)}. Regenerate the shards (the training counts changed?)."
                 )
             chosen = pool.head(count)
-            shard_dirs = [path.rsplit("/", 1)[0] for path in chosen["path"]]
+            if variant.kind == GUIDED:
+                if "derived_from" not in chosen or chosen["derived_from"].isna().any():
+                    raise ValueError(
+                        f"variant {variant.name} fold {fold}: {cls}/{adjective} rows without a guide: the shards are "
+                        "not guided shards; regenerate them"
+                    )
+                source, derived_from = GUIDED_SOURCE, list(chosen["derived_from"])
+            else:
+                source, derived_from = SYNTHETIC_SOURCE, [path.rsplit("/", 1)[0] for path in chosen["path"]]
             parts.append(
                 _rows(
                     chosen["path"],
                     cls,
-                    SYNTHETIC_SOURCE,
+                    source,
                     TRAIN_ROLE,
                     adjective,
                     list(chosen["prompt"]),
                     chosen["seed"],
-                    shard_dirs,
+                    derived_from,
                 )
             )
     if variant.kind == CLASSIC:
@@ -159,7 +167,7 @@ def expansion_table(variant_tables: Mapping[tuple[str, int], pd.DataFrame | str 
                     "fold": int(fold),
                     "class": cls,
                     "n_original_train": n_original,
-                    "n_synthetic": int((sources == SYNTHETIC_SOURCE).sum()),
+                    "n_synthetic": int(sources.isin(SYNTHETIC_SOURCES).sum()),
                     "n_classic": int((sources == CLASSIC).sum()),
                     "n_added": n_added,
                     "effective_ratio": effective_expansion_ratio(n_added, n_original),

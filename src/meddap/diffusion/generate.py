@@ -24,6 +24,8 @@ from meddap.settings.stages import RuntimeSettings, SamplingSettings
 log = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ["file", "class", "adjective", "prompt", "seed", "shard", "index"]
+# A guided shard's rows also name each image's guide (a training original) and its strength.
+GUIDED_COLUMNS = ["derived_from", "strength"]
 
 
 def image_seed(seed: int, cls: str, adjective: str, shard: int, index: int, arm: str = "") -> int:
@@ -32,6 +34,12 @@ def image_seed(seed: int, cls: str, adjective: str, shard: int, index: int, arm:
     if not arm:
         return derive_seed(seed, "synthetic", cls, adjective, shard, index)
     return derive_seed(seed, "synthetic", arm, cls, adjective, shard, index)
+
+
+def guided_image_seed(seed: int, arm: str, cls: str, adjective: str, shard: int, index: int) -> int:
+    """The seed of image ``index`` of a guided shard (its noise and its strength draw): a stream of
+    its own, so guided and text-to-image images never share noise."""
+    return derive_seed(seed, "guided", arm, cls, adjective, shard, index)
 
 
 def write_shard(
@@ -44,9 +52,12 @@ def write_shard(
     shard: int,
     provenance: dict,
     lineage_inputs: dict[str, str] | None = None,
+    guides: list[str] | None = None,
+    strengths: list[float] | None = None,
 ) -> pd.DataFrame:
     """Write PNGs + metadata.csv + provenance.json + lineage.json (the LoRA and base model the
-    images came from) into ``out_dir`` atomically (whole folder)."""
+    images came from, and for a guided shard its guides, with their digests) into ``out_dir``
+    atomically (whole folder). ``guides`` and ``strengths``: one per image of a guided shard."""
     from PIL import Image
 
     from meddap.provenance.lineage import write_lineage
@@ -59,9 +70,15 @@ def write_shard(
             Image.fromarray(array, mode="RGB").save(temporary / name)
             rows.append((name, cls, adjective, prompt, seed, shard, index))
         metadata = pd.DataFrame(rows, columns=METADATA_COLUMNS)
+        if guides is not None:
+            if not len(guides) == len(strengths or []) == len(images):
+                raise ValueError(f"{len(images)} images need one guide and one strength each")
+            metadata["derived_from"] = guides
+            metadata["strength"] = strengths
         metadata.to_csv(temporary / "metadata.csv", index=False)
         write_json(temporary / "provenance.json", provenance)
-        write_lineage(temporary, "shard", inputs=lineage_inputs or {})
+        # A guide is listed once however many images it starts: the audit walks each one.
+        write_lineage(temporary, "shard", images=sorted(set(guides or [])), inputs=lineage_inputs or {})
     return metadata
 
 
@@ -82,20 +99,7 @@ def generate_shard(
     provenance: dict | None = None,
 ) -> pd.DataFrame:
     """Draw ``shard_size`` images of one (arm, class, adjective, shard) with the class LoRA; write the shard folder."""
-    from meddap.diffusion.base_models import load_pipeline
-    from meddap.diffusion.lora import apply_lora
-    from meddap.runtime.devices import pick_device, pick_dtype
-
-    torch_device = pick_device(runtime.device)
-    pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, runtime.precision))
-    if sampling.guidance_reference not in GUIDANCE_REFERENCES:
-        raise ValueError(
-            f"generation.guidance_reference {sampling.guidance_reference!r}: use one of {GUIDANCE_REFERENCES}"
-        )
-    reference_unet = copy.deepcopy(pipeline.unet) if sampling.guidance_reference == "base" else None
-    apply_lora(pipeline, lora_dir, sampling.lora_scale)
-    set_scheduler(pipeline, sampling.scheduler)
-    compiled = prepare_for_generation(pipeline, reference_unet, sampling.compile)
+    pipeline, reference_unet, compiled = _sampling_pipeline(base_model, lora_dir, sampling, runtime)
     seeds = [image_seed(seed, cls, adjective, shard, index, arm) for index in range(shard_size)]
     images = generate_images(
         pipeline,
@@ -110,13 +114,40 @@ def generate_shard(
     )
     if sampling.grayscale:
         images = [to_grey_rgb(image) for image in images]
-    info = {
+    info = _shard_info(cls, adjective, shard, prompt, negative_prompt, len(images), sampling, compiled, lora_dir)
+    info.update({"base_model": str(base_model), "seed": seed, "arm": arm, **(provenance or {})})
+    lineage = {"lora": str(lora_dir), "base_model": str(base_model)}
+    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, lineage)
+
+
+def _sampling_pipeline(base_model, lora_dir, sampling: SamplingSettings, runtime: RuntimeSettings):
+    """(pipeline with the LoRA fused and the scheduler set, the base UNet as guidance reference or
+    None, whether the UNet was compiled)."""
+    from meddap.diffusion.base_models import load_pipeline
+    from meddap.diffusion.lora import apply_lora
+    from meddap.runtime.devices import pick_device, pick_dtype
+
+    torch_device = pick_device(runtime.device)
+    pipeline = load_pipeline(base_model, torch_device, pick_dtype(torch_device, runtime.precision))
+    if sampling.guidance_reference not in GUIDANCE_REFERENCES:
+        raise ValueError(
+            f"generation.guidance_reference {sampling.guidance_reference!r}: use one of {GUIDANCE_REFERENCES}"
+        )
+    reference_unet = copy.deepcopy(pipeline.unet) if sampling.guidance_reference == "base" else None
+    apply_lora(pipeline, lora_dir, sampling.lora_scale)
+    set_scheduler(pipeline, sampling.scheduler)
+    compiled = prepare_for_generation(pipeline, reference_unet, sampling.compile)
+    return pipeline, reference_unet, compiled
+
+
+def _shard_info(cls, adjective, shard, prompt, negative_prompt, images, sampling, compiled, lora_dir) -> dict:
+    return {
         "class": cls,
         "adjective": adjective,
         "shard": shard,
         "prompt": prompt,
         "negative_prompt": negative_prompt,
-        "images": len(images),
+        "images": images,
         "resolution": sampling.resolution,
         "steps": sampling.steps,
         "guidance_scale": sampling.guidance_scale,
@@ -126,13 +157,61 @@ def generate_shard(
         "compiled": compiled,
         "lora": str(lora_dir),
         "lora_scale": sampling.lora_scale,
-        "base_model": str(base_model),
-        "seed": seed,
-        "arm": arm,
-        **(provenance or {}),
     }
+
+
+def generate_guided_shard(
+    base_model: str,
+    lora_dir: str | Path,
+    out_dir: str | Path,
+    cls: str,
+    adjective: str,
+    shard: int,
+    prompt: str,
+    shard_size: int,
+    first_index: int,
+    candidates: list[str],
+    strength: float | list[float],
+    seed: int,
+    sampling: SamplingSettings,
+    arm: str,
+    runtime: RuntimeSettings = RuntimeSettings(),
+    negative_prompt: str = "",
+    provenance: dict | None = None,
+) -> pd.DataFrame:
+    """Draw ``shard_size`` guided images of one (arm, class, adjective, shard): image ``i`` starts
+    from guide ``assign_guides(candidates, first_index + i)`` (``candidates``: the arm's training
+    originals of the class; ``first_index``: the shard's first position in its stream), noised to
+    its strength and denoised with the prompt and the class LoRA. Writes the shard folder, whose
+    metadata and lineage name every guide."""
+    from meddap.diffusion.denoising import images_to_tensor
+    from meddap.diffusion.guided import assign_guides, draw_strengths, generate_guided_images, guide_offset
+
+    seeds = [guided_image_seed(seed, arm, cls, adjective, shard, index) for index in range(shard_size)]
+    strengths = draw_strengths(strength, seeds)
+    offset = guide_offset(seed, arm, cls, adjective, len(candidates))
+    guides = assign_guides(candidates, first_index, shard_size, offset)
+    pipeline, reference_unet, compiled = _sampling_pipeline(base_model, lora_dir, sampling, runtime)
+    guide_images = images_to_tensor(guides, sampling.resolution)
+    images = generate_guided_images(
+        pipeline, prompt, guide_images, seeds, strengths, sampling, negative_prompt, reference_unet
+    )
+    if sampling.grayscale:
+        images = [to_grey_rgb(image) for image in images]
+    info = _shard_info(cls, adjective, shard, prompt, negative_prompt, len(images), sampling, compiled, lora_dir)
+    info.update(
+        {
+            "base_model": str(base_model),
+            "seed": seed,
+            "arm": arm,
+            "strength": strength,
+            "guide_candidates": len(set(candidates)),
+            "first_index": first_index,
+            **(provenance or {}),
+        }
+    )
     lineage = {"lora": str(lora_dir), "base_model": str(base_model)}
-    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, lineage)
+    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, lineage, guides, strengths)
 
 
 def read_shards(shard_dirs: list[str | Path]) -> pd.DataFrame:

@@ -15,8 +15,8 @@ Guides are assigned by position: image ``i`` of a (arm, class, adjective) stream
 ``(i + offset) mod n`` of the class's ``n`` training originals in path order, so the guides spread
 evenly (each original guides ``floor`` or ``ceil`` of count / n images) and a shard's guides depend
 only on its index range. The caller passes the candidates: for leak-free shards, the arm's
-training rows of the class. No workflow rule calls this module yet (issue 28: the guided
-variant family, whose shard lineage is to list every guide for the audit).
+training rows of the class (rule generate_guided_shard, ``meddap.diffusion.generate.generate_guided_shard``,
+whose shard lineage lists every guide for the audit).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from meddap.diffusion.sampling import decode_to_uint8, denoise, image_noise
 from meddap.runtime.seeding import derive_seed
-from meddap.settings.stages import SamplingSettings
+from meddap.settings.stages import SamplingSettings, check_strengths
 
 
 def guide_offset(seed: int, arm: str, cls: str, adjective: str, candidates: int) -> int:
@@ -44,17 +44,6 @@ def assign_guides(candidates: Sequence[str], first_index: int, count: int, offse
     if not ordered:
         raise ValueError("guided generation needs at least one training original of the class to start from")
     return [ordered[(first_index + position + offset) % len(ordered)] for position in range(count)]
-
-
-def check_strengths(strength: float | Sequence[float]) -> tuple[float, ...]:
-    """generation.strength as a tuple of values in [0, 1] (one value: every image uses it)."""
-    values = (strength,) if isinstance(strength, int | float) else tuple(strength)
-    if not values:
-        raise ValueError("generation.strength: give one value or a non-empty list, each from 0 to 1")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"generation.strength {value!r}: each strength is a number from 0 to 1")
-    return tuple(float(value) for value in values)
 
 
 def draw_strengths(strength: float | Sequence[float], seeds: Sequence[int]) -> list[float]:

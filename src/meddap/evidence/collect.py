@@ -11,7 +11,7 @@ import pandas as pd
 
 from meddap.classify.evaluate import EVALUATED, METRICS_FILE, PREDICTIONS_FILE
 from meddap.settings.kinds import TestSetKind
-from meddap.settings.plan import CLASSIC, MIXED
+from meddap.settings.plan import CLASSIC, GUIDED, MIXED
 
 METRICS_COLUMNS = [
     "variant",
@@ -59,7 +59,7 @@ def collect_metrics(records: list[dict]) -> pd.DataFrame:
     for record in records:
         metrics = json.loads(Path(record["metrics"]).read_text())
         # The adjective column names the family where a variant has no single adjective.
-        adjective = record["adjective"] or (record["family"] if record["family"] in (MIXED, CLASSIC) else "")
+        adjective = record["adjective"] or (record["family"] if record["family"] in (MIXED, GUIDED, CLASSIC) else "")
         labels = {
             "variant": record["variant"],
             "family": record["family"],

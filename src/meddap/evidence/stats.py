@@ -31,11 +31,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from meddap.settings.plan import ADJECTIVE, CLASSIC, MIXED, ORIGINAL
+from meddap.settings.plan import ADJECTIVE, CLASSIC, GUIDED, MIXED, ORIGINAL
 
 GROUP = ["variant", "arch", "test_set", "metric"]
 WILCOXON_MIN_PAIRS = 6  # below this the exact Wilcoxon p-value cannot reach 0.05 (2/2^5 = 0.0625)
-SYNTHETIC_FAMILIES = (ADJECTIVE, MIXED)  # the families that add synthetic images, compared with classic
+SYNTHETIC_FAMILIES = (ADJECTIVE, MIXED, GUIDED)  # the families that add synthetic images, compared with classic
 
 
 # --------------------------------------------------------------------------- fold summaries

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from meddap.config.loading import load_config
-from meddap.settings.plan import ORIGINAL
+from meddap.settings.plan import GUIDED, ORIGINAL, TEXT_TO_IMAGE
 
 RATES_FILE = Path(__file__).with_name("rates.yaml")
 # Rules whose jobs no rate in rates.yaml covers (tables, indexes, checks, simulations, the report).
@@ -184,20 +184,9 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
             )
         )
     per_arm = {cls: len(plan.adjectives) * plan.images_per_adjective(cls) for cls in settings.classes}
-    generation = config["generation"]
-    work.append(
-        Work(
-            "generation",
-            "generation",
-            len(settings.arms) * sum(per_arm.values()),
-            "images",
-            {"resolution": generation["resolution"], "steps": generation["steps"]},
-            f"{len(settings.arms)} arms x {sum(per_arm.values()):,} ({len(plan.adjectives)} adjectives x "
-            + ", ".join(f"{c} {plan.images_per_adjective(c)}" for c in settings.classes)
-            + ")",
-            {"batch_size": generation["batch_size"], "scheduler": generation["scheduler"]},
-        )
-    )
+    work.append(_generation_work(settings, config["generation"], TEXT_TO_IMAGE))
+    if plan.all_shards(GUIDED):
+        work.append(_generation_work(settings, config["generation"], GUIDED))
 
     # Classifier image-passes. A fold trains on the training split less one fold (plan.train_counts,
     # the larger share) plus its variant's extra images, validates on the fold every epoch; each
@@ -242,6 +231,26 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
             )
         )
     return work, notes
+
+
+def _generation_work(settings, generation: dict, stream: str) -> Work:
+    """Images to generate in one shard stream. Guided images are their own operation: a guided
+    image encodes its guide and runs about strength x steps, so the text-to-image rate does not
+    apply to them; with no rate measured for them, their hours are "not measured", not a guess."""
+    plan = settings.plan
+    per_arm = {cls: len(plan.adjectives) * plan.images_per_adjective(cls, stream) for cls in settings.classes}
+    guided = stream == GUIDED
+    return Work(
+        "guided generation" if guided else "generation",
+        "guided_generation" if guided else "generation",
+        len(settings.arms) * sum(per_arm.values()),
+        "images",
+        {"resolution": generation["resolution"], "steps": generation["steps"]},
+        f"{len(settings.arms)} arms x {sum(per_arm.values()):,} ({len(plan.adjectives)} adjectives x "
+        + ", ".join(f"{c} {plan.images_per_adjective(c, stream)}" for c in settings.classes)
+        + (f"), strength {generation['strength']}" if guided else ")"),
+        {"batch_size": generation["batch_size"], "scheduler": generation["scheduler"]},
+    )
 
 
 def make_plan(configs: list[str | Path], device: str | None = None, rates: dict | None = None) -> CostPlan:

@@ -14,7 +14,11 @@ from enum import StrEnum
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
 ORIGINAL_SOURCE = "original"
-SYNTHETIC_SOURCE = "synthetic"
+SYNTHETIC_SOURCE = "synthetic"  # text-to-image: derived_from is its shard folder
+GUIDED_SOURCE = "guided"  # image-to-image: derived_from is its guide, a training original
+SYNTHETIC_SOURCES = (SYNTHETIC_SOURCE, GUIDED_SOURCE)  # rows of generated images
+# The folder under results/ of the text-to-image shards (meddap.settings.plan's TEXT_TO_IMAGE stream).
+TEXT_TO_IMAGE_SHARDS = "synthetic"
 
 # Names of the two test sets every run has (results/test_sets/<name>.csv, evaluation folders).
 INTERNAL_TEST = "test"

@@ -4,6 +4,11 @@ Shared by the Snakefile (to plan jobs at parse time) and by the merge step (to p
 the two can never disagree. Ratios are nested: a variant at ratio r takes the *first*
 round(r x n_train) images of the shards, so 0.5/1/2 together cost 2x the class count, not 3.5x
 (per adjective; mixed variants alone need only their even share of each adjective).
+
+Synthetic images come in two streams of shards: text-to-image (``TEXT_TO_IMAGE``, the adjective
+and mixed families) and image-to-image from a training original (``GUIDED``, the guided family).
+Each stream has its own shards (``results/<stream>/<arm>/<class>/<adjective>/shard<NNN>``),
+sized by the variants that read it.
 """
 
 from __future__ import annotations
@@ -11,12 +16,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from meddap.settings.kinds import TEXT_TO_IMAGE_SHARDS
+
 # Variant families (generation.variant_families, and "original"); also the names of the
 # variants without an adjective.
 ORIGINAL = "original"
 ADJECTIVE = "adjective"
 MIXED = "mixed"
 CLASSIC = "classic"
+GUIDED = "guided"  # image-to-image from the fold's training originals (meddap.diffusion.guided)
+
+# Shard streams: the folder under results/ that a family's shards live in.
+TEXT_TO_IMAGE = TEXT_TO_IMAGE_SHARDS
+STREAMS = {ADJECTIVE: TEXT_TO_IMAGE, MIXED: TEXT_TO_IMAGE, GUIDED: GUIDED}
+# Families that draw evenly from every adjective (the remainder to the first adjectives in order).
+EVEN_FAMILIES = (MIXED, GUIDED)
 
 
 def ratio_label(ratio: float) -> str:
@@ -27,7 +41,9 @@ def ratio_label(ratio: float) -> str:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # its family: original | adjective | mixed | classic (standard augmentation, no synthetic images)
+    kind: (
+        str  # its family: original | adjective | mixed | guided | classic (standard augmentation, no synthetic images)
+    )
     adjective: str = ""
     ratio: float = 0.0
 
@@ -35,6 +51,11 @@ class Variant:
         """The variant as plain data for evaluation files: the statistics read its family and
         ratio from here (a synthetic variant's classic partner has the same ratio), never from its name."""
         return {"variant": self.name, "family": self.kind, "adjective": self.adjective, "ratio": float(self.ratio)}
+
+    @property
+    def stream(self) -> str | None:
+        """The shard stream its synthetic images come from (None: it adds none)."""
+        return STREAMS.get(self.kind)
 
 
 @dataclass
@@ -51,8 +72,8 @@ class Plan:
         params, so adding an adjective or a ratio reruns the merges that use it, not every merge."""
         if variant.kind == ADJECTIVE:
             adjectives = [variant.adjective]
-        elif variant.kind == MIXED:
-            adjectives = list(self.adjectives)  # a mixed variant draws evenly from every adjective
+        elif variant.kind in EVEN_FAMILIES:
+            adjectives = list(self.adjectives)  # a mixed or guided variant draws evenly from every adjective
         else:
             adjectives = []
         ratios = [variant.ratio] if variant.kind != ORIGINAL else []
@@ -66,25 +87,39 @@ class Plan:
         """Extra images of ``cls`` at the largest ratio (e.g. the classic augmentation's count)."""
         return self.synthetic_count(cls, max(self.ratios)) if self.ratios else 0
 
-    def images_per_adjective(self, cls: str) -> int:
-        """Images generated per (class, adjective): the most that any variant takes from one
-        adjective (the largest ratio's count with the adjective family; about 1/len(adjectives)
-        of it when only mixed variants use the shards). Without such a variant, the largest
-        ratio's count, so that the shards and their quality check still exist."""
-        needs = [count for variant in self.variants() for count in self.counts_per_adjective(variant, cls).values()]
-        return max(needs) if needs else self.max_synthetic_count(cls)
+    def images_per_adjective(self, cls: str, stream: str = TEXT_TO_IMAGE) -> int:
+        """Images generated per (class, adjective) in ``stream``: the most that any of its variants
+        takes from one adjective (the largest ratio's count with the adjective family; about
+        1/len(adjectives) of it when only mixed variants use the shards). Without such a variant,
+        text-to-image shards still hold the largest ratio's count, so that the shards and their
+        quality check still exist; guided shards exist only for guided variants."""
+        needs = [
+            count
+            for variant in self.variants()
+            if variant.stream == stream
+            for count in self.counts_per_adjective(variant, cls).values()
+        ]
+        if needs:
+            return max(needs)
+        return self.max_synthetic_count(cls) if stream == TEXT_TO_IMAGE else 0
 
-    def shards(self, cls: str) -> int:
-        return max(1, math.ceil(self.images_per_adjective(cls) / self.shard_size))
+    def shards(self, cls: str, stream: str = TEXT_TO_IMAGE) -> int:
+        images = self.images_per_adjective(cls, stream)
+        if stream != TEXT_TO_IMAGE and not images:
+            return 0
+        return max(1, math.ceil(images / self.shard_size))
 
-    def shard_sizes(self, cls: str) -> list[int]:
+    def shard_sizes(self, cls: str, stream: str = TEXT_TO_IMAGE) -> list[int]:
         """Images in each shard of ``cls`` (the last one may be smaller)."""
-        total = self.images_per_adjective(cls)
+        total = self.images_per_adjective(cls, stream)
         return [min(self.shard_size, total - start) for start in range(0, total, self.shard_size)] or [0]
 
-    def all_shards(self) -> list[tuple[str, str, int]]:
+    def all_shards(self, stream: str = TEXT_TO_IMAGE) -> list[tuple[str, str, int]]:
         return [
-            (cls, adj, shard) for cls in self.classes for adj in self.adjectives for shard in range(self.shards(cls))
+            (cls, adj, shard)
+            for cls in self.classes
+            for adj in self.adjectives
+            for shard in range(self.shards(cls, stream))
         ]
 
     def variants(self) -> list[Variant]:
@@ -95,6 +130,8 @@ class Plan:
             ]
         if MIXED in self.families and len(self.adjectives) > 1:
             out += [Variant(f"{MIXED}_{ratio_label(r)}", MIXED, "", r) for r in self.ratios]
+        if GUIDED in self.families:  # with one adjective too: its guides make it a family of its own
+            out += [Variant(f"{GUIDED}_{ratio_label(r)}", GUIDED, "", r) for r in self.ratios]
         if CLASSIC in self.families:
             out += [Variant(f"{CLASSIC}_{ratio_label(r)}", CLASSIC, "", r) for r in self.ratios]
         return out
@@ -112,12 +149,12 @@ class Plan:
         total = self.synthetic_count(cls, variant.ratio)
         if variant.kind == ADJECTIVE:
             return {variant.adjective: total}
-        # Mixed: adjectives drawn evenly; the remainder goes to the first adjectives in order.
+        # Mixed and guided: adjectives drawn evenly; the remainder goes to the first adjectives in order.
         base, extra = divmod(total, len(self.adjectives))
         return {adj: base + (1 if i < extra else 0) for i, adj in enumerate(self.adjectives)}
 
     def shards_for(self, variant: Variant) -> list[tuple[str, str, int]]:
-        """The (class, adjective, shard) triples whose images ``variant`` uses."""
+        """The (class, adjective, shard) triples of ``variant.stream`` whose images ``variant`` uses."""
         needed = []
         for cls in self.classes:
             for adj, count in self.counts_per_adjective(variant, cls).items():

@@ -9,6 +9,7 @@ the plan, and threads live in the rules.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meddap.runtime.params import StageSettings
@@ -101,6 +102,17 @@ class SamplingSettings(StageSettings):
     lora_scale: float = 1.0
     grayscale: bool = False
     compile: bool = False
+
+
+def check_strengths(strength: float | Sequence[float]) -> tuple[float, ...]:
+    """generation.strength as a tuple of values in [0, 1] (one value: every image uses it)."""
+    values = (strength,) if isinstance(strength, int | float) else tuple(strength)
+    if not values:
+        raise ValueError("generation.strength: give one value or a non-empty list, each from 0 to 1")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"generation.strength {value!r}: each strength is a number from 0 to 1")
+    return tuple(float(value) for value in values)
 
 
 @dataclass(frozen=True)
