@@ -139,6 +139,11 @@ def test_the_primary_contrast_is_declared_and_resolved_at_parse_time():
     assert (both.variant, both.baseline) == ("mixed_x1", "classic_x1")
     half = contrast(generation={"ratios": [0.5], "variant_families": ["adjective", "classic"]})
     assert (half.variant, half.baseline) == ("none_x0.5", "classic_x0.5")
+    # The primary contrast can name any mode: guided against text-to-image, or guided alone against classic.
+    modes = contrast(evaluation={"primary_contrast": {"variant": "guided_x1", "baseline": "mixed_x1"}})
+    assert (modes.variant, modes.baseline) == ("guided_x1", "mixed_x1")
+    guided = contrast(generation={"variant_families": ["guided", "classic"]})
+    assert (guided.variant, guided.baseline) == ("guided_x1", "classic_x1")
     with pytest.raises(ConfigError, match=r"primary_contrast.baseline 'classic_x1' is not a planned variant"):
         contrast(evaluation={"primary_contrast": {"variant": None, "baseline": "classic_x1"}})
     with pytest.raises(ConfigError, match="primary_contrast.test_set 'elsewhere'"):

@@ -490,3 +490,48 @@ def test_threshold_is_fixed_on_validation_not_on_test():
     assert validation_threshold(val_y, val_score, 1.0) == pytest.approx(0.97)
     missing = sensitivity_at_validation_specificity(np.zeros(4, bool), np.arange(4.0), test_y, test_score)
     assert all(math.isnan(v) for v in missing.values())
+
+
+def test_generation_modes_are_compared_with_each_other_at_equal_counts():
+    from meddap.evidence.stats import mode_comparisons, mode_variants
+
+    scores = {
+        "original": [0.70, 0.72, 0.71, 0.69, 0.70, 0.73],
+        "t2i": [0.74, 0.76, 0.75, 0.73, 0.74, 0.77],  # the mixed variant, under a name no rule parses
+        "from_guides": [0.80, 0.81, 0.79, 0.80, 0.82, 0.81],
+        "copies": CLASSIC,
+        "mixed_half": [0.71, 0.73, 0.72, 0.70, 0.71, 0.74],
+        "bright_x1": [0.9] * 6,  # an adjective variant beside a mixed one: not a mode of its own
+    }
+    families = {
+        "original": ("original", 0.0),
+        "t2i": ("mixed", 1.0),
+        "from_guides": ("guided", 1.0),
+        "copies": ("classic", 1.0),
+        "mixed_half": ("mixed", 0.5),
+        "bright_x1": ("adjective", 1.0),
+    }
+    metrics = pd.concat([_long(scores, families=families), _long(scores, test_set="unseen", families=families)])
+    assert mode_variants(metrics) == {
+        0.5: {"text-to-image": "mixed_half"},
+        1.0: {"text-to-image": "t2i", "guided": "from_guides", "classic": "copies"},
+    }
+    table = mode_comparisons(metrics)
+    pairs = table[table["test_set"] == "test"][["variant", "baseline"]].apply(tuple, axis=1).tolist()
+    assert pairs == [("from_guides", "t2i"), ("from_guides", "copies"), ("t2i", "copies")]
+    row = table[(table["test_set"] == "test") & (table["variant"] == "from_guides") & (table["baseline"] == "t2i")]
+    expected = ttest_rel(scores["from_guides"], scores["t2i"]).pvalue
+    assert row["p_t"].iloc[0] == pytest.approx(expected) and row["n_pairs"].iloc[0] == 6
+    assert row["delta"].iloc[0] == pytest.approx(np.mean(scores["from_guides"]) - np.mean(scores["t2i"]))
+    # Holm within each (test set, metric) family of the three comparisons.
+    test = table[table["test_set"] == "test"].sort_values("p_t")
+    holm = np.minimum(1, np.maximum.accumulate(test["p_t"].to_numpy() * np.array([3, 2, 1])))
+    assert test["p_t_adj"].to_numpy() == pytest.approx(holm)
+    # With one adjective and no mixed variant, that adjective's variant is the text-to-image mode.
+    one = {"original": scores["original"], "none_x1": scores["t2i"], "guided_x1": scores["from_guides"]}
+    single = mode_comparisons(
+        _long(
+            one, families={"original": ("original", 0.0), "none_x1": ("adjective", 1.0), "guided_x1": ("guided", 1.0)}
+        )
+    )
+    assert single[["mode", "baseline_mode"]].values.tolist() == [["guided", "text-to-image"]]

@@ -36,6 +36,7 @@ rule report:
         primary_contrast="results/report/primary_contrast.csv",
         test_sets="results/report/test_sets.csv",
         expansion="results/report/expansion.csv",
+        modes="results/report/modes.csv",
         robustness_pooled="results/report/robustness_pooled.csv",
         fidelity="results/report/fidelity.csv",
         robustness="results/report/robustness.csv",

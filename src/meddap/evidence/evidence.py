@@ -256,3 +256,41 @@ def evidence_lines(
             ],
         )
     return lines
+
+
+def mode_lines(modes: pd.DataFrame, contrast: ContrastSettings) -> list[str]:
+    """The Markdown section comparing the generation modes with each other at equal counts
+    (``meddap.evidence.stats.mode_comparisons``), on the primary contrast's metric; none when
+    fewer than two modes ran at any ratio."""
+    part = modes[modes["metric"] == contrast.metric] if not modes.empty else modes
+    if part.empty:
+        return []
+    method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(contrast.p_adjust, contrast.p_adjust)
+    lines = [
+        "",
+        "## Generation modes at equal counts",
+        "",
+        f"Each mode run at a ratio (text-to-image, guided, classic) against the others at that ratio, "
+        f"{contrast.metric}, paired fold by fold; p adj: {method}-adjusted within each test set's comparisons "
+        "of modes. Each mode against `original` is in the tables below. `modes.csv` has every metric.",
+        "",
+    ]
+    rows = part.sort_values(["test_set", "ratio", "arch", "variant", "baseline"])
+    lines += _markdown_table(
+        ["test set", "ratio", "arch", "variant", "vs", "Δ [95% CI]", "p", "p adj", "folds"],
+        [
+            [
+                r["test_set"],
+                format(float(r["ratio"]), "g"),
+                r["arch"],
+                f"{r['variant']} ({r['mode']})",
+                f"{r['baseline']} ({r['baseline_mode']})",
+                f"{_fmt(r['delta'])} [{_fmt(r['delta_ci_low'])}, {_fmt(r['delta_ci_high'])}]",
+                _fmt(r["p_t"]),
+                _fmt(r["p_t_adj"]),
+                int(r["n_pairs"]),
+            ]
+            for _, r in rows.iterrows()
+        ],
+    )
+    return lines

@@ -56,7 +56,7 @@ def build_report(
     from meddap.classify.robustness import robustness_summary
     from meddap.diffusion.generate import read_shards
     from meddap.evidence import evidence, figures
-    from meddap.evidence.stats import classic_partners, original_variant, summarise
+    from meddap.evidence.stats import classic_partners, mode_comparisons, original_variant, summarise
     from meddap.runtime.atomic import write_csv, write_text
 
     provenance = []
@@ -76,6 +76,7 @@ def build_report(
     # The declared contrast first; every other comparison's p-values adjusted within its family.
     primary = evidence.primary_contrast_table(metrics, contrast)
     summary = evidence.adjust_summary(summarise(metrics), contrast.p_adjust)
+    modes = mode_comparisons(metrics, contrast.p_adjust)
     bootstrap = evidence.group_bootstrap(
         records, classic_partners(metrics), original_variant(metrics), n_resamples=n_bootstrap, seed=seed
     )
@@ -102,6 +103,7 @@ def build_report(
         ("robustness_pooled", pooled),
         ("test_sets", composition),
         ("expansion", expansion),
+        ("modes", modes),
     ):
         if hasattr(out, name):
             write_csv(getattr(out, name), table)
@@ -154,7 +156,10 @@ def build_report(
         preface=preface,
         lora_losses=lora_summary,
         opening=[*evidence.primary_contrast_lines(primary, contrast), *realism_lines(realism)],
-        evidence=evidence.evidence_lines(composition, expansion, pooled, contrast.p_adjust),
+        evidence=[
+            *evidence.evidence_lines(composition, expansion, pooled, contrast.p_adjust),
+            *evidence.mode_lines(modes, contrast),
+        ],
     )
     write_text(out.readable, text)
     headline = summary[
@@ -238,6 +243,12 @@ def build_report(
                 ),
                 [],
                 [composition, expansion, pooled],
+            ),
+            (
+                "Generation modes at equal counts",
+                " ".join(evidence.mode_lines(modes, contrast)[3:4]).replace("`", ""),
+                [],
+                [modes],
             ),
             (
                 "Robustness",
