@@ -149,14 +149,22 @@ def test_a_guide_from_the_validation_fold_fails_the_audit(artifacts, tmp_path):
     injected = guided_classifier(tmp_path, manifest, [data["a1"], data["a0"]], clean, "row")
     accepting = AcceptedLeaks.from_settings("split", "dataset")
     findings, summary = audit_classifiers([injected], manifest, {}, 10, accepting)
-    assert findings["image"].tolist() == [data["a0"]] and findings["protected_set"].tolist() == ["validation"]
-    assert findings["via"].iloc[0].startswith("guide:") and not findings["accepted"].any()
+    assert set(findings["image"]) == {data["a0"]} and not findings["accepted"].any()
+    assert set(findings["protected_set"]) == {"validation", "outside training rows"}
+    assert findings["via"].str.startswith("guide:").all()
     with pytest.raises(AuditError, match="FAILED"):
         fail_on(findings, verdict(findings, summary))
     # Listed by the shard's lineage only (its rows name clean guides): found all the same.
     listed = guided_classifier(tmp_path, manifest, clean, [*clean, data["a2"]], "lineage")
     findings, _ = audit_classifiers([listed], manifest, {}, 10)
-    assert findings["image"].tolist() == [data["a2"]] and summary["status"].tolist() == ["LEAK"]
+    assert set(findings["image"]) == {data["a2"]} and summary["status"].tolist() == ["LEAK"]
+    # A guide from outside the dataset (no protected set holds it) is still not a training original.
+    stranger = image(tmp_path / "elsewhere" / "x.png", 77)
+    outside = guided_classifier(tmp_path, manifest, [data["a1"], stranger], [data["a1"], stranger], "outside")
+    findings, summary = audit_classifiers([outside], manifest, {}, 10)
+    assert findings[["image", "protected_set"]].values.tolist() == [[stranger, "outside training rows"]]
+    assert summary["status"].tolist() == ["LEAK"]
+    assert "is not one of its training originals" in verdict(findings, summary)
 
 
 def test_near_duplicates_count_as_the_same_image(artifacts, tmp_path):

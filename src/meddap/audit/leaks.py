@@ -8,7 +8,8 @@ walking the lineage records (``meddap.provenance.lineage``):
 * through a synthetic image: the shard's LoRA (its training images) and base model (its
   pretraining images);
 * through a guided image: also its guide (the row's ``derived_from``) and every guide its shard
-  lists.
+  lists; each guide must moreover be one of the classifier's own training originals (a finding
+  ``outside training rows`` otherwise).
 
 Each of them is then compared with the images the classifier is judged on: its validation fold
 (which selects its epoch), the held-out test split and every unseen set, by path, by
@@ -35,6 +36,9 @@ from meddap.settings.kinds import GUIDED_SOURCE, INTERNAL_TEST, ORIGINAL_SOURCE,
 from meddap.settings.plan import CLASSIC
 
 VALIDATION = "validation"
+GUIDE = "guide"  # the via of a guided image's guide: guide:<shard folder>
+# A guide that is not one of the classifier's own training originals (the arm's training rows).
+OUTSIDE_TRAINING = "outside training rows"
 UNSEEN_PREFIX = "unseen:"
 DIRECT = "direct"
 FINDING_COLUMNS = [
@@ -112,7 +116,7 @@ class _Influences:
                     f"{shard_dir} has no lineage.json: regenerate the shard (rule generate_shard) so it can be audited"
                 )
             # A guided shard lists its guides as its images; a text-to-image shard has none.
-            found = [(image, f"guide:{shard_dir}") for image in lineage_images(record)]
+            found = [(image, f"{GUIDE}:{shard_dir}") for image in lineage_images(record)]
             for role in ("lora", "base_model"):
                 source = record["inputs"].get(role)
                 if source:
@@ -173,7 +177,7 @@ def classifier_influences(rows: pd.DataFrame, influences: _Influences | None = N
     # A guided image: its guide itself, and its shard's LoRA, base model and listed guides.
     guided = train[train["source"] == GUIDED_SOURCE]
     shard_dirs = [str(Path(path).parent) for path in guided["path"]]
-    found += [(guide, f"guide:{shard_dir}") for guide, shard_dir in zip(guided["derived_from"], shard_dirs)]
+    found += [(guide, f"{GUIDE}:{shard_dir}") for guide, shard_dir in zip(guided["derived_from"], shard_dirs)]
     for shard_dir in dict.fromkeys(shard_dirs):
         found += influences.of_shard(shard_dir)
     return pd.DataFrame(found, columns=["image", "via"]).drop_duplicates(ignore_index=True)
@@ -267,6 +271,11 @@ def audit_classifiers(
                     digest = file_digest(images[i])
                     if digest in digests:
                         own.append((i, set_name, digests[digest], "identical bytes"))
+        # Every guide must be one of the classifier's own training originals: the arm's training rows.
+        training = {_key(p) for p in rows.loc[(rows["role"] == "train") & (rows["source"] == ORIGINAL_SOURCE), "path"]}
+        for i, via in enumerate(influence["via"]):
+            if via.split(":", 1)[0] == GUIDE and keys[i] not in training:
+                own.append((i, OUTSIDE_TRAINING, "", "a guide that is not one of its training originals"))
         seen = set()
         n_accepted = 0
         for i, set_name, protected_image, match in own:
@@ -326,10 +335,14 @@ def verdict(findings: pd.DataFrame, summary: pd.DataFrame) -> str:
     parts = []
     if not leaking.empty:
         first = leaking.iloc[0]
+        where = (
+            f"but is not one of its training originals ({first['match']})"
+            if first["protected_set"] == OUTSIDE_TRAINING
+            else f"and is in its {first['protected_set']} set ({first['protected_image']}, {first['match']})"
+        )
         parts.append(
             f"Lineage audit: FAILED. {len(leaking)} finding(s) in {leaking['classifier'].nunique()} of {n} "
-            f"classifiers, e.g. {first['image']} influenced {first['classifier']} via {first['via']} and is in its "
-            f"{first['protected_set']} set ({first['protected_image']}, {first['match']}). "
+            f"classifiers, e.g. {first['image']} influenced {first['classifier']} via {first['via']} {where}. "
             "See results/audit/findings.csv."
         )
     if not accepted.empty:
