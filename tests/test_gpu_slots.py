@@ -219,6 +219,7 @@ def test_every_gpu_rule_names_its_slot_kind():
         "pretrain_base": "DIFFUSION",
         "train_lora": "DIFFUSION",
         "generate_shard": "DIFFUSION",
+        "generate_guided_shard": "DIFFUSION",
         "realism": "DIFFUSION",
         "train_classifier": "CLASSIFIER",
     }

@@ -493,7 +493,7 @@ def test_threshold_is_fixed_on_validation_not_on_test():
 
 
 def test_generation_modes_are_compared_with_each_other_at_equal_counts():
-    from meddap.evidence.stats import mode_comparisons, mode_variants
+    from meddap.evidence.modes import mode_comparisons, mode_variants
 
     scores = {
         "original": [0.70, 0.72, 0.71, 0.69, 0.70, 0.73],

@@ -260,7 +260,7 @@ def evidence_lines(
 
 def mode_lines(modes: pd.DataFrame, contrast: ContrastSettings) -> list[str]:
     """The Markdown section comparing the generation modes with each other at equal counts
-    (``meddap.evidence.stats.mode_comparisons``), on the primary contrast's metric; none when
+    (``meddap.evidence.modes.mode_comparisons``), on the primary contrast's metric; none when
     fewer than two modes ran at any ratio."""
     part = modes[modes["metric"] == contrast.metric] if not modes.empty else modes
     if part.empty:

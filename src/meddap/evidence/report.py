@@ -56,7 +56,8 @@ def build_report(
     from meddap.classify.robustness import robustness_summary
     from meddap.diffusion.generate import read_shards
     from meddap.evidence import evidence, figures
-    from meddap.evidence.stats import classic_partners, mode_comparisons, original_variant, summarise
+    from meddap.evidence.modes import mode_comparisons
+    from meddap.evidence.stats import classic_partners, original_variant, summarise
     from meddap.runtime.atomic import write_csv, write_text
 
     provenance = []

@@ -125,7 +125,7 @@ def paired_test(values: Sequence[float], baseline: Sequence[float]) -> dict:
 REPLICATE = "replicate"
 
 
-def _series(frame: pd.DataFrame) -> pd.Series:
+def fold_values(frame: pd.DataFrame) -> pd.Series:
     """One value per fold: the mean over the fold's replicates (a table without a replicate column
     holds one classifier per fold)."""
     if REPLICATE in frame:
@@ -166,7 +166,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     original, partners = original_variant(metrics), classic_partners(metrics)
     carried = [c for c in metrics.columns if c not in {*GROUP, "fold", REPLICATE, "value"}]
     groups = {key: group for key, group in metrics.groupby(GROUP, sort=False)}
-    series = {key: _series(group) for key, group in groups.items()}
+    series = {key: fold_values(group) for key, group in groups.items()}
     rows = []
     for key, per_fold in series.items():
         variant, arch, test_set, metric = key
@@ -210,67 +210,6 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
             row.update({f"{name}_vs_{suffix}": value for name, value in result.items()})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- generation modes
-
-TEXT_TO_IMAGE_MODE = "text-to-image"
-# The modes compared at equal counts, each against the ones after it (guided vs text-to-image,
-# guided vs classic, text-to-image vs classic).
-MODE_ORDER = (GUIDED, TEXT_TO_IMAGE_MODE, CLASSIC)
-MODE_COLUMNS = ["ratio", "mode", "baseline_mode", "variant", "baseline", "arch", "test_set", "metric"]
-
-
-def mode_variants(metrics: pd.DataFrame) -> dict[float, dict[str, str]]:
-    """ratio -> {mode: variant} of the generation modes run at that ratio: text-to-image (the
-    mixed variant; without one, the adjective variant when it is the ratio's only one), guided and
-    classic. Found by family and ratio, never by name."""
-    families = variant_data(metrics)
-    modes: dict[float, dict[str, str]] = {}
-    for ratio, group in families.groupby("ratio", sort=True):
-        by_family = {family: list(names.index) for family, names in group.groupby("family")}
-        found = {}
-        text = by_family.get(MIXED) or (by_family[ADJECTIVE] if len(by_family.get(ADJECTIVE, [])) == 1 else [])
-        if text:
-            found[TEXT_TO_IMAGE_MODE] = text[0]
-        for family in (GUIDED, CLASSIC):
-            if by_family.get(family):
-                found[family] = by_family[family][0]
-        if found:
-            modes[float(ratio)] = found
-    return modes
-
-
-def mode_comparisons(metrics: pd.DataFrame, method: str = "holm") -> pd.DataFrame:
-    """The generation modes against each other at equal counts (issue 28, item 3): per ratio, every
-    pair of the modes run (``mode_variants``), paired fold by fold (replicates averaged within a
-    fold) per arch, test set and metric, with ``paired_test``'s columns and ``p_t_adj``, adjusted
-    (``method``) within each (test set, metric) family of these comparisons. Their comparisons with
-    ``original`` are ``summarise``'s."""
-    keys = ["variant", "arch", "test_set", "metric"]
-    series = {key: _series(group) for key, group in metrics.groupby(keys, sort=False)}
-    rows = []
-    for ratio, modes in mode_variants(metrics).items():
-        present = [mode for mode in MODE_ORDER if mode in modes]
-        for i, mode in enumerate(present):
-            for baseline_mode in present[i + 1 :]:
-                variant, baseline = modes[mode], modes[baseline_mode]
-                for (name, arch, test_set, metric), values in series.items():
-                    if name != variant or (baseline, arch, test_set, metric) not in series:
-                        continue
-                    joined = pd.concat(
-                        [values.rename("v"), series[(baseline, arch, test_set, metric)].rename("b")],
-                        axis=1,
-                        join="inner",
-                    )
-                    result = paired_test(joined["v"].to_numpy(), joined["b"].to_numpy())
-                    rows.append(
-                        dict(zip(MODE_COLUMNS, (ratio, mode, baseline_mode, variant, baseline, arch, test_set, metric)))
-                        | result
-                    )
-    columns = [*MODE_COLUMNS, "delta", "delta_ci_low", "delta_ci_high", "p_t", "p_wilcoxon", "n_pairs"]
-    table = pd.DataFrame(rows, columns=columns)
-    return adjust_comparisons(table, ["test_set", "metric"], ["p_t"], method)
 
 
 # --------------------------------------------------------------------------- multiplicity
