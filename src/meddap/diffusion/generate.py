@@ -24,8 +24,6 @@ from meddap.settings.stages import RuntimeSettings, SamplingSettings
 log = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ["file", "class", "adjective", "prompt", "seed", "shard", "index"]
-# A guided shard's rows also name each image's guide (a training original) and its strength.
-GUIDED_COLUMNS = ["derived_from", "strength"]
 
 
 def image_seed(seed: int, cls: str, adjective: str, shard: int, index: int, arm: str = "") -> int:
@@ -116,8 +114,7 @@ def generate_shard(
         images = [to_grey_rgb(image) for image in images]
     info = _shard_info(cls, adjective, shard, prompt, negative_prompt, len(images), sampling, compiled, lora_dir)
     info.update({"base_model": str(base_model), "seed": seed, "arm": arm, **(provenance or {})})
-    lineage = {"lora": str(lora_dir), "base_model": str(base_model)}
-    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, lineage)
+    return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, _lineage(lora_dir, base_model))
 
 
 def _sampling_pipeline(base_model, lora_dir, sampling: SamplingSettings, runtime: RuntimeSettings):
@@ -138,6 +135,11 @@ def _sampling_pipeline(base_model, lora_dir, sampling: SamplingSettings, runtime
     set_scheduler(pipeline, sampling.scheduler)
     compiled = prepare_for_generation(pipeline, reference_unet, sampling.compile)
     return pipeline, reference_unet, compiled
+
+
+def _lineage(lora_dir, base_model) -> dict[str, str]:
+    """What a shard's images came from, for its lineage.json (the audit walks both)."""
+    return {"lora": str(lora_dir), "base_model": str(base_model)}
 
 
 def _shard_info(cls, adjective, shard, prompt, negative_prompt, images, sampling, compiled, lora_dir) -> dict:
@@ -210,7 +212,7 @@ def generate_guided_shard(
             **(provenance or {}),
         }
     )
-    lineage = {"lora": str(lora_dir), "base_model": str(base_model)}
+    lineage = _lineage(lora_dir, base_model)
     return write_shard(out_dir, images, cls, adjective, prompt, seeds, shard, info, lineage, guides, strengths)
 
 
