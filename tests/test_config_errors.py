@@ -72,6 +72,32 @@ def snakemake_error_message(output: str) -> list[str]:
         ({"generation": {"strength": 1.5}}, "generation.strength: 1.5 is greater than the maximum of 1"),
         ({"generation": {"strength": [0.25, -0.5]}}, "generation.strength.1: -0.5 is less than the minimum of 0"),
         ({"generation": {"strength": []}}, "generation.strength"),
+        # Filtered sets (issue 28): the judge must leave out a fold, and there must be something to filter.
+        (
+            {
+                "lora": {"scope": "split"},
+                "generation": {"variant_families": ["mixed"], "filter": {"families": ["mixed"]}},
+            },
+            "generation.filter needs lora.scope: fold",
+        ),
+        (
+            {"generation": {"variant_families": ["mixed", "classic"], "filter": {"families": ["guided"]}}},
+            "generation.filter.families: ['guided'] not in generation.variant_families",
+        ),
+        (
+            {"generation": {"adjectives": ["none"], "variant_families": ["mixed"], "filter": {"families": ["mixed"]}}},
+            "generation.filter.families ['mixed'] plan no variant to filter (mixed needs two adjectives)",
+        ),
+        (
+            {"generation": {"filter": {"families": ["classic"]}}},
+            "generation.filter.families.0: 'classic' is not one of",
+        ),
+        (
+            {"generation": {"filter": {"families": ["mixed"], "judge_architecture": "resnet19"}}},
+            "generation.filter.judge_architecture: unknown 'resnet19'",
+        ),
+        ({"generation": {"filter": {"oversample": 0.5}}}, "generation.filter.oversample: 0.5 is less than the minimum"),
+        ({"generation": {"filter": {"judge_confidence": 0}}}, "generation.filter.judge_confidence: 0 is less than"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, override, expected):

@@ -80,6 +80,7 @@ def test_meddap_plan_and_the_dry_run_agree_on_every_shipped_config(tmp_path, bus
                     "ratios": [0.5, 1, 2],
                     "variant_families": ["adjective", "mixed", "guided", "classic"],
                     "shard_size": 3,  # several guided shards per class, the last one smaller
+                    "filter": {"families": ["adjective", "mixed", "guided"], "oversample": 1.5},  # every filtered twin
                 }
             }
         )
@@ -93,6 +94,7 @@ def test_meddap_plan_and_the_dry_run_agree_on_every_shipped_config(tmp_path, bus
     assert plan.jobs == dry_run_jobs(workdir, configs)
     if name == "every family and ratio":
         assert plan.jobs["generate_guided_shard"] > 2 * 3 and "guided generation" in {w.part for w in plan.work}
+        assert plan.jobs["train_judge"] == 2 and plan.jobs["filter_shards"] == 2 * 2  # 2 arms x 2 streams
 
 
 def test_max_jobs_checks_the_same_count():

@@ -87,6 +87,7 @@ def test_summary_pairs_folds_against_original(tmp_path):
         "family",
         "adjective",
         "ratio",
+        "filtered",
         "arch",
         "fold",
         "replicate",
@@ -221,6 +222,7 @@ def test_evaluate_writes_what_it_evaluated_into_metrics_json(tmp_path, monkeypat
         "family": "adjective",
         "adjective": "bright",
         "ratio": 0.5,
+        "filtered": False,
         "arch": "resnet18",
         "fold": 1,
         "test_set": "deviceB",
@@ -230,7 +232,7 @@ def test_evaluate_writes_what_it_evaluated_into_metrics_json(tmp_path, monkeypat
     assert json.loads((out / "synthetic" / "metrics.json").read_text())["evaluated"]["test_set_kind"] == "synthetic"
     assert corrupted == [["holdout/1.png", "holdout/2.png"]]
     robustness = pd.read_csv(out / "robustness.csv")
-    assert list(robustness.columns[:6]) == ["variant", "family", "adjective", "ratio", "arch", "fold"]
+    assert list(robustness.columns[:7]) == ["variant", "family", "adjective", "ratio", "filtered", "arch", "fold"]
 
 
 def test_report_reads_what_was_evaluated_from_metrics_json(tmp_path, monkeypatch):

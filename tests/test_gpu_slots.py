@@ -222,6 +222,8 @@ def test_every_gpu_rule_names_its_slot_kind():
         "generate_guided_shard": "DIFFUSION",
         "realism": "DIFFUSION",
         "train_classifier": "CLASSIFIER",
+        "train_judge": "CLASSIFIER",
+        "filter_shards": "CLASSIFIER",
     }
 
 

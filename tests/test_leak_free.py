@@ -167,6 +167,34 @@ def test_a_guide_from_the_validation_fold_fails_the_audit(artifacts, tmp_path):
     assert "is not one of its training originals" in verdict(findings, summary)
 
 
+def filtered_classifier(tmp_path, manifest, judge_images, name):
+    """A fold-0 classifier of a filtered variant: one text-to-image row kept by a judge whose
+    lineage lists ``judge_images`` (what it trained on)."""
+    judge = tmp_path / "judges" / name
+    judge.mkdir(parents=True)
+    write_lineage(judge, "judge", images=judge_images)
+    shard = tmp_path / "synthetic" / name / "a" / "none" / "shard000"
+    shard.mkdir(parents=True)
+    write_lineage(shard, "shard")
+    extra = {"path": [str(shard / "0.png")], "source": "synthetic", "derived_from": [str(shard)]}
+    return fold0_classifier(tmp_path, manifest, name, {**extra, "selected_by": [str(judge)]})
+
+
+def test_a_judge_that_saw_the_validation_fold_fails_the_audit(artifacts, tmp_path):
+    """The judge of a filtered variant decides which synthetic images train the classifier: its
+    training images are influences, so a judge trained on a validation image is a leak."""
+    manifest, data, _ = artifacts
+    fold1 = [data["a1"], data["a3"], data["b1"], data["b3"]]  # the fold-0 arm's training originals
+    findings, summary = audit_classifiers([filtered_classifier(tmp_path, manifest, fold1, "clean")], manifest, {}, 10)
+    assert findings.empty and summary["status"].tolist() == ["clean"]
+    leaky = filtered_classifier(tmp_path, manifest, [*fold1, data["b0"], data["a4"]], "leaky")  # b0 validates, a4 tests
+    findings, summary = audit_classifiers([leaky], manifest, {}, 10, AcceptedLeaks.from_settings("split", "dataset"))
+    assert set(zip(findings["image"], findings["protected_set"])) == {(data["b0"], "validation"), (data["a4"], "test")}
+    assert findings["via"].str.startswith("judge:").all() and not findings["accepted"].any()
+    with pytest.raises(AuditError, match="FAILED"):
+        fail_on(findings, verdict(findings, summary))
+
+
 def test_near_duplicates_count_as_the_same_image(artifacts, tmp_path):
     manifest, data, classifier = artifacts
     # Same group as the validation image a0 (group 0): a re-export of the same scan.

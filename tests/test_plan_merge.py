@@ -211,3 +211,133 @@ def test_a_guided_merge_names_each_rows_guide(plan):
     # Text-to-image rows (no guide) cannot pass for a guided variant's.
     with pytest.raises(ValueError, match="without a guide"):
         merge_fold(manifest, 0, guided, guided.variant("guided_x1"), shards.drop(columns=["derived_from"]))
+
+
+# ------------------------------------------------------------------ filtered variants (generation.filter)
+FILTERED = ("adjective", "mixed", "guided")
+
+
+def filtered_plan(plan, oversample=1.5, families=(*FILTERED, "classic"), filtered=FILTERED):
+    return Plan(
+        plan.classes, plan.train_counts, plan.adjectives, plan.ratios, plan.shard_size, families, filtered, oversample
+    )
+
+
+def test_filtered_twins_read_oversampled_shards_and_leave_the_unfiltered_counts_alone(plan):
+    filtered = filtered_plan(plan)
+    names = [v.name for v in filtered.variants()]
+    twins = [v for v in filtered.variants() if v.filtered]
+    # Every synthetic variant has a twin (same family, adjective, ratio), none of original or classic.
+    assert {v.name for v in twins} == {f"{v.name}_filtered" for v in filtered.variants() if v.stream and not v.filtered}
+    assert "classic_x1_filtered" not in names and "original_filtered" not in names
+    assert filtered.variant("mixed_x1_filtered").kind == "mixed" and filtered.variant("bright_x2_filtered").ratio == 2.0
+    unfiltered = filtered_plan(plan, 1.5, filtered=())
+    assert not any(v.filtered for v in unfiltered.variants())
+    # Only the families named get twins.
+    only_guided = filtered_plan(plan, 1.5, filtered=("guided",))
+    assert {v.name for v in only_guided.variants() if v.filtered} == {
+        "guided_x0.5_filtered",
+        "guided_x1_filtered",
+        "guided_x2_filtered",
+    }
+    for cls, n in plan.train_counts.items():
+        for twin in twins:
+            plain = filtered.variant(twin.name.removesuffix("_filtered"))
+            # The same planned count per adjective; its shards hold ceil(1.5 x) of each adjective's count.
+            assert filtered.counts_per_adjective(twin, cls) == filtered.counts_per_adjective(plain, cls)
+            generated = filtered.generated_per_adjective(twin, cls)
+            assert generated == {a: math.ceil(1.5 * c) for a, c in filtered.counts_per_adjective(plain, cls).items()}
+            assert filtered.generated_per_adjective(plain, cls) == filtered.counts_per_adjective(plain, cls)
+        # The stream holds what the largest twin needs: 1.5 x the largest ratio's count (ratio 2, one adjective).
+        assert filtered.images_per_adjective(cls) == math.ceil(1.5 * 2 * n)
+        assert unfiltered.images_per_adjective(cls) == 2 * n
+    # A merge's reduced plan keeps the oversampling for the twin only.
+    assert filtered.for_variant(filtered.variant("mixed_x1_filtered")).oversample == 1.5
+    assert filtered.for_variant(filtered.variant("mixed_x1")).filtered_families == ()
+
+
+def shards_of(plan, stream="synthetic"):
+    rows = []
+    for cls, adjective, shard in plan.all_shards(stream):
+        for index in range(plan.shard_sizes(cls, stream)[shard]):
+            rows.append((f"syn/{cls}/{adjective}/{shard}/{index}.png", cls, adjective, "p", index, shard, index))
+    return pd.DataFrame(rows, columns=["path", "class", "adjective", "prompt", "seed", "shard", "index"])
+
+
+def test_oversampling_keeps_the_planned_count_after_filtering(plan):
+    filtered = filtered_plan(plan, 2.0, ("mixed",), ("mixed",))
+    manifest, _ = fake_inputs(plan)
+    shards = shards_of(filtered)
+    twin = filtered.variant("mixed_x1_filtered")
+    # Every third image dropped (a third of the generated ones: oversampling x2 covers it).
+    verdicts = shards[["path"]].assign(
+        kept=[i % 3 != 1 for i in range(len(shards))], judge="results/judges/fold0", reason=""
+    )
+    merged = merge_fold(manifest, 0, filtered.for_variant(twin), twin, shards, verdicts=verdicts)
+    added = merged[merged["source"] == "synthetic"]
+    kept = set(verdicts.loc[verdicts["kept"], "path"])
+    for cls in plan.classes:
+        for adjective, count in filtered.counts_per_adjective(twin, cls).items():
+            rows = added[(added["class"] == cls) & (added["adjective"] == adjective)]
+            assert len(rows) == count and set(rows["path"]) <= kept  # the planned count, all kept
+            pool = shards[(shards["class"] == cls) & (shards["adjective"] == adjective)].sort_values(["shard", "index"])
+            first_kept = [p for p in pool["path"] if p in kept][:count]
+            assert list(rows["path"]) == first_kept  # the first kept, in shard order
+    assert (added["selected_by"] == "results/judges/fold0").all()
+    assert (merged.loc[merged["source"] == "original", "selected_by"] == "").all()
+    # The unfiltered twin takes the first N images as before, kept or not.
+    plain = filtered.variant("mixed_x1")
+    unfiltered = merge_fold(manifest, 0, filtered.for_variant(plain), plain, shards)
+    assert (unfiltered["selected_by"] == "").all()
+    assert len(unfiltered[unfiltered["source"] == "synthetic"]) == len(added)
+    # Too few kept: the merge stops and names the key that fixes it.
+    strict = verdicts.assign(kept=[i % 3 == 0 for i in range(len(shards))])
+    with pytest.raises(ValueError, match="raise generation.filter.oversample"):
+        merge_fold(manifest, 0, filtered.for_variant(twin), twin, shards, verdicts=strict)
+    with pytest.raises(ValueError, match="has no verdict"):
+        merge_fold(manifest, 0, filtered.for_variant(twin), twin, shards, verdicts=verdicts.iloc[1:])
+
+
+def test_the_filter_drops_confident_misclassifications_and_near_copies():
+    from meddap.settings.stages import NEAR_COPY, WRONG_CLASS, FilterSettings
+
+    settings = FilterSettings(judge_confidence=0.8, near_copy_bits=4)
+    assert settings.reason("benign", "malignant", 0.8, 30) == WRONG_CLASS
+    assert settings.reason("benign", "malignant", 0.79, 30) == ""  # not confident enough
+    assert settings.reason("benign", "benign", 0.99, 4) == NEAR_COPY
+    assert settings.reason("benign", "benign", 0.99, 5) == ""
+    assert FilterSettings(near_copy_bits=-1).reason("benign", "benign", 0.99, 0) == ""  # no near-copy check
+
+
+def test_judge_verdicts_name_the_nearest_original_and_each_class_probability():
+    import numpy as np
+
+    from meddap.classify.judge import judge_verdicts
+    from meddap.settings.stages import FilterSettings
+
+    images = pd.DataFrame(
+        {"path": ["s0", "s1", "s2"], "class": ["a", "a", "b"], "adjective": "none", "shard": 0, "index": [0, 1, 2]}
+    )
+    probabilities = np.array([[0.9, 0.1], [0.05, 0.95], [0.4, 0.6]])
+    distances = np.array([[20, 3], [30, 40], [12, 11]])
+    table = judge_verdicts(
+        images,
+        probabilities,
+        ["a", "b"],
+        distances,
+        ["o0", "o1"],
+        FilterSettings(judge_confidence=0.9, near_copy_bits=5),
+    )
+    assert table["predicted"].tolist() == ["a", "b", "b"]
+    assert table["nearest_original"].tolist() == ["o1", "o0", "o1"]
+    assert table["near_copy_distance"].tolist() == [3, 30, 11]
+    assert table["reason"].tolist() == ["near-copy of a training original", "judged another class", ""]
+    assert table["kept"].tolist() == [False, False, True] and table["p_b"].tolist() == [0.1, 0.95, 0.6]
+
+
+def test_the_realism_of_a_filtered_mode_reads_the_kept_images_only():
+    from meddap.evidence.filtered import kept_images
+
+    rows = pd.DataFrame({"path": ["a", "b", "c", "d"], "class": "benign", "adjective": "none"})
+    verdicts = pd.DataFrame({"path": ["a", "b", "c"], "kept": [True, False, "True"], "reason": ["", "x", ""]})
+    assert kept_images(rows, verdicts)["path"].tolist() == ["a", "c"]  # d: not judged, not kept

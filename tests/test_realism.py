@@ -157,6 +157,16 @@ def test_realism_by_class_summarises_arms_and_judges():
         0.8,
     )
     assert row.auroc_judge == pytest.approx(0.7) and row.auroc_reconstruction == pytest.approx(0.8) and row.psnr == 21
+    # Per generation mode: text-to-image first, each mode with its own tests and the one autoencoder ceiling.
+    guided = tests.assign(mode="guided", auroc=tests["auroc"] - 0.1)
+    table = realism_by_class(autoencoder, pd.concat([tests.assign(mode="text-to-image"), guided]))
+    assert table["mode"].tolist() == ["text-to-image", "guided"]
+    assert table["auroc_synthetic"].tolist() == pytest.approx([0.7, 0.6]) and table["psnr"].tolist() == [21, 21]
+    from meddap.evidence.summary import realism_lines
+
+    lines = realism_lines(table)
+    assert sum("**benign**" in line for line in lines) == 1  # the opening's line: text-to-image
+    assert "| guided | benign | 0.60 | 0.60 |" in lines
 
 
 @pytest.mark.slow

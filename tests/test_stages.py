@@ -13,6 +13,7 @@ from meddap.settings import choices
 from meddap.settings.stages import (
     ClassifierSettings,
     EvaluationSettings,
+    FilterSettings,
     LoraSettings,
     PretrainSettings,
     PromptSettings,
@@ -26,7 +27,9 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 # p_adjust: the report's ContrastSettings, tested below).
 DAG_KEYS = {
     "lora": {"mode", "scope"},
-    "generation": {"adjectives", "ratios", "variant_families", "shard_size", "strength"},
+    # filter: FilterSettings (its own section below); its families shape the DAG
+    "generation": {"adjectives", "ratios", "variant_families", "shard_size", "strength", "filter"},
+    "generation.filter": {"families"},
     "classifier": {"architectures", "replicates"},
     "evaluation": {"bootstrap", "knn_k", "primary_contrast", "p_adjust"},
     "base_model.pretrain": {"enabled"},
@@ -38,6 +41,7 @@ STAGES = {
     "evaluation": EvaluationSettings,
     "base_model.pretrain": PretrainSettings,
     "prompts": PromptSettings,
+    "generation.filter": FilterSettings,
 }
 
 

@@ -25,6 +25,8 @@ ALL_RULES = {
     "generate_shard",
     "generate_guided_shard",
     "check_generation_inputs",
+    "train_judge",
+    "filter_shards",
     "merge_dataset",
     "train_classifier",
     "evaluate",
@@ -46,16 +48,22 @@ def test_dry_run_of_the_default_config_lists_every_rule(tmp_path):
     generation = config["generation"]
     families, n_adjectives = generation["variant_families"], len(generation["adjectives"])
     # augment_classic runs only for the classic family (the tiny config, which has it, runs it end to end),
-    # generate_guided_shard only for the guided one
+    # generate_guided_shard only for the guided one, the filter's rules only with generation.filter
     optional = {"augment_classic": "classic", "generate_guided_shard": "guided"}
-    assert set(jobs) == ALL_RULES - {rule for rule, family in optional.items() if family not in families}
+    filtering = generation.get("filter", {}).get("enabled", False)
+    absent = {rule for rule, family in optional.items() if family not in families}
+    absent |= set() if filtering else {"train_judge", "filter_shards"}
+    assert set(jobs) == ALL_RULES - absent
     per_ratio = (
         n_adjectives * ("adjective" in families)
         + ("mixed" in families and n_adjectives > 1)
         + ("guided" in families)
         + ("classic" in families)
     )
-    n_variants = 1 + per_ratio * len(generation["ratios"])
+    twins = (
+        ("adjective" in families) * n_adjectives + ("mixed" in families and n_adjectives > 1) + ("guided" in families)
+    )
+    n_variants = 1 + (per_ratio + filtering * twins) * len(generation["ratios"])
     assert jobs["train_classifier"] == n_variants * n_arch * folds
     # lora.scope: fold -> one generative arm (LoRAs and shards) per fold
     assert config["lora"]["scope"] == "fold"

@@ -56,6 +56,7 @@ from meddap.data.folder_checks import (
     refuse_copies,
 )
 from meddap.diffusion.base_models import HUB, SINGLE_FILE
+from meddap.evidence.modes import FILTERED_SUFFIX, TEXT_TO_IMAGE_MODE
 from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache
 from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE
 from meddap.settings.choices import PHANTOM_CORPUS
@@ -332,6 +333,46 @@ def generation_inputs_check(stream):
         )
 
     return check
+
+
+def fold_verdicts(wildcards):
+    """The filter's verdicts on the fold's arm's shards, for a filtered variant."""
+    variant = PLAN.variant(wildcards.variant)
+    if not variant.filtered:
+        return []
+    return [f"results/filter/{variant.stream}/{SETTINGS.arm(int(wildcards.fold))}.csv"]
+
+
+def other_realism_modes():
+    """The generation modes besides text-to-image that the realism job measures apart: mode ->
+    {"stream": its shards' stream, "shards": arm -> shard folders, "verdicts": arm -> the filter's
+    table (a filtered mode: the images it kept), or {}}."""
+    modes = {}
+    if PLAN.all_shards(GUIDED):
+        modes[GUIDED] = {"stream": GUIDED, "verdicts": {}}
+    for stream in sorted({v.stream for v in PLAN.variants() if v.filtered}):
+        name = TEXT_TO_IMAGE_MODE if stream == TEXT_TO_IMAGE else GUIDED
+        modes[name + FILTERED_SUFFIX] = {
+            "stream": stream,
+            "verdicts": {
+                arm: f"results/filter/{stream}/{arm}.csv" for arm in SETTINGS.arms
+            },
+        }
+    for mode in modes.values():
+        mode["shards"] = {
+            arm: [
+                shard_dir(arm, c, a, s, mode["stream"])
+                for c, a, s in PLAN.all_shards(mode["stream"])
+            ]
+            for arm in SETTINGS.arms
+        }
+    return modes
+
+
+def filter_tables():
+    """Every filter table (one per arm and stream that a filtered variant reads)."""
+    streams = sorted({v.stream for v in PLAN.variants() if v.filtered})
+    return [f"results/filter/{s}/{arm}.csv" for s in streams for arm in SETTINGS.arms]
 
 
 def fold_classic_dir(wildcards):

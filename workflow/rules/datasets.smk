@@ -4,6 +4,7 @@ rule merge_dataset:
         manifest=MANIFEST,
         shards=fold_shard_dirs,
         classic=fold_classic_dir,
+        verdicts=fold_verdicts,
     output:
         "results/datasets/{variant}/fold{fold}.csv",
     log:

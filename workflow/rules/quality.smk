@@ -47,6 +47,13 @@ rule realism:
             arch=SETTINGS.architectures,
             fold=FOLDS,
         ),
+        # guided shards and filter verdicts: the other generation modes' images
+        other_modes=[
+            path
+            for mode in other_realism_modes().values()
+            for paths in (*mode["shards"].values(), mode["verdicts"].values())
+            for path in paths
+        ],
     output:
         autoencoder="results/realism/autoencoder.csv",
         two_sample="results/realism/two_sample.csv",
@@ -68,6 +75,7 @@ rule realism:
         base_model=BASE_MODEL,
         arms=[SETTINGS.arm(fold) for fold in FOLDS],
         arm_shards={arm: arm_shard_dirs(arm) for arm in SETTINGS.arms},
+        other_modes=other_realism_modes(),
         resolution=config["generation"]["resolution"],
         grayscale=config["generation"]["grayscale"],
         judges={

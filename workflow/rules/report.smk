@@ -21,6 +21,7 @@ rule report:
         audit_findings="results/audit/findings.csv",
         audit_verdict="results/audit/verdict.txt",
         shards=all_shard_dirs(),
+        filters=filter_tables(),
         loras=expand(
             "results/lora/{arm}/{lora}", arm=SETTINGS.arms, lora=SETTINGS.lora_names
         ),
@@ -37,6 +38,7 @@ rule report:
         test_sets="results/report/test_sets.csv",
         expansion="results/report/expansion.csv",
         modes="results/report/modes.csv",
+        filter="results/report/filter.csv",
         robustness_pooled="results/report/robustness_pooled.csv",
         fidelity="results/report/fidelity.csv",
         robustness="results/report/robustness.csv",

@@ -18,6 +18,7 @@ fold = int(snakemake.wildcards.fold)
 manifest = pd.read_csv(snakemake.input.manifest)
 synthetic = read_shards(list(snakemake.input.shards))
 classic = read_classic(list(snakemake.input.classic)) if snakemake.input.classic else None
-rows = merge_fold(manifest, fold, plan, variant, synthetic, classic)
+verdicts = pd.read_csv(snakemake.input.verdicts[0], keep_default_na=False) if snakemake.input.verdicts else None
+rows = merge_fold(manifest, fold, plan, variant, synthetic, classic, verdicts)
 write_csv(snakemake.output[0], rows)
 log.info("variant %s fold %d:\n%s", variant.name, fold, rows.groupby(["role", "class", "source"]).size().to_string())

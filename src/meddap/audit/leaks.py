@@ -9,7 +9,9 @@ walking the lineage records (``meddap.provenance.lineage``):
   pretraining images);
 * through a guided image: also its guide (the row's ``derived_from``) and every guide its shard
   lists; each guide must moreover be one of the classifier's own training originals (a finding
-  ``outside training rows`` otherwise).
+  ``outside training rows`` otherwise);
+* through a filtered variant's judge (the rows' ``selected_by``): the originals it trained on,
+  which decided which synthetic images the classifier sees.
 
 Each of them is then compared with the images the classifier is judged on: its validation fold
 (which selects its epoch), the held-out test split and every unseen set, by path, by
@@ -37,6 +39,7 @@ from meddap.settings.plan import CLASSIC
 
 VALIDATION = "validation"
 GUIDE = "guide"  # the via of a guided image's guide: guide:<shard folder>
+JUDGE = "judge"  # the via of a filter judge's training image: judge:<judge folder>
 # A guide that is not one of the classifier's own training originals (the arm's training rows).
 OUTSIDE_TRAINING = "outside training rows"
 UNSEEN_PREFIX = "unseen:"
@@ -124,6 +127,16 @@ class _Influences:
             self._cache[shard_dir] = found
         return self._cache[shard_dir]
 
+    def of_judge(self, judge_dir: str) -> list[tuple[str, str]]:
+        if judge_dir not in self._cache:
+            record = read_lineage(judge_dir)
+            if record is None:
+                raise AuditError(
+                    f"{judge_dir} has no lineage.json: retrain the judge (rule train_judge) so it can be audited"
+                )
+            self._cache[judge_dir] = [(image, f"{JUDGE}:{judge_dir}") for image in lineage_images(record)]
+        return self._cache[judge_dir]
+
 
 LABELS = ("variant", "arch", "fold", "replicate")
 
@@ -180,6 +193,11 @@ def classifier_influences(rows: pd.DataFrame, influences: _Influences | None = N
     found += [(guide, f"{GUIDE}:{shard_dir}") for guide, shard_dir in zip(guided["derived_from"], shard_dirs)]
     for shard_dir in dict.fromkeys(shard_dirs):
         found += influences.of_shard(shard_dir)
+    # A filtered variant: the judge that chose its synthetic images, through what it trained on.
+    if "selected_by" in train:
+        for judge_dir in train["selected_by"].unique():
+            if judge_dir:
+                found += influences.of_judge(judge_dir)
     return pd.DataFrame(found, columns=["image", "via"]).drop_duplicates(ignore_index=True)
 
 
@@ -329,7 +347,8 @@ def verdict(findings: pd.DataFrame, summary: pd.DataFrame) -> str:
     if leaking.empty and accepted.empty:
         return (
             f"Lineage audit: passed. None of the images that influenced the training of the {n} classifiers "
-            "(directly, through a LoRA, the base model, a guide or a classic copy) is in its validation fold, the test "
+            "(directly, through a LoRA, the base model, a guide, a filter's judge or a classic copy) is in its "
+            "validation fold, the test "
             "split or an unseen set, by path, near-duplicate group or perceptual hash."
         )
     parts = []

@@ -110,6 +110,8 @@ def load_image_tensor(paths: list[str], size: int) -> torch.Tensor:
 
     from meddap.data.images import load_array
 
+    if not paths:  # e.g. a judge's validation rows (none)
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
     arrays = np.stack([load_array(path, size) for path in tqdm(paths, desc="load images", mininterval=5)])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
 
@@ -262,10 +264,12 @@ def train_classifier(
     device: str = "auto",
     provenance: dict | None = None,
     lineage_inputs: dict[str, str] | None = None,
+    lineage_kind: str = "classifier",
     on_epoch: Callable[[int, dict | None], None] | None = None,
 ) -> pd.DataFrame:
     """Train; keep the epoch with the best validation ``settings.selection_metric`` (macro-F1 or
-    accuracy); write the folder atomically.
+    accuracy); write the folder atomically. Without validation rows (a filter's judge) every epoch
+    runs and the last is kept: nothing is selected on any image.
 
     The folder records what trained and selected the model: ``rows.csv`` (every training and
     validation row, with its source and what it was derived from) and ``lineage.json``.
@@ -320,6 +324,7 @@ def train_classifier(
     # On the CPU: batch order and augmentation parameters are the same draws on every device.
     generator = torch.Generator().manual_seed(seed)
 
+    validating = len(x_val) > 0
     history, best_state, best_score = [], None, -1.0
     if on_epoch is not None:
         on_epoch(0, None)
@@ -349,29 +354,34 @@ def train_classifier(
             optimizer.step()
             schedule.step()
             total_loss += loss.detach().double() * len(index)
-        probabilities = predict_proba(model, x_val, batch_size=max(64, 2 * settings.batch_size))
-        predicted = probabilities.argmax(1)
-        val_f1 = float(f1_score(y_val, predicted, labels=range(len(classes)), average="macro", zero_division=0))
-        val_loss = float(
-            nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-8)), torch.from_numpy(y_val))
-        )
+        val_loss = val_f1 = val_accuracy = math.nan
+        if validating:
+            probabilities = predict_proba(model, x_val, batch_size=max(64, 2 * settings.batch_size))
+            predicted = probabilities.argmax(1)
+            val_f1 = float(f1_score(y_val, predicted, labels=range(len(classes)), average="macro", zero_division=0))
+            val_loss = float(
+                nn.functional.nll_loss(
+                    torch.log(torch.from_numpy(probabilities).clamp(min=1e-8)), torch.from_numpy(y_val)
+                )
+            )
+            val_accuracy = float((predicted == y_val).mean())
         history.append(
             {
                 "epoch": epoch,
                 "train_loss": float(total_loss) / len(order),
                 "val_loss": val_loss,
                 "val_macro_f1": val_f1,
-                "val_accuracy": float((predicted == y_val).mean()),
+                "val_accuracy": val_accuracy,
                 "seconds": time.time() - started,
             }
         )
         score = history[-1][f"val_{settings.selection_metric}"]
-        if score > best_score:
+        if not validating or score > best_score:  # without validation: the last epoch
             best_score, best_state = score, copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     frame = pd.DataFrame(history)
-    best_epoch = selected_epoch(frame, settings.selection_metric)
+    best_epoch = selected_epoch(frame, settings.selection_metric) if validating else settings.epochs
     frame["selected"] = frame["epoch"] == best_epoch
     n_synthetic = int(train_rows["source"].isin(SYNTHETIC_SOURCES).sum()) if "source" in train_rows else 0
     meta = {
@@ -381,8 +391,8 @@ def train_classifier(
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "best_epoch": best_epoch,
-        "best_val_macro_f1": float(frame.loc[frame["selected"], "val_macro_f1"].iloc[0]),
-        "selection_metric": settings.selection_metric,
+        "best_val_macro_f1": float(frame.loc[frame["selected"], "val_macro_f1"].iloc[0]) if validating else None,
+        "selection_metric": settings.selection_metric if validating else "none (the last epoch)",
         "train_images": int(len(x_train)),
         "train_synthetic_images": n_synthetic,
         "val_images": int(len(x_val)),
@@ -397,7 +407,10 @@ def train_classifier(
         frame.to_csv(temporary / "history.csv", index=False)
         rows = pd.concat([train_rows.assign(role="train"), val_rows.assign(role="validation")], ignore_index=True)
         rows.to_csv(temporary / ROWS_NAME, index=False)
-        write_lineage(temporary, "classifier", inputs=lineage_inputs or {})
+        # A judge lists its training images (the audit reads them: meddap.audit.leaks); a classifier's
+        # are in rows.csv.
+        images = list(train_rows["path"]) if lineage_kind != "classifier" else []
+        write_lineage(temporary, lineage_kind, images=images, inputs=lineage_inputs or {})
     return frame
 
 

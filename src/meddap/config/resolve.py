@@ -19,6 +19,7 @@ from meddap.config.checks import (
     check_unique,
     check_unseen_is_apart,
 )
+from meddap.config.filtering import check_judge_architecture, filter_settings_of
 from meddap.data.arms import arm_for_fold
 from meddap.data.dataset import list_class_images, split_counts
 from meddap.diffusion.base_models import (
@@ -47,6 +48,7 @@ from meddap.settings.stages import (
     ClassifierSettings,
     ContrastSettings,
     EvaluationSettings,
+    FilterSettings,
     LoraSettings,
     PretrainSettings,
     PromptSettings,
@@ -82,6 +84,8 @@ class Settings:
     # generation.strength as a tuple (one value or the list each guided image draws from): guided
     # shards' params only, so that a change reruns no text-to-image shard.
     strength: tuple[float, ...] = (0.5,)
+    # generation.filter (None: no filtered variants): the filter jobs' params.
+    filter: FilterSettings | None = None
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     contrast: ContrastSettings = field(default_factory=ContrastSettings)
@@ -149,6 +153,7 @@ class Settings:
         arms, variants = len(self.arms), self.plan.variants()
         shards = arms * len(self.plan.all_shards(TEXT_TO_IMAGE))
         guided_shards = arms * len(self.plan.all_shards(GUIDED))
+        filtered_streams = {v.stream for v in variants if v.filtered}
         trainings = len(variants) * len(self.architectures) * self.folds * self.replicates
         kind = self.base_source.kind if self.base_source else None
         jobs = {
@@ -165,6 +170,8 @@ class Settings:
             "generate_guided_shard": guided_shards,
             "index_synthetic": arms,
             "augment_classic": self.folds if any(v.kind == CLASSIC for v in variants) else 0,
+            "train_judge": arms if filtered_streams else 0,
+            "filter_shards": arms * len(filtered_streams),
             "merge_dataset": len(variants) * self.folds,
             "train_classifier": trainings,
             "evaluate": trainings,
@@ -266,7 +273,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
 
     generation = config["generation"]
     for adjective in generation["adjectives"]:
-        if adjective in ("original", "mixed", "classic"):
+        if adjective in (ORIGINAL, MIXED, CLASSIC, GUIDED):
             raise ConfigError(f"generation.adjectives: {adjective!r} is reserved for a variant name; rename it")
     for ratio in generation["ratios"]:
         if not (ratio > 0 and math.isfinite(ratio)):
@@ -288,6 +295,8 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
         ratios=[float(r) for r in generation["ratios"]],
         shard_size=int(generation["shard_size"]),
         families=tuple(generation["variant_families"]),
+        filtered_families=tuple(generation["filter"]["families"]),
+        oversample=float(generation["filter"]["oversample"]),
     )
     for ratio in plan.ratios:
         empty = [cls for cls in classes if plan.synthetic_count(cls, ratio) == 0]
@@ -302,6 +311,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
             f"of its fold's training originals; with lora.scope: {config['lora']['scope']} there is no fold to "
             "take them from); set lora.scope: fold or drop guided"
         )
+    filter_settings = filter_settings_of(generation["filter"], plan, config)
     n_arms = folds if config["lora"]["scope"] == FOLD_SCOPE else 1
     planned = n_arms * sum(
         len(plan.adjectives) * plan.images_per_adjective(cls, stream)
@@ -350,6 +360,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
                 f"classifier.architectures: unknown {unknown}; "
                 "use torchvision names such as densenet121, resnet34, squeezenet1_1, resnet18"
             )
+        check_judge_architecture(filter_settings, known)
     settings = Settings(
         classes=classes,
         class_counts=class_counts,
@@ -371,6 +382,7 @@ def resolve(config: dict, check_architectures: bool = True, check_base_model: bo
         lora=LoraSettings.from_params(config["lora"]),
         sampling=SamplingSettings.from_params(config["generation"]),
         strength=_strength(config["generation"]["strength"]),
+        filter=filter_settings,
         classifier=ClassifierSettings.from_params(config["classifier"]),
         evaluation=EvaluationSettings.from_params(config["evaluation"]),
         contrast=_primary_contrast(config["evaluation"], plan, unseen),

@@ -5,7 +5,8 @@ variant's extra rows, all derived from those training originals only: synthetic 
 fold's generative arm (LoRAs trained without fold k, with ``lora.scope: fold``) and classic copies
 of the fold's training originals. No test row ever enters. Every extra row names what it was
 derived from (``derived_from``: a text-to-image row's shard folder, a guided row's guide, a
-classic copy's source image), so the lineage audit can walk back to the originals.
+classic copy's source image), so the lineage audit can walk back to the originals. A filtered
+variant's synthetic rows also name the judge that let them through (``selected_by``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import pandas as pd
 from meddap.settings.kinds import GUIDED_SOURCE, ORIGINAL_SOURCE, SYNTHETIC_SOURCE, SYNTHETIC_SOURCES, TRAIN_SPLIT
 from meddap.settings.plan import CLASSIC, GUIDED, Plan, Variant
 
-VARIANT_COLUMNS = ["path", "class", "source", "role", "adjective", "prompt", "seed", "derived_from"]
+VARIANT_COLUMNS = ["path", "class", "source", "role", "adjective", "prompt", "seed", "derived_from", "selected_by"]
 TRAIN_ROLE = "train"
 VALIDATION_ROLE = "validation"
 
 
-def _rows(paths, classes, source: str, role, adjective="", prompt="", seeds=None, derived_from="") -> pd.DataFrame:
+def _rows(
+    paths, classes, source: str, role, adjective="", prompt="", seeds=None, derived_from="", selected_by=""
+) -> pd.DataFrame:
     """Manifest rows; ``classes``, ``role``, ``adjective``, ``prompt`` and ``derived_from`` are one
     value for every row or a list with one per row (pandas broadcasts the single values)."""
     n = len(paths)
@@ -38,6 +41,7 @@ def _rows(paths, classes, source: str, role, adjective="", prompt="", seeds=None
             "prompt": prompt,
             "seed": pd.array(list(seeds) if seeds is not None else [pd.NA] * n, dtype="Int64"),
             "derived_from": derived_from,
+            "selected_by": selected_by,
         }
     )
 
@@ -49,11 +53,14 @@ def merge_fold(
     variant: Variant,
     synthetic: pd.DataFrame | None = None,
     classic: pd.DataFrame | None = None,
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rows of ``variant`` for fold ``fold``: the training split's originals (role validation in
     the fold, train elsewhere) + the first N synthetic rows per (class, adjective) of the fold's
     arm (``synthetic``: ``read_shards`` of that arm's shards of the variant's stream) or the first
-    N classic copies per class (``classic``: ``read_classic`` of the fold's folder)."""
+    N classic copies per class (``classic``: ``read_classic`` of the fold's folder). A filtered
+    variant takes the first N that its filter kept (``verdicts``: ``meddap.classify.judge``'s table
+    of the arm's stream)."""
     original = manifest[manifest["split"] == TRAIN_SPLIT]
     roles = [VALIDATION_ROLE if int(f) == fold else TRAIN_ROLE for f in original["fold"]]
     parts = [_rows(original["path"], list(original["class"]), ORIGINAL_SOURCE, roles)]
@@ -65,11 +72,15 @@ def merge_fold(
             pool = pool[(pool["class"] == cls) & (pool["adjective"] == adjective)].sort_values(
                 ["shard", "index"], kind="stable"
             )
-            if len(pool) < count:
+            generated = plan.generated_per_adjective(variant, cls)[adjective]
+            if len(pool) < generated:
                 raise ValueError(
-                    f"variant {variant.name} fold {fold}: needs {count} synthetic {cls}/{adjective} images but the "
+                    f"variant {variant.name} fold {fold}: needs {generated} synthetic {cls}/{adjective} images but the "
                     f"shards hold {len(pool)}. Regenerate the shards (the training counts changed?)."
                 )
+            selected_by: str | list[str] = ""
+            if variant.filtered:
+                pool, selected_by = _kept(pool.head(generated), verdicts, variant, fold, cls, adjective, count, plan)
             chosen = pool.head(count)
             if variant.kind == GUIDED:
                 if "derived_from" not in chosen or chosen["derived_from"].isna().any():
@@ -90,6 +101,7 @@ def merge_fold(
                     list(chosen["prompt"]),
                     chosen["seed"],
                     derived_from,
+                    selected_by[: len(chosen)] if isinstance(selected_by, list) else selected_by,
                 )
             )
     if variant.kind == CLASSIC:
@@ -119,6 +131,29 @@ def merge_fold(
                 )
             )
     return pd.concat(parts, ignore_index=True)[VARIANT_COLUMNS]
+
+
+def _kept(pool, verdicts, variant, fold, cls, adjective, count, plan) -> tuple[pd.DataFrame, list[str]]:
+    """The images of ``pool`` (the generated ones, in order) that the filter kept, with the judge
+    that kept each; fewer than ``count`` stops the merge, naming the key that fixes it."""
+    if verdicts is None:
+        raise ValueError(f"variant {variant.name} fold {fold}: the filter's verdicts are missing (rule filter_shards)")
+    verdict = verdicts.set_index("path")
+    unjudged = [path for path in pool["path"] if path not in verdict.index]
+    if unjudged:
+        raise ValueError(
+            f"variant {variant.name} fold {fold}: {unjudged[0]} has no verdict: the filter table is older than the "
+            "shards; rerun rule filter_shards"
+        )
+    kept = pool[[str(verdict.at[path, "kept"]) == "True" for path in pool["path"]]]
+    if len(kept) < count:
+        raise ValueError(
+            f"variant {variant.name} fold {fold}: the filter kept {len(kept)} of {len(pool)} generated "
+            f"{cls}/{adjective} images, fewer than the {count} planned; raise generation.filter.oversample "
+            f"(now {plan.oversample:g}) "
+            "or loosen generation.filter.judge_confidence / near_copy_bits (results/report/filter.csv says why)"
+        )
+    return kept, [str(verdict.at[path, "judge"]) for path in kept["path"]]
 
 
 def fold_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -18,6 +18,7 @@ METRICS_COLUMNS = [
     "family",
     "adjective",
     "ratio",
+    "filtered",
     "arch",
     "fold",
     "replicate",
@@ -30,7 +31,7 @@ METRICS_COLUMNS = [
 
 def read_evaluations(evaluation_dirs: list[str | Path]) -> list[dict]:
     """One record per (classifier, test set) in evaluation folders (``meddap.classify.evaluate``): what its
-    metrics.json says was evaluated (variant, family, adjective, ratio, arch, fold, replicate,
+    metrics.json says was evaluated (variant, family, adjective, ratio, filtered, arch, fold, replicate,
     test_set, test_set_kind) and the paths of its ``metrics`` and ``predictions`` files. Nothing is read
     from folder names."""
     records = []
@@ -65,6 +66,7 @@ def collect_metrics(records: list[dict]) -> pd.DataFrame:
             "family": record["family"],
             "adjective": adjective,
             "ratio": float(record["ratio"]),
+            "filtered": bool(record.get("filtered", False)),  # records written before filtered variants: not
             "arch": record["arch"],
             "fold": int(record["fold"]),
             "replicate": int(record.get("replicate", 0)),

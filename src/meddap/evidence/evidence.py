@@ -270,7 +270,7 @@ def mode_lines(modes: pd.DataFrame, contrast: ContrastSettings) -> list[str]:
         "",
         "## Generation modes at equal counts",
         "",
-        f"Each mode run at a ratio (text-to-image, guided, classic) against the others at that ratio, "
+        f"Each mode run at a ratio (text-to-image, guided, each filtered, classic) against the others at that ratio, "
         f"{contrast.metric}, paired fold by fold; p adj: {method}-adjusted within each test set's comparisons "
         "of modes. Each mode against `original` is in the tables below. `modes.csv` has every metric.",
         "",

@@ -1,7 +1,7 @@
 """The generation modes compared with each other at equal counts (issue 28, item 3): text-to-image,
-guided and classic variants of one ratio, paired fold by fold (``meddap.evidence.stats.paired_test``),
-Holm-adjusted within each (test set, metric) family of these comparisons. Each mode against
-``original`` is ``meddap.evidence.stats.summarise``'s."""
+guided, each filtered (generation.filter), and classic variants of one ratio, paired fold by fold
+(``meddap.evidence.stats.paired_test``), Holm-adjusted within each (test set, metric) family of these
+comparisons. Each mode against ``original`` is ``meddap.evidence.stats.summarise``'s."""
 
 from __future__ import annotations
 
@@ -11,27 +11,37 @@ from meddap.evidence.stats import adjust_comparisons, fold_values, paired_test, 
 from meddap.settings.plan import ADJECTIVE, CLASSIC, GUIDED, MIXED
 
 TEXT_TO_IMAGE_MODE = "text-to-image"
+FILTERED_SUFFIX = " filtered"
 # The modes compared at equal counts, each against the ones after it (guided vs text-to-image,
-# guided vs classic, text-to-image vs classic).
-MODE_ORDER = (GUIDED, TEXT_TO_IMAGE_MODE, CLASSIC)
+# guided vs classic, text-to-image vs classic; a filtered mode against its unfiltered one too).
+MODE_ORDER = (
+    GUIDED + FILTERED_SUFFIX,
+    GUIDED,
+    TEXT_TO_IMAGE_MODE + FILTERED_SUFFIX,
+    TEXT_TO_IMAGE_MODE,
+    CLASSIC,
+)
 MODE_COLUMNS = ["ratio", "mode", "baseline_mode", "variant", "baseline", "arch", "test_set", "metric"]
 
 
 def mode_variants(metrics: pd.DataFrame) -> dict[float, dict[str, str]]:
     """ratio -> {mode: variant} of the generation modes run at that ratio: text-to-image (the
-    mixed variant; without one, the adjective variant when it is the ratio's only one), guided and
-    classic. Found by family and ratio, never by name."""
+    mixed variant; without one, the adjective variant when it is the ratio's only one), guided,
+    each of them filtered (mode "<mode> filtered"), and classic. Found by family, ratio and the
+    filtered flag, never by name."""
     families = variant_data(metrics)
     modes: dict[float, dict[str, str]] = {}
     for ratio, group in families.groupby("ratio", sort=True):
-        by_family = {family: list(names.index) for family, names in group.groupby("family")}
         found = {}
-        text = by_family.get(MIXED) or (by_family[ADJECTIVE] if len(by_family.get(ADJECTIVE, [])) == 1 else [])
-        if text:
-            found[TEXT_TO_IMAGE_MODE] = text[0]
-        for family in (GUIDED, CLASSIC):
-            if by_family.get(family):
-                found[family] = by_family[family][0]
+        for filtered, part in group.groupby(group["filtered"].astype(bool)):
+            suffix = FILTERED_SUFFIX if filtered else ""
+            by_family = {family: list(names.index) for family, names in part.groupby("family")}
+            text = by_family.get(MIXED) or (by_family[ADJECTIVE] if len(by_family.get(ADJECTIVE, [])) == 1 else [])
+            if text:
+                found[TEXT_TO_IMAGE_MODE + suffix] = text[0]
+            for family in (GUIDED, CLASSIC):
+                if by_family.get(family):
+                    found[family + suffix] = by_family[family][0]
         if found:
             modes[float(ratio)] = found
     return modes

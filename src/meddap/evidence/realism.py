@@ -19,6 +19,10 @@ the images the fold's LoRAs learnt from; never its validation fold, the test spl
     probe. It sees what the classifiers use; the judge trained on these very originals, so it may
     also tell "seen in training" from "not seen", which makes this test stricter, not laxer.
 * the figure per class: real images, their VAE reconstructions and synthetic images side by side.
+
+The two-sample tests run per generation mode (``mode``): the text-to-image shards, and where they
+are planned the guided shards and the images each filter kept, so the modes compared in the
+report are also compared on how real their images are.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ FEATURE_SIZE = 64  # px: the images are compared at this size whatever their res
 HISTOGRAM_BINS = 16
 CV_FOLDS = 5
 IMAGE_STATISTICS = "image statistics"
+TEXT_TO_IMAGE_MODE = "text-to-image"  # the text-to-image shards (meddap.evidence.modes names modes the same)
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,7 @@ def realism_tables(
     n_examples: int = 4,
     device: str = "cpu",
     grayscale: bool = False,
+    other_modes: dict[str, dict[str, pd.DataFrame]] | None = None,
 ) -> dict:
     """Every realism table of a run, and the example images of its figure.
 
@@ -219,10 +225,12 @@ def realism_tables(
     reconstructions are made grey as the synthetic images are with ``grayscale``);
     ``judges[arch][k]``: fold k's ``original`` classifier of ``arch`` (replicate 0). The real images
     of an arm are its training originals (``arm_training_rows``), listed in ``inputs`` so that a
-    check can prove it.
+    check can prove it. ``other_modes``: mode -> arm -> its synthetic rows (``read_shards``'s path,
+    class, adjective): the guided shards, a filter's kept images; ``arm_shards`` are mode
+    ``text-to-image``.
 
     Returns ``autoencoder`` (arm, class: PSNR, SSIM, two-sample AUROC real vs reconstruction),
-    ``two_sample`` (arm, class, adjective, features: AUROC real vs synthetic), ``inputs`` (arm,
+    ``two_sample`` (mode, arm, class, adjective, features: AUROC real vs synthetic), ``inputs`` (arm,
     class, path of every real image used) and ``examples`` ({class: (real, reconstructed,
     synthetic)} uint8 arrays of the first arm).
     """
@@ -235,10 +243,11 @@ def realism_tables(
     vae = load_autoencoder(base_model, device)
     autoencoder, tests, inputs, examples = [], [], [], {}
     real_by_arm: dict[str, pd.DataFrame] = {}
-    synthetic_by_arm: dict[str, pd.DataFrame] = {}
+    modes = {TEXT_TO_IMAGE_MODE: {arm: read_shards(list(arm_shards[arm])) for arm in dict.fromkeys(arms)}}
+    modes.update(other_modes or {})
+    real_statistics_by: dict[tuple[str, str], np.ndarray] = {}
     for arm in dict.fromkeys(arms):
         real = real_by_arm[arm] = arm_training_rows(manifest, arm).reset_index(drop=True)
-        synthetic = synthetic_by_arm[arm] = read_shards(list(arm_shards[arm])).reset_index(drop=True)
         for cls in sorted(real["class"].unique()):
             paths = list(real.loc[real["class"] == cls, "path"])
             inputs += [{"arm": arm, "class": cls, "path": path} for path in paths]
@@ -246,7 +255,7 @@ def realism_tables(
             if grayscale:  # as generate_shard saves the synthetic images (generation.grayscale)
                 reconstructed = np.stack([to_grey_rgb(image) for image in reconstructed])
             errors = reconstruction_errors(originals, reconstructed)
-            real_statistics = image_statistics(originals)
+            real_statistics = real_statistics_by[(arm, cls)] = image_statistics(originals)
             ceiling = two_sample_auroc(
                 real_statistics, image_statistics(reconstructed), seed=derive_seed(seed, "realism", arm, cls, "vae")
             )
@@ -262,26 +271,40 @@ def realism_tables(
                     **ceiling.row(),
                 }
             )
-            own = synthetic[synthetic["class"] == cls]
-            synthetic_images = _images(list(own["path"]))
-            synthetic_statistics = image_statistics(synthetic_images)
-            adjectives = sorted(own["adjective"].unique())
-            for adjective in ["all", *(adjectives if len(adjectives) > 1 else [])]:
-                chosen = np.ones(len(own), bool) if adjective == "all" else (own["adjective"] == adjective).to_numpy()
-                result = two_sample_auroc(
-                    real_statistics,
-                    synthetic_statistics[chosen],
-                    seed=derive_seed(seed, "realism", arm, cls, adjective),
-                )
-                tests.append(
-                    {"arm": arm, "class": cls, "adjective": adjective, "features": IMAGE_STATISTICS, **result.row()}
-                )
-            if cls not in examples and len(own):
-                examples[cls] = (originals[:n_examples], reconstructed[:n_examples], synthetic_images[:n_examples])
+            for mode, by_arm in modes.items():
+                synthetic = by_arm.get(arm, pd.DataFrame(columns=["path", "class", "adjective"]))
+                own = synthetic[synthetic["class"] == cls]
+                synthetic_images = _images(list(own["path"]))
+                synthetic_statistics = image_statistics(synthetic_images)
+                adjectives = sorted(own["adjective"].unique())
+                for adjective in ["all", *(adjectives if len(adjectives) > 1 else [])]:
+                    chosen = (
+                        np.ones(len(own), bool) if adjective == "all" else (own["adjective"] == adjective).to_numpy()
+                    )
+                    # The text-to-image mode keeps its seeds from before modes were measured.
+                    parts = (arm, cls, adjective) if mode == TEXT_TO_IMAGE_MODE else (arm, cls, adjective, mode)
+                    result = two_sample_auroc(
+                        real_statistics, synthetic_statistics[chosen], seed=derive_seed(seed, "realism", *parts)
+                    )
+                    tests.append(
+                        {
+                            "mode": mode,
+                            "arm": arm,
+                            "class": cls,
+                            "adjective": adjective,
+                            "features": IMAGE_STATISTICS,
+                            **result.row(),
+                        }
+                    )
+                if mode == TEXT_TO_IMAGE_MODE and cls not in examples and len(own):
+                    examples[cls] = (originals[:n_examples], reconstructed[:n_examples], synthetic_images[:n_examples])
     # The judges' view: fold k's original classifier embeds its arm's originals and synthetic images.
-    for arch, model_dirs in judges.items():
+    for (arch, model_dirs), mode in ((item, mode) for item in judges.items() for mode in modes):
         for fold, (arm, model_dir) in enumerate(zip(arms, model_dirs)):
-            real, synthetic = real_by_arm[arm], synthetic_by_arm[arm]
+            real = real_by_arm[arm]
+            synthetic = (
+                modes[mode].get(arm, pd.DataFrame(columns=["path", "class", "adjective"])).reset_index(drop=True)
+            )
             # One load of the judge and one pass over the arm's images; each class takes its rows.
             features = _judge_features(model_dir, [*real["path"], *synthetic["path"]])
             real_features, synthetic_features = features[: len(real)], features[len(real) :]
@@ -293,10 +316,13 @@ def realism_tables(
                     real_features[(real["class"] == cls).to_numpy()],
                     synthetic_features[own],
                     classifier="linear",
-                    seed=derive_seed(seed, "realism", arm, cls, arch, fold),
+                    seed=derive_seed(
+                        seed, "realism", arm, cls, arch, fold, *([] if mode == TEXT_TO_IMAGE_MODE else [mode])
+                    ),
                 )
                 tests.append(
                     {
+                        "mode": mode,
                         "arm": arm,
                         "class": cls,
                         "adjective": "all",
@@ -313,16 +339,25 @@ def realism_tables(
 
 
 def realism_by_class(autoencoder: pd.DataFrame, two_sample: pd.DataFrame) -> pd.DataFrame:
-    """One row per class: means over the arms (and judges) of each measure, with their ranges."""
+    """One row per (mode, class): means over the arms (and judges) of each measure, with their ranges
+    (text-to-image first; a table without a mode column is text-to-image)."""
     if autoencoder.empty:
         return pd.DataFrame()
+    if "mode" not in two_sample:
+        two_sample = two_sample.assign(mode=TEXT_TO_IMAGE_MODE)
+    modes = [TEXT_TO_IMAGE_MODE, *sorted(set(two_sample["mode"]) - {TEXT_TO_IMAGE_MODE})]
     rows = []
-    for cls, ceiling in autoencoder.groupby("class"):
-        tests = two_sample[(two_sample["class"] == cls) & (two_sample["adjective"] == "all")]
+    for mode, (cls, ceiling) in ((mode, item) for mode in modes for item in autoencoder.groupby("class")):
+        tests = two_sample[
+            (two_sample["mode"] == mode) & (two_sample["class"] == cls) & (two_sample["adjective"] == "all")
+        ]
+        if tests.empty:
+            continue
         statistics = tests[tests["features"] == IMAGE_STATISTICS]["auroc"]
         judge = tests[tests["features"] != IMAGE_STATISTICS]["auroc"]
         rows.append(
             {
+                "mode": mode,
                 "class": cls,
                 "auroc_synthetic": statistics.mean(),
                 "auroc_synthetic_min": statistics.min(),

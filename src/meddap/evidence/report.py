@@ -56,6 +56,7 @@ def build_report(
     from meddap.classify.robustness import robustness_summary
     from meddap.diffusion.generate import read_shards
     from meddap.evidence import evidence, figures
+    from meddap.evidence.filtered import filter_lines, filter_summary
     from meddap.evidence.modes import mode_comparisons
     from meddap.evidence.stats import classic_partners, original_variant, summarise
     from meddap.runtime.atomic import write_csv, write_text
@@ -78,6 +79,7 @@ def build_report(
     primary = evidence.primary_contrast_table(metrics, contrast)
     summary = evidence.adjust_summary(summarise(metrics), contrast.p_adjust)
     modes = mode_comparisons(metrics, contrast.p_adjust)
+    filtered = filter_summary(list(getattr(inputs, "filters", [])))
     bootstrap = evidence.group_bootstrap(
         records, classic_partners(metrics), original_variant(metrics), n_resamples=n_bootstrap, seed=seed
     )
@@ -105,6 +107,7 @@ def build_report(
         ("test_sets", composition),
         ("expansion", expansion),
         ("modes", modes),
+        ("filter", filtered),
     ):
         if hasattr(out, name):
             write_csv(getattr(out, name), table)
@@ -160,6 +163,7 @@ def build_report(
         evidence=[
             *evidence.evidence_lines(composition, expansion, pooled, contrast.p_adjust),
             *evidence.mode_lines(modes, contrast),
+            *filter_lines(filtered),
         ],
     )
     write_text(out.readable, text)
@@ -250,6 +254,12 @@ def build_report(
                 " ".join(evidence.mode_lines(modes, contrast)[3:4]).replace("`", ""),
                 [],
                 [modes],
+            ),
+            (
+                "Filtered synthetic sets",
+                " ".join(filter_lines(filtered)[3:4]).replace("`", "") or "No filtered variants (generation.filter).",
+                [],
+                [filtered],
             ),
             (
                 "Robustness",

@@ -42,7 +42,8 @@ SYNTHETIC_FAMILIES = (ADJECTIVE, MIXED, GUIDED)  # the families that add synthet
 
 
 def variant_data(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant (index: its name) with its family and ratio, as the table carries them."""
+    """One row per variant (index: its name) with its family, ratio and whether it is filtered (False
+    where the table has no such column), as the table carries them."""
     missing = {"variant", "family", "ratio"} - set(metrics.columns)
     if missing:
         raise ValueError(f"metrics table lacks columns {sorted(missing)} (written by the evaluate rule from the plan)")
@@ -50,7 +51,9 @@ def variant_data(metrics: pd.DataFrame) -> pd.DataFrame:
     inconsistent = grouped.nunique(dropna=False).max(axis=1) > 1
     if inconsistent.any():
         raise ValueError(f"variants {sorted(inconsistent[inconsistent].index)} have more than one family or ratio")
-    return grouped.first()
+    first = grouped.first()
+    filtered = metrics.groupby("variant", sort=False)["filtered"].first() if "filtered" in metrics else False
+    return first.assign(filtered=filtered)
 
 
 def original_variant(metrics: pd.DataFrame) -> str | None:

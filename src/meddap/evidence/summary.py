@@ -291,12 +291,23 @@ def realism_lines(realism: pd.DataFrame) -> list[str]:
         "the same test real vs reconstructed). Tables: `realism.csv`, `realism_tests.csv`, `autoencoder.csv`.",
         "",
     ]
-    for _, row in realism.iterrows():
+    modes = realism["mode"] if "mode" in realism else pd.Series("text-to-image", index=realism.index)
+    first = modes.iloc[0]  # text-to-image (meddap.evidence.realism.realism_by_class puts it first)
+    for _, row in realism[modes == first].iterrows():
         judge = "" if pd.isna(row.auroc_judge) else f", judge-feature probe {_fmt(row.auroc_judge, 2)}"
         lines.append(
             f"- **{row['class']}**: real vs synthetic AUROC {_fmt(row.auroc_synthetic, 2)} (image statistics; "
             f"arms {_fmt(row.auroc_synthetic_min, 2)}–{_fmt(row.auroc_synthetic_max, 2)}){judge}; bounded by the "
             f"autoencoder: real vs its reconstruction {_fmt(row.auroc_reconstruction, 2)}, "
             f"PSNR {_fmt(row.psnr, 1)} dB, SSIM {_fmt(row.ssim, 2)}."
+        )
+    if modes.nunique() > 1:  # guided, filtered: the same tests on each mode's images
+        lines += ["", "The same tests on each generation mode's images (`realism.csv`):", ""]
+        lines += _markdown_table(
+            ["mode", "class", "AUROC, image statistics", "AUROC, judge features"],
+            [
+                [row["mode"], row["class"], _fmt(row.auroc_synthetic, 2), _fmt(row.auroc_judge, 2)]
+                for _, row in realism.iterrows()
+            ],
         )
     return lines

@@ -206,6 +206,7 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
         synthetic = sum(per_arm.values()) if variant.kind == ORIGINAL else 0
         eval_passes += runs * (validation_images * epochs + test_images * copies + unseen_images + synthetic)
     trainings = len(plan.variants()) * runs
+    work += _filter_work(settings, classifier)
     for arch in settings.architectures:
         match = {"architecture": arch, "image_size": classifier["image_size"]}
         work.append(
@@ -231,6 +232,38 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
             )
         )
     return work, notes
+
+
+def _filter_work(settings, classifier: dict) -> list[Work]:
+    """generation.filter: one judge per arm (its training originals x epochs, no validation), and
+    one pass of it over every image of the filtered streams."""
+    if settings.filter is None:
+        return []
+    plan, arch = settings.plan, settings.filter.judge_architecture
+    match = {"architecture": arch, "image_size": classifier["image_size"]}
+    arms, epochs = len(settings.arms), classifier["epochs"]
+    streams = sorted({variant.stream for variant in plan.variants() if variant.filtered})
+    judged = arms * sum(
+        len(plan.adjectives) * plan.images_per_adjective(cls, stream) for cls in settings.classes for stream in streams
+    )
+    return [
+        Work(
+            f"filter judges, {arch}",
+            "classifier_training",
+            arms * sum(plan.train_counts.values()) * epochs,
+            "image-passes",
+            match,
+            f"{arms} judges x {epochs} epochs x their training originals",
+        ),
+        Work(
+            f"filter verdicts, {arch}",
+            "classifier_inference",
+            judged,
+            "image-passes",
+            match,
+            f"the judges on the {judged:,} images of the filtered streams ({', '.join(streams)})",
+        ),
+    ]
 
 
 def _generation_work(settings, generation: dict, stream: str) -> Work:

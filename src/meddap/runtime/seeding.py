@@ -29,6 +29,11 @@ def classifier_seed(seed: int, arch: str, fold: int | str, replicate: int | str)
     return derive_seed(seed, "classifier", arch, int(fold), int(replicate))
 
 
+def judge_seed(seed: int, arch: str, arm: str) -> int:
+    """The seed of one arm's filter judge (apart from every classifier's: no variant shares it)."""
+    return derive_seed(seed, "judge", arch, arm)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
     import torch

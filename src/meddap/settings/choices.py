@@ -15,6 +15,7 @@ LORA_SCOPES = ("fold", "split")
 SCHEDULERS = ("dpm", "ddim", "pndm", "euler", "unipc")
 GUIDANCE_REFERENCES = ("lora", "base")
 VARIANT_FAMILIES = ("adjective", "mixed", "guided", "classic")
+FILTERABLE_FAMILIES = VARIANT_FAMILIES[:3]  # generation.filter.families: the synthetic ones
 LR_SCHEDULES = ("onecycle", "constant")
 SELECTION_METRICS = ("macro_f1", "accuracy")
 CONTRAST_METRICS = ("macro_f1", "balanced_accuracy", "macro_auroc", "accuracy")
@@ -55,6 +56,7 @@ SCHEMA_ENUMS = {
     "generation.scheduler": SCHEDULERS,
     "generation.guidance_reference": GUIDANCE_REFERENCES,
     "generation.variant_families[]": VARIANT_FAMILIES,
+    "generation.filter.families[]": FILTERABLE_FAMILIES,
     "classifier.lr_schedule": LR_SCHEDULES,
     "classifier.selection_metric": SELECTION_METRICS,
     "evaluation.corruptions[]": CORRUPTIONS,

@@ -9,6 +9,11 @@ Synthetic images come in two streams of shards: text-to-image (``TEXT_TO_IMAGE``
 and mixed families) and image-to-image from a training original (``GUIDED``, the guided family).
 Each stream has its own shards (``results/<stream>/<arm>/<class>/<adjective>/shard<NNN>``),
 sized by the variants that read it.
+
+With ``generation.filter.families``, every variant of those families has a filtered twin
+(``<name>_filtered``, ``Variant.filtered``): it takes the first N images of the same shards that
+its filter keeps, so the shards it reads hold ``oversample`` x N images (the unfiltered variant
+still takes the first N).
 """
 
 from __future__ import annotations
@@ -46,11 +51,18 @@ class Variant:
     )
     adjective: str = ""
     ratio: float = 0.0
+    filtered: bool = False  # its images passed generation.filter (a twin of the unfiltered variant)
 
     def labels(self) -> dict:
         """The variant as plain data for evaluation files: the statistics read its family and
         ratio from here (a synthetic variant's classic partner has the same ratio), never from its name."""
-        return {"variant": self.name, "family": self.kind, "adjective": self.adjective, "ratio": float(self.ratio)}
+        return {
+            "variant": self.name,
+            "family": self.kind,
+            "adjective": self.adjective,
+            "ratio": float(self.ratio),
+            "filtered": self.filtered,
+        }
 
     @property
     def stream(self) -> str | None:
@@ -66,6 +78,10 @@ class Plan:
     ratios: list[float]
     shard_size: int
     families: tuple[str, ...] = (ADJECTIVE, MIXED)
+    # generation.filter: each variant of these families has a filtered twin, whose shards hold
+    # ``oversample`` x its count.
+    filtered_families: tuple[str, ...] = ()
+    oversample: float = 1.0
 
     def for_variant(self, variant: Variant) -> Plan:
         """The plan reduced to what ``variant``'s merge reads (its adjectives and ratio): a rule's
@@ -77,7 +93,17 @@ class Plan:
         else:
             adjectives = []
         ratios = [variant.ratio] if variant.kind != ORIGINAL else []
-        return Plan(self.classes, self.train_counts, adjectives, ratios, self.shard_size, (variant.kind,))
+        filtered = (variant.kind,) if variant.filtered else ()
+        return Plan(
+            self.classes,
+            self.train_counts,
+            adjectives,
+            ratios,
+            self.shard_size,
+            (variant.kind,),
+            filtered,
+            self.oversample,
+        )
 
     def synthetic_count(self, cls: str, ratio: float) -> int:
         """Synthetic images of ``cls`` that a variant of ``ratio`` adds."""
@@ -97,7 +123,7 @@ class Plan:
             count
             for variant in self.variants()
             if variant.stream == stream
-            for count in self.counts_per_adjective(variant, cls).values()
+            for count in self.generated_per_adjective(variant, cls).values()
         ]
         if needs:
             return max(needs)
@@ -132,6 +158,11 @@ class Plan:
             out += [Variant(f"{MIXED}_{ratio_label(r)}", MIXED, "", r) for r in self.ratios]
         if GUIDED in self.families:  # with one adjective too: its guides make it a family of its own
             out += [Variant(f"{GUIDED}_{ratio_label(r)}", GUIDED, "", r) for r in self.ratios]
+        out += [
+            Variant(f"{v.name}_filtered", v.kind, v.adjective, v.ratio, filtered=True)
+            for v in out
+            if v.stream is not None and v.kind in self.filtered_families
+        ]
         if CLASSIC in self.families:
             out += [Variant(f"{CLASSIC}_{ratio_label(r)}", CLASSIC, "", r) for r in self.ratios]
         return out
@@ -153,10 +184,20 @@ class Plan:
         base, extra = divmod(total, len(self.adjectives))
         return {adj: base + (1 if i < extra else 0) for i, adj in enumerate(self.adjectives)}
 
+    def generated_per_adjective(self, variant: Variant, cls: str) -> dict[str, int]:
+        """How many of each adjective's images (from the start) ``variant``'s shards must hold for
+        ``cls``: its count, or for a filtered variant ``oversample`` x its count (rounded up), so
+        that the images its filter keeps fill the count."""
+        counts = self.counts_per_adjective(variant, cls)
+        if not variant.filtered:
+            return counts
+        return {adj: math.ceil(count * self.oversample - 1e-9) for adj, count in counts.items()}
+
     def shards_for(self, variant: Variant) -> list[tuple[str, str, int]]:
-        """The (class, adjective, shard) triples of ``variant.stream`` whose images ``variant`` uses."""
+        """The (class, adjective, shard) triples of ``variant.stream`` whose images ``variant`` uses
+        (a filtered variant: those its filter chooses from)."""
         needed = []
         for cls in self.classes:
-            for adj, count in self.counts_per_adjective(variant, cls).items():
+            for adj, count in self.generated_per_adjective(variant, cls).items():
                 needed += [(cls, adj, shard) for shard in range(math.ceil(count / self.shard_size))]
         return needed

@@ -116,6 +116,34 @@ def check_strengths(strength: float | Sequence[float]) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
+class FilterSettings(StageSettings):
+    """Which synthetic images a filtered variant keeps (config: generation.filter).
+
+    An image is dropped when the judge (a classifier trained on the arm's training originals only)
+    puts it in another class with at least ``judge_confidence``, or when its perceptual hash is
+    within ``near_copy_bits`` bits of one of those originals (-1: no near-copy check). Shards read
+    by filtered variants hold ``oversample`` times the planned count, so the kept images fill it."""
+
+    judge_confidence: float = 0.9
+    near_copy_bits: int = 10
+    oversample: float = 1.5
+    judge_architecture: str = "resnet18"
+
+    def reason(self, label: str, predicted: str, confidence: float, near_copy_distance: int) -> str:
+        """Why an image of class ``label`` is dropped ("" if kept): the judge's verdict first."""
+        if predicted != label and confidence >= self.judge_confidence:
+            return WRONG_CLASS
+        if self.near_copy_bits >= 0 and near_copy_distance <= self.near_copy_bits:
+            return NEAR_COPY
+        return ""
+
+
+# Why a filtered variant drops an image (FilterSettings.reason; the report counts them per class).
+WRONG_CLASS = "judged another class"
+NEAR_COPY = "near-copy of a training original"
+
+
+@dataclass(frozen=True)
 class ClassifierSettings(StageSettings):
     """How one classifier trains (config: classifier, less the architectures: one job per architecture)."""
 
