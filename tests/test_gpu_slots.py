@@ -227,6 +227,23 @@ def test_every_gpu_rule_names_its_slot_kind():
     }
 
 
+def test_the_slurm_profile_sends_every_gpu_rule_to_a_gpu():
+    """A rule that takes a GPU slot here gets a GPU on a cluster too: the shipped SLURM profile gives
+    it `gpu: 1` on the GPU partition (a guided shard on a CPU node would run for hours)."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    gpu_rules = set()
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for rule, body in re.findall(r"rule (\w+):(.*?)(?=\n\s*rule |\Z)", path.read_text(), flags=re.S):
+            if "gpu_slot=" in body:
+                gpu_rules.add(rule)
+    for rule in sorted(gpu_rules):
+        resources = profile["set-resources"].get(rule, {})
+        assert resources.get("gpu") == 1 and resources.get("slurm_partition") == "GPU_PARTITION", rule
+        assert profile["set-threads"].get(rule) == resources["cpus_per_task"], rule
+
+
 def test_a_rule_scripts_start_takes_the_slot_its_resources_name(tmp_path):
     """The hook every rule script runs first: a GPU rule's job gets a device; another rule's job none."""
     code = """

@@ -26,7 +26,16 @@ from conftest import DEFAULT, REPO, TINY, snakemake, snakemake_command
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-GPU_RULES = ("pretrain_base", "train_lora", "generate_shard", "train_classifier", "realism")
+GPU_RULES = (
+    "pretrain_base",
+    "train_lora",
+    "generate_shard",
+    "generate_guided_shard",
+    "train_classifier",
+    "train_judge",
+    "filter_shards",
+    "realism",
+)
 # The shipped groups (generation, evaluation), sized so that each becomes two SLURM jobs on this
 # DAG: the SLURM plugin runs a group job's components one after the other (`--jobs 1`).
 TEST_GROUP_COMPONENTS = {"generation": 3, "evaluation": 3}
