@@ -24,20 +24,6 @@ from meddap.settings.kinds import ORIGINAL_SOURCE
 from meddap.settings.stages import FilterSettings
 
 JUDGE_KIND = "judge"  # the lineage kind of a judge folder
-VERDICT_COLUMNS = [
-    "path",
-    "class",
-    "adjective",
-    "shard",
-    "index",
-    "predicted",
-    "confidence",
-    "near_copy_distance",
-    "nearest_original",
-    "kept",
-    "reason",
-    "judge",
-]
 
 
 def judge_training_rows(manifest: pd.DataFrame, arm: str) -> pd.DataFrame:
