@@ -63,6 +63,12 @@ SHIPPED = {
     "the tiny test config": [DEFAULT, TINY],
     "busi_small over busi": [DEFAULT, BUSI_CONFIG, REPO / "tests" / "configs" / "busi_small.yaml"],
     "busi_embedded over busi": [DEFAULT, BUSI_CONFIG, REPO / "config" / "busi_embedded.yaml"],
+    "busi_modes over busi_embedded": [
+        DEFAULT,
+        BUSI_CONFIG,
+        REPO / "config" / "busi_embedded.yaml",
+        REPO / "config" / "busi_modes.yaml",
+    ],
     "every family and ratio": [DEFAULT, TINY, "every-family.yaml"],
 }
 

@@ -5,6 +5,7 @@ counts, and a regenerated shard rerunning its arm's filter only."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -27,6 +28,7 @@ def test_filtered_variants_keep_their_count_and_their_judges_never_saw_the_valid
     from conftest import DEFAULT, TINY, planned_jobs, snakemake
 
     from meddap.data.arms import arm_training_rows
+    from meddap.data.near_duplicates import hash_images, hex_to_hash
     from meddap.evidence.filtered import filter_lines, filter_summary
 
     # The tiny run's split, test sets, base model and LoRAs serve; the shards are generated here,
@@ -65,6 +67,11 @@ def test_filtered_variants_keep_their_count_and_their_judges_never_saw_the_valid
         shards = {p.parent for p in (tmp_path / f"results/synthetic/{arm}").glob("*/*/shard*/metadata.csv")}
         generated = sum(len(pd.read_csv(shard / "metadata.csv")) for shard in shards)
         assert len(verdicts) == generated and set(verdicts["nearest_original"]) <= set(training["path"])
+        # The distance to the nearest original, in the split's hash space (its recorded hashes).
+        recorded = manifest.set_index("path")["phash"]
+        nearest = np.stack([hex_to_hash(recorded[path]) for path in verdicts["nearest_original"]])
+        distances = (hash_images(list(verdicts["path"])) != nearest).sum(axis=1)
+        assert (distances == verdicts["near_copy_distance"]).all()
         dropped += int((~verdicts["kept"]).sum())
         kept = set(verdicts.loc[verdicts["kept"], "path"])
 

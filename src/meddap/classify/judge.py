@@ -97,13 +97,14 @@ def filter_arm(
 ) -> pd.DataFrame:
     """The verdict on every image of the arm's shards (``judge_verdicts``) by the arm's judge."""
     from meddap.classify.classifier import load_classifier, predict_paths
-    from meddap.data.near_duplicates import hamming_distances, hash_images
+    from meddap.data.near_duplicates import hamming_distances, hash_images, hex_to_hash
     from meddap.diffusion.generate import read_shards
     from meddap.provenance.lineage import lineage_images, read_lineage
     from meddap.runtime.devices import pick_device
 
     images = read_shards(shard_dirs)
-    originals = list(judge_training_rows(manifest, arm)["path"])
+    training = arm_training_rows(manifest, arm)  # the judge's training rows, with the split's hashes
+    originals = list(training["path"])
     judged = set(lineage_images(read_lineage(judge_dir)))
     if judged != set(originals):  # a judge of another arm, or of an older split
         raise ValueError(
@@ -113,7 +114,9 @@ def filter_arm(
     model, meta = load_classifier(judge_dir, str(pick_device(device)))
     probabilities = predict_paths(model, meta, list(images["path"]))
     classes = list(meta["classes"])
-    distances = hamming_distances(hash_images(list(images["path"])), hash_images(originals))
+    # The originals' hashes as the split recorded them: the feature space it grouped near-duplicates in.
+    original_hashes = np.stack([hex_to_hash(text) for text in training["phash"]]) if len(training) else hash_images([])
+    distances = hamming_distances(hash_images(list(images["path"])), original_hashes)
     verdicts = judge_verdicts(
         images, probabilities.reshape(len(images), len(classes)), classes, distances, originals, settings
     )
