@@ -70,7 +70,7 @@ def test_filtered_variants_keep_their_count_and_their_judges_never_saw_the_valid
         # The distance to the nearest original, in the split's hash space (its recorded hashes).
         recorded = manifest.set_index("path")["phash"]
         nearest = np.stack([hex_to_hash(recorded[path]) for path in verdicts["nearest_original"]])
-        distances = (hash_images(list(verdicts["path"])) != nearest).sum(axis=1)
+        distances = (hash_images([str(tmp_path / path) for path in verdicts["path"]]) != nearest).sum(axis=1)
         assert (distances == verdicts["near_copy_distance"]).all()
         dropped += int((~verdicts["kept"]).sum())
         kept = set(verdicts.loc[verdicts["kept"], "path"])
