@@ -50,3 +50,12 @@ rule all:
     default_target: True
     input:
         checked(report_outputs()),
+
+
+# The run's warm servers (meddap.runtime.warm: the imports its local jobs share) stop with it.
+onsuccess:
+    stop_warm_servers()
+
+
+onerror:
+    stop_warm_servers()

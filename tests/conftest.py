@@ -42,10 +42,13 @@ def digest_tree(root: Path) -> dict[str, str]:
     }
 
 
-def snakemake(workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` (results land there) and return the finished process."""
+def snakemake(
+    workdir: Path, *args: str, configs=(DEFAULT, TINY), check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` (results land there) and return the finished process;
+    ``env``: variables to set for it."""
     command = snakemake_command(workdir, *args, configs=configs)
-    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result

@@ -115,3 +115,13 @@ def test_busi_groups_across_classes_never_straddle_the_split(busi_root, mixed_la
     expected = "train" if mixed_label_groups == "keep" else "dropped"
     assert (manifest.loc[in_mixed, "split"] == expected).all()
     assert not (manifest.loc[~in_mixed, "split"] == "dropped").any()
+
+
+def test_hashes_round_trip_through_the_manifests_hex_digits():
+    from meddap.data.near_duplicates import HASH_BITS, hash_to_hex, hashes_from_hex
+
+    bits = np.random.default_rng(0).random((5, HASH_BITS)) > 0.5
+    texts = [hash_to_hex(row) for row in bits]
+    assert all(len(text) == 16 for text in texts)
+    assert np.array_equal(hashes_from_hex(texts), bits)
+    assert hashes_from_hex([]).shape == (0, HASH_BITS)

@@ -342,10 +342,14 @@ def test_rerun_does_nothing_and_one_shard_reruns_only_its_dependents(tiny_run):
     shard = "results/synthetic/fold0/benign/bright/shard000"
     before = sorted((tiny_run / shard).glob("*.png"))
     before_bytes = [p.read_bytes() for p in before]
-    # The documented command (docs/usage.md, `make regenerate-shard`): regenerate one shard only.
-    regenerate = snakemake(tiny_run, "--cores", "2", "--forcerun", shard, "--until", shard)
+    log = tiny_run / "results/logs/generate_shard/fold0/benign/bright/shard000.log"
+    assert "warm start: in a fork" in log.read_text()  # the run's jobs ran warm (meddap.runtime.warm)
+    # The documented command (docs/usage.md, `make regenerate-shard`): regenerate one shard only,
+    # here in a fresh interpreter: a warm job's images are a cold job's, byte for byte.
+    regenerate = snakemake(tiny_run, "--cores", "2", "--forcerun", shard, "--until", shard, env={"MEDDAP_WARM": "0"})
     # its LoRA and base model are checked first (tests/test_shard_safety.py: a bad one keeps the shard)
     assert planned_jobs(regenerate.stdout + regenerate.stderr) == {"check_generation_inputs": 1, "generate_shard": 1}
+    assert "warm start: no (MEDDAP_WARM=0)" in log.read_text()
     assert [p.read_bytes() for p in sorted((tiny_run / shard).glob("*.png"))] == before_bytes  # same seeds, same images
 
     dry = snakemake(tiny_run, "-n")

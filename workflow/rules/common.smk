@@ -59,6 +59,7 @@ from meddap.diffusion.base_models import HUB, SINGLE_FILE
 from meddap.evidence.modes import FILTERED_SUFFIX, TEXT_TO_IMAGE_MODE
 from meddap.provenance.lineage import CACHE_VARIABLE, DEFAULT_CACHE, DigestCache
 from meddap.runtime.gpu_slots import CLASSIFIER, DIFFUSION, SETTINGS_VARIABLE
+from meddap.runtime.warm import stop_servers
 from meddap.settings.choices import PHANTOM_CORPUS
 from meddap.settings.kinds import SYNTHETIC, TestSetKind
 from meddap.settings.plan import CLASSIC, GUIDED, ORIGINAL, TEXT_TO_IMAGE
@@ -71,6 +72,13 @@ except (ConfigError, ValueError) as error:
     raise WorkflowError(f"Invalid configuration: {error}") from None
 for warning in SETTINGS.warnings:
     logger.warning(f"meddap: {warning}")
+
+
+def stop_warm_servers():
+    """Stop the warm servers this folder's jobs started (they stop by themselves when idle, too)."""
+    stopped = stop_servers(os.getcwd())
+    if stopped:
+        logger.info(f"meddap: stopped warm server(s) {stopped}")
 
 
 def check_cuda():

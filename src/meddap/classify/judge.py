@@ -97,7 +97,7 @@ def filter_arm(
 ) -> pd.DataFrame:
     """The verdict on every image of the arm's shards (``judge_verdicts``) by the arm's judge."""
     from meddap.classify.classifier import load_classifier, predict_paths
-    from meddap.data.near_duplicates import hamming_distances, hash_images, hex_to_hash
+    from meddap.data.near_duplicates import hamming_distances, hash_images, hashes_from_hex
     from meddap.diffusion.generate import read_shards
     from meddap.provenance.lineage import lineage_images, read_lineage
     from meddap.runtime.devices import pick_device
@@ -115,7 +115,7 @@ def filter_arm(
     probabilities = predict_paths(model, meta, list(images["path"]))
     classes = list(meta["classes"])
     # The originals' hashes as the split recorded them: the feature space it grouped near-duplicates in.
-    original_hashes = np.stack([hex_to_hash(text) for text in training["phash"]]) if len(training) else hash_images([])
+    original_hashes = hashes_from_hex(training["phash"])
     distances = hamming_distances(hash_images(list(images["path"])), original_hashes)
     verdicts = judge_verdicts(
         images, probabilities.reshape(len(images), len(classes)), classes, distances, originals, settings

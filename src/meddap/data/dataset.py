@@ -373,11 +373,11 @@ def index_test_set(root: str | Path, known_classes: list[str], exclude: list[str
 def check_unseen_is_apart(name: str, frame: pd.DataFrame, manifest: pd.DataFrame, max_distance: int) -> None:
     """Refuse an unseen set holding a near-duplicate (``max_distance`` perceptual-hash bits; -1: off) of
     a dataset image: it would be a test on images the classifiers (or their LoRAs) trained on."""
-    from meddap.data.near_duplicates import hamming_distances, hash_images, hex_to_hash
+    from meddap.data.near_duplicates import hamming_distances, hash_images, hashes_from_hex
 
     if max_distance < 0 or frame.empty or manifest.empty:
         return
-    reference = np.stack([hex_to_hash(h) for h in manifest["phash"]])
+    reference = hashes_from_hex(manifest["phash"])
     distances = hamming_distances(hash_images(list(frame["path"])), reference)
     nearest = distances.argmin(axis=1)
     close = np.flatnonzero(distances.min(axis=1) <= max_distance)

@@ -70,6 +70,14 @@ def hex_to_hash(text: str) -> np.ndarray:
     return np.array([(value >> (HASH_BITS - 1 - i)) & 1 for i in range(HASH_BITS)], dtype=bool)
 
 
+def hashes_from_hex(texts) -> np.ndarray:
+    """(N, 63) boolean hashes from their hex digits (the split manifest's ``phash`` column)."""
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, HASH_BITS), dtype=bool)
+    return np.stack([hex_to_hash(text) for text in texts])
+
+
 def near_duplicate_groups(paths: list[str], max_distance: int, hashes: np.ndarray | None = None) -> pd.DataFrame:
     """Group images whose perceptual hashes are within ``max_distance`` bits (transitively).
 

@@ -246,6 +246,18 @@ class _Picker:
             self.queued = None
 
 
+def takes_device(
+    kind: str | None, environ: MutableMapping[str, str] = os.environ, detect: Callable[[], list[str]] = detect_devices
+) -> bool:
+    """Whether a job of ``kind`` would run on a GPU here (``acquire``'s decision; nothing is locked)."""
+    if not kind:
+        return False
+    settings = GpuSlotSettings.from_env(environ)
+    if not settings.enabled:
+        return False
+    return bool(given_devices(environ)) or bool(pool(settings, environ, detect))
+
+
 def acquire(
     kind: str,
     settings: GpuSlotSettings,

@@ -14,7 +14,21 @@ from pathlib import Path
 
 
 def start(snakemake) -> logging.Logger:
-    """Route this job's logging and stderr (tqdm bars, warnings) to its log file; set threads."""
+    """Route this job's logging and stderr (tqdm bars, warnings) to its log file; set threads.
+
+    A local CPU job first hands itself to a warm server (meddap.runtime.warm), whose fork runs this
+    same script again (and this start again, in the fork); this process then only waits and exits
+    with the fork's status."""
+    from meddap.runtime import gpu_slots, warm
+
+    gpu_kind = getattr(snakemake.resources, "gpu_slot", None)
+    cold_because = warm.eligible(os.environ, gpu_slots.takes_device(gpu_kind), sys.argv[0])
+    if cold_because is None:
+        status = warm.run_in_server(list(sys.argv), dict(os.environ), os.getcwd())
+        if status is not None:
+            sys.stdout.flush()
+            os._exit(status)
+        cold_because = "no warm server could be started (its log: meddap.runtime.warm.folder())"
     # Thread count through the environment, read when torch/numpy load (rules without torch skip it).
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(max(1, int(snakemake.threads)))
@@ -43,8 +57,24 @@ def start(snakemake) -> logging.Logger:
     )
     logger = logging.getLogger(f"meddap.rule.{snakemake.rule}")
     logger.info("rule %s wildcards %s threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
+    if warm.in_server_fork():
+        _limit_loaded_thread_pools(int(snakemake.threads))
+        logger.info("warm start: in a fork (pid %d) of the warm server %d", os.getpid(), os.getppid())
+    else:
+        logger.info("warm start: no (%s)", cold_because)
     # A GPU rule's job takes a device (or a slot of one) of its own before torch loads (meddap.runtime.gpu_slots).
-    from meddap.runtime import gpu_slots
-
-    gpu_slots.acquire_for_job(getattr(snakemake.resources, "gpu_slot", None), logger)
+    gpu_slots.acquire_for_job(gpu_kind, logger)
     return logger
+
+
+def _limit_loaded_thread_pools(threads: int) -> None:
+    """In a warm fork torch and the BLAS libraries are loaded already: the thread variables set above
+    come too late for them, so their pools are set directly (as the variables would have)."""
+    threads = max(1, threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=threads)
