@@ -126,6 +126,63 @@ def test_class_fidelity_per_adjective(tmp_path):
     assert fidelity.loc[("normal", "all"), "fidelity_mean"] == 0.5
 
 
+def report_folder(tmp_path: Path, fidelity: pd.DataFrame) -> Path:
+    """A report folder with ``fidelity`` and a summary.csv whose `original` macro-F1 (0.9) passes the
+    floor: the fidelity checks alone decide."""
+    report = tmp_path / "report"
+    report.mkdir()
+    fidelity.to_csv(report / "fidelity.csv", index=False)
+    pd.DataFrame(
+        {
+            "variant": ["original"],
+            "family": ["original"],
+            "arch": ["r"],
+            "test_set": ["test"],
+            "test_set_kind": ["internal"],
+            "metric": ["macro_f1"],
+            "mean": [0.9],
+            "std": [0.01],
+            "delta_vs_original": [0.0],
+        }
+    ).to_csv(report / "summary.csv", index=False)
+    return report
+
+
+def test_class_fidelity_per_generation_mode_and_the_floor_on_text_to_image(tmp_path, capsys):
+    """Each mode's images are judged apart (issue 28 item 3); the floor of make check-results is the
+    text-to-image images', the other modes' fidelity is printed."""
+    from meddap.evidence.check import check
+
+    frame = pd.DataFrame(
+        {
+            "path": list("abcdefgh"),
+            "class": ["benign"] * 8,
+            "predicted": ["benign"] * 4 + ["normal"] * 3 + ["benign"],
+            "adjective": "none",
+            "mode": ["text-to-image"] * 4 + ["guided"] * 4,
+        }
+    )
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    fidelity = class_fidelity([{"arch": "r", "fold": 0, "predictions": str(tmp_path / "p.csv")}])
+    by_mode = fidelity[fidelity["adjective"] == "all"].set_index("mode")
+    assert by_mode.loc["text-to-image", "fidelity_mean"] == 1.0 and by_mode.loc["guided", "fidelity_mean"] == 0.25
+    assert set(by_mode["n_images"]) == {4}
+    # Without a mode column (a report of older results): text-to-image.
+    frame.drop(columns="mode").to_csv(tmp_path / "old.csv", index=False)
+    old = class_fidelity([{"arch": "r", "fold": 0, "predictions": str(tmp_path / "old.csv")}])
+    assert set(old["mode"]) == {"text-to-image"} and old.loc[old["adjective"] == "all", "n_images"].item() == 8
+    report = report_folder(tmp_path, fidelity)
+    assert check(report, 0.8, 0.7) == []
+    assert "class fidelity r benign (guided): median over folds 0.250" in capsys.readouterr().out
+    frame.assign(mode=frame["mode"].map({"text-to-image": "guided", "guided": "text-to-image"})).to_csv(
+        tmp_path / "p.csv", index=False
+    )
+    class_fidelity([{"arch": "r", "fold": 0, "predictions": str(tmp_path / "p.csv")}]).to_csv(
+        report / "fidelity.csv", index=False
+    )
+    assert check(report, 0.8, 0.7) == ["fidelity of benign: median 0.250 < 0.7"]
+
+
 def test_the_fidelity_floor_reads_the_median_over_folds_and_prints_every_fold(tmp_path, capsys):
     """One fold's judge rejecting a class does not fail the gate; a class rejected in most folds does."""
     from meddap.evidence.check import check
@@ -146,22 +203,7 @@ def test_the_fidelity_floor_reads_the_median_over_folds_and_prints_every_fold(tm
     normal = fidelity.set_index(["class", "adjective"]).loc[("normal", "all")]
     assert normal["fidelity_median"] == 1.0 and normal["fidelity_mean"] == pytest.approx(2 / 3)
     assert normal["fidelity_folds"] == "1.00 1.00 0.00"
-    report = tmp_path / "report"
-    report.mkdir()
-    fidelity.to_csv(report / "fidelity.csv", index=False)
-    pd.DataFrame(
-        {
-            "variant": ["original"],
-            "family": ["original"],
-            "arch": ["r"],
-            "test_set": ["test"],
-            "test_set_kind": ["internal"],
-            "metric": ["macro_f1"],
-            "mean": [0.9],
-            "std": [0.01],
-            "delta_vs_original": [0.0],
-        }
-    ).to_csv(report / "summary.csv", index=False)
+    report = report_folder(tmp_path, fidelity)
     assert check(report, 0.8, 0.7) == []
     assert "folds 1.00 1.00 0.00" in capsys.readouterr().out
     for fold in (0, 1):  # now most folds' judges reject the normal images

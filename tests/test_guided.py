@@ -207,3 +207,18 @@ def test_guided_shards_start_from_their_folds_training_originals_and_regenerate_
     )
     # Fold 0's guided_x1 dataset, its classifier and the audit; no other shard, fold or variant.
     assert after == {"merge_dataset": 1, "train_classifier": 1, "audit": 1}
+
+    # Class fidelity per mode (issue 28 item 3): the arm's synthetic test set (copied from the tiny
+    # run: its text-to-image images of every adjective) is rebuilt for this config: its
+    # text-to-image ("bright") and guided images, each row naming its mode.
+    test_set = "results/test_sets/synthetic/fold0.csv"
+    snakemake(tmp_path, "--cores", "2", "--until", test_set, configs=configs)
+    table = pd.read_csv(tmp_path / test_set)
+    guided_images = {
+        str(path.relative_to(tmp_path)) for path in (tmp_path / "results/guided/fold0").rglob("shard000/*.png")
+    }
+    assert len(guided_images) == 9 and set(table.loc[table["mode"] == "guided", "path"]) == guided_images
+    text_to_image = {
+        str(path.relative_to(tmp_path)) for path in (tmp_path / "results/synthetic/fold0").rglob("bright/*/*.png")
+    }
+    assert text_to_image and set(table.loc[table["mode"] == "text-to-image", "path"]) == text_to_image

@@ -311,6 +311,25 @@ def arm_shard_dirs(arm):
     return [shard_dir(arm, c, a, s) for c, a, s in PLAN.all_shards()]
 
 
+def arm_test_set_inputs(arm):
+    """index_synthetic's inputs: the arm's text-to-image shards, and its shards and filter tables of
+    the other generation modes."""
+    inputs = {"text_to_image": arm_shard_dirs(arm)}
+    for name, mode in other_generation_modes().items():
+        inputs[name] = mode["shards"][arm] + (
+            [mode["verdicts"][arm]] if mode["verdicts"] else []
+        )
+    return inputs
+
+
+def arm_other_modes(arm):
+    """mode -> {"shards": the arm's shard folders, "verdicts": its filter table or None}."""
+    return {
+        name: {"shards": mode["shards"][arm], "verdicts": mode["verdicts"].get(arm)}
+        for name, mode in other_generation_modes().items()
+    }
+
+
 def all_shard_dirs():
     return [path for arm in SETTINGS.arms for path in arm_shard_dirs(arm)]
 
@@ -351,8 +370,8 @@ def fold_verdicts(wildcards):
     return [f"results/filter/{variant.stream}/{SETTINGS.arm(int(wildcards.fold))}.csv"]
 
 
-def other_realism_modes():
-    """The generation modes besides text-to-image that the realism job measures apart: mode ->
+def other_generation_modes():
+    """The generation modes besides text-to-image that realism and class fidelity measure apart: mode ->
     {"stream": its shards' stream, "shards": arm -> shard folders, "verdicts": arm -> the filter's
     table (a filtered mode: the images it kept), or {}}."""
     modes = {}

@@ -108,10 +108,11 @@ rule generate_guided_shard:
 
 
 rule index_synthetic:
-    """The synthetic images of one arm as a test table (path, class, adjective): class fidelity
-    of the `original` classifiers of the arm's folds."""
+    """The synthetic images of one arm as a test table (path, class, adjective, mode): class
+    fidelity of the `original` classifiers of the arm's folds, per generation mode (text-to-image,
+    guided, each filtered: the images its filter kept)."""
     input:
-        lambda wc: arm_shard_dirs(wc.arm),
+        unpack(lambda wc: arm_test_set_inputs(wc.arm)),
     output:
         f"results/test_sets/{SYNTHETIC.name}/{{arm}}.csv",
     log:
@@ -124,5 +125,7 @@ rule index_synthetic:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        other_modes=lambda wc: arm_other_modes(wc.arm),
     script:
         "../scripts/index_synthetic.py"

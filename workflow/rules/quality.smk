@@ -50,7 +50,7 @@ rule realism:
         # guided shards and filter verdicts: the other generation modes' images
         other_modes=[
             path
-            for mode in other_realism_modes().values()
+            for mode in other_generation_modes().values()
             for paths in (*mode["shards"].values(), mode["verdicts"].values())
             for path in paths
         ],
@@ -75,7 +75,7 @@ rule realism:
         base_model=BASE_MODEL,
         arms=[SETTINGS.arm(fold) for fold in FOLDS],
         arm_shards={arm: arm_shard_dirs(arm) for arm in SETTINGS.arms},
-        other_modes=other_realism_modes(),
+        other_modes=other_generation_modes(),
         resolution=config["generation"]["resolution"],
         grayscale=config["generation"]["grayscale"],
         judges={

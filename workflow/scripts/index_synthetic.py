@@ -1,12 +1,19 @@
-"""Rule index_synthetic: results/test_sets/synthetic/<arm>.csv (path, class, adjective) of one arm's shards."""
+"""Rule index_synthetic: results/test_sets/synthetic/<arm>.csv (path, class, adjective, mode) of one
+arm's synthetic images, per generation mode (meddap.evidence.filtered.mode_images)."""
 
 from meddap.runtime.rulescript import start
 
 log = start(snakemake)  # noqa: F821
 
-from meddap.diffusion.generate import read_shards  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from meddap.evidence.filtered import mode_images  # noqa: E402
+from meddap.evidence.modes import TEXT_TO_IMAGE_MODE  # noqa: E402
 from meddap.runtime.atomic import write_csv  # noqa: E402
 
-frame = read_shards(list(snakemake.input))[["path", "class", "adjective"]]
-write_csv(snakemake.output[0], frame.reset_index(drop=True))
-log.info("synthetic images of arm %s: %s", snakemake.wildcards.arm, frame["class"].value_counts().to_dict())
+frames = [mode_images(list(snakemake.input.text_to_image)).assign(mode=TEXT_TO_IMAGE_MODE)]
+for name, mode in snakemake.params.other_modes.items():
+    frames.append(mode_images(mode["shards"], mode["verdicts"]).assign(mode=name))
+frame = pd.concat(frames, ignore_index=True)[["path", "class", "adjective", "mode"]]
+write_csv(snakemake.output[0], frame)
+log.info("synthetic images of arm %s per mode: %s", snakemake.wildcards.arm, frame.groupby("mode").size().to_dict())

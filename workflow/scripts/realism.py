@@ -8,27 +8,13 @@ log = start(snakemake)  # noqa: F821
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from meddap.diffusion.generate import read_shards  # noqa: E402
 from meddap.evidence.figures import plot_realism_examples  # noqa: E402
-from meddap.evidence.filtered import kept_images  # noqa: E402
+from meddap.evidence.filtered import mode_images  # noqa: E402
 from meddap.evidence.realism import realism_tables  # noqa: E402
 from meddap.runtime.atomic import write_csv  # noqa: E402
 from meddap.runtime.devices import pick_device  # noqa: E402
 
 params = snakemake.params
-
-
-def mode_images(mode: dict) -> dict[str, pd.DataFrame]:
-    """arm -> the mode's synthetic rows: its shards' images (a filtered mode: those its filter kept)."""
-    images = {}
-    for arm, shard_dirs in mode["shards"].items():
-        rows = read_shards(list(shard_dirs))
-        if mode["verdicts"]:
-            rows = kept_images(rows, pd.read_csv(mode["verdicts"][arm], keep_default_na=False))
-        images[arm] = rows
-    return images
-
-
 tables = realism_tables(
     manifest=pd.read_csv(snakemake.input.manifest),
     arms=list(params.arms),
@@ -39,7 +25,10 @@ tables = realism_tables(
     seed=params.seed,
     grayscale=params.grayscale,
     device=str(pick_device(params.device)),
-    other_modes={name: mode_images(mode) for name, mode in params.other_modes.items()},
+    other_modes={
+        name: {arm: mode_images(dirs, mode["verdicts"].get(arm)) for arm, dirs in mode["shards"].items()}
+        for name, mode in params.other_modes.items()
+    },
 )
 for name in ("autoencoder", "two_sample", "inputs"):
     write_csv(snakemake.output[name], tables[name])

@@ -3,7 +3,8 @@
 Reads results/report and results/audit and fails (exit 1) unless the `original` classifier
 reaches the macro-F1 floor on the training device's test split, every class's synthetic images
 are assigned to their intended class at least as often as the fidelity floor (median over the
-folds, each judged by its fold's original classifier), every adjective
+folds, each judged by its fold's original classifier; the text-to-image images: the other modes'
+fidelity is printed), every adjective
 with a pixel check shows its named effect in every class, and the lineage audit passed with no
 finding at all. Prints what it measured.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from meddap.evidence.modes import TEXT_TO_IMAGE_MODE
 from meddap.settings.kinds import TestSetKind
 from meddap.settings.plan import ORIGINAL
 
@@ -69,19 +71,26 @@ def check(report_dir: Path, min_macro_f1: float, min_fidelity: float) -> list[st
         )
         if verdict == "FAIL":
             failures.append(f"original {row['arch']} macro-F1 {row['mean']:.3f} < {min_macro_f1}")
-    overall = fidelity[fidelity["adjective"] == "all"]
+    modes = fidelity["mode"] if "mode" in fidelity else pd.Series(TEXT_TO_IMAGE_MODE, index=fidelity.index)
+    overall = fidelity[(fidelity["adjective"] == "all") & (modes == TEXT_TO_IMAGE_MODE)]
     for _, row in overall.iterrows():
         # The median over folds: each fold's images are judged by one classifier, its fold's original,
         # and one judge alone may reject a class (its value is printed); garbage fails in every fold.
         verdict = "ok" if row["fidelity_median"] >= min_fidelity else "FAIL"
         print(
-            f"{verdict}: class fidelity {row['arch']} {row['class']}: median over folds "
+            f"{verdict}: class fidelity {row['arch']} {row['class']} ({TEXT_TO_IMAGE_MODE}): median over folds "
             f"{row['fidelity_median']:.3f} (folds {row['fidelity_folds']}; mean {row['fidelity_mean']:.3f} ± "
             f"{row['fidelity_std']:.3f}; single judges {row.get('fidelity_judge_min', float('nan')):.2f} to "
             f"{row.get('fidelity_judge_max', float('nan')):.2f}) over {row['n_images']} images (floor {min_fidelity})"
         )
         if verdict == "FAIL":
             failures.append(f"fidelity of {row['class']}: median {row['fidelity_median']:.3f} < {min_fidelity}")
+    # The other modes' fidelity, for the record: the floor is the text-to-image images'.
+    for _, row in fidelity[(fidelity["adjective"] == "all") & (modes != TEXT_TO_IMAGE_MODE)].iterrows():
+        print(
+            f"  class fidelity {row['arch']} {row['class']} ({row['mode']}): median over folds "
+            f"{row['fidelity_median']:.3f} (folds {row['fidelity_folds']}) over {row['n_images']} images"
+        )
     for _, row in summary[(summary["metric"] == "macro_f1")].sort_values(["test_set", "variant"]).iterrows():
         print(
             f"  macro-F1 {row['test_set']:>10} {row['variant']:>12}: "

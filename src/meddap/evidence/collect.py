@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from meddap.classify.evaluate import EVALUATED, METRICS_FILE, PREDICTIONS_FILE
+from meddap.evidence.modes import TEXT_TO_IMAGE_MODE
 from meddap.settings.kinds import TestSetKind
 from meddap.settings.plan import CLASSIC, GUIDED, MIXED
 
@@ -80,10 +81,11 @@ def collect_metrics(records: list[dict]) -> pd.DataFrame:
 
 
 def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
-    """Share of each (class, adjective)'s synthetic images the ``original`` classifier assigns to that class.
+    """Share of each (mode, class, adjective)'s synthetic images the ``original`` classifier assigns to that class.
 
     ``prediction_files``: records {arch, fold, replicate, predictions} of the synthetic-images test
-    set. One row per (arch, class, adjective) with mean, std and median over folds and each fold's
+    set; its ``mode`` column is the generation mode (text-to-image where there is none). One row per
+    (arch, mode, class, adjective) with mean, std and median over folds and each fold's
     value (``fidelity_folds``, in fold order), plus 'all' adjectives;
     a fold's value is the mean over its replicates (they are not independent of each other), and
     ``n_replicates`` says how many there were (the fewest of any fold). A fold's replicates are its
@@ -92,6 +94,7 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     """
     columns = [
         "arch",
+        "mode",
         "class",
         "adjective",
         "fidelity_mean",
@@ -114,16 +117,17 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=columns)
     data = pd.concat(frames, ignore_index=True)
+    data["mode"] = data["mode"].fillna(TEXT_TO_IMAGE_MODE) if "mode" in data else TEXT_TO_IMAGE_MODE
     data["correct"] = data["class"] == data["predicted"]
     both = pd.concat([data, data.assign(adjective="all")], ignore_index=True)
-    keys = ["arch", "class", "adjective", "fold"]
+    keys = ["arch", "mode", "class", "adjective", "fold"]
     per_replicate = both.groupby([*keys, "replicate"])["correct"].agg(["mean", "size"]).reset_index()
     per_fold = per_replicate.groupby(keys).agg(
         mean=("mean", "mean"), size=("size", "first"), replicates=("replicate", "nunique")
     )
     out = (
         per_fold.reset_index()
-        .groupby(["arch", "class", "adjective"])
+        .groupby(["arch", "mode", "class", "adjective"])
         .agg(
             fidelity_mean=("mean", "mean"),
             fidelity_std=("mean", "std"),
@@ -137,7 +141,7 @@ def class_fidelity(prediction_files: list[dict]) -> pd.DataFrame:
         )
     )
     # Every judge (a fold's replicate) on its own: the ensemble above is their mean; this is their range.
-    judges = per_replicate.groupby(["arch", "class", "adjective"])["mean"].agg(
+    judges = per_replicate.groupby(["arch", "mode", "class", "adjective"])["mean"].agg(
         fidelity_judge_min="min", fidelity_judge_max="max", n_judges="size"
     )
     return out.join(judges).reset_index()[columns]

@@ -21,6 +21,17 @@ def kept_images(rows: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["path"].isin(kept)].reset_index(drop=True)
 
 
+def mode_images(shard_dirs: list[str | Path], verdicts: str | Path | None = None) -> pd.DataFrame:
+    """One generation mode's images in an arm: its shards' rows (``read_shards``), and for a filtered
+    mode (``verdicts``: the arm's filter table) only the images its filter kept."""
+    from meddap.diffusion.generate import read_shards
+
+    rows = read_shards(list(shard_dirs))
+    if verdicts:
+        rows = kept_images(rows, pd.read_csv(verdicts, keep_default_na=False))
+    return rows
+
+
 def filter_summary(tables: list[str | Path]) -> pd.DataFrame:
     """One row per (stream, arm, class) of the verdict tables (``results/filter/<stream>/<arm>.csv``:
     the stream and arm are the folder and file names the workflow gives them)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from meddap.evidence.modes import TEXT_TO_IMAGE_MODE
 from meddap.runtime.markdown import fmt as _fmt
 from meddap.runtime.markdown import table as _markdown_table
 from meddap.settings.plan import ORIGINAL
@@ -200,15 +201,17 @@ def readable_summary(
     lines += ["", "## Class fidelity of the synthetic images", ""]
     lines.append(
         f"Share of each class's synthetic images that the `original` classifier assigns to the intended "
-        f"class (chance: {chance:.2f}); mean ± std over folds (a fold: the mean of its replicates, its judge "
-        "ensemble), and the range over every single judge (fold and replicate)."
+        f"class (chance: {chance:.2f}), per generation mode (a filtered mode: the images its filter kept); "
+        "mean ± std over folds (a fold: the mean of its replicates, its judge ensemble), and the range over "
+        "every single judge (fold and replicate)."
     )
     lines.append("")
     lines += _markdown_table(
-        ["arch", "class", "adjective", "fidelity", "judges' range", "judges", "images"],
+        ["arch", "mode", "class", "adjective", "fidelity", "judges' range", "judges", "images"],
         [
             [
                 row.arch,
+                row.get("mode", TEXT_TO_IMAGE_MODE),
                 row["class"],
                 row.adjective,
                 f"{_fmt(row.fidelity_mean)} ± {_fmt(row.fidelity_std)}",
@@ -216,7 +219,9 @@ def readable_summary(
                 row.get("n_judges", "n/a"),
                 row.n_images,
             ]
-            for _, row in fidelity.sort_values(["arch", "class", "adjective"]).iterrows()
+            for _, row in fidelity.sort_values(
+                [c for c in ("arch", "mode", "class", "adjective") if c in fidelity]
+            ).iterrows()
         ],
     )
     quality = quality or {}

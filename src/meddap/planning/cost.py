@@ -183,7 +183,14 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
                 {"batch_size": validation["images"], "scheduler": validation.get("scheduler")},
             )
         )
-    per_arm = {cls: len(plan.adjectives) * plan.images_per_adjective(cls) for cls in settings.classes}
+    # One arm's synthetic test set (class fidelity per mode): every text-to-image and guided image,
+    # and a filtered stream's images once more (at most: those its filter keeps).
+    filtered_streams = {variant.stream for variant in plan.variants() if variant.filtered}
+    synthetic_test_images = sum(
+        len(plan.adjectives) * plan.images_per_adjective(cls, stream) * (2 if stream in filtered_streams else 1)
+        for cls in settings.classes
+        for stream in (TEXT_TO_IMAGE, GUIDED)
+    )
     work.append(_generation_work(settings, config["generation"], TEXT_TO_IMAGE))
     if plan.all_shards(GUIDED):
         work.append(_generation_work(settings, config["generation"], GUIDED))
@@ -191,7 +198,7 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
     # Classifier image-passes. A fold trains on the training split less one fold (plan.train_counts,
     # the larger share) plus its variant's extra images, validates on the fold every epoch; each
     # evaluate job reads the internal test split (and its corrupted copies), every unseen set, and
-    # for `original` the synthetic images of its fold's arm.
+    # for `original` the synthetic test set of its fold's arm.
     classifier, evaluation = config["classifier"], config["evaluation"]
     epochs, runs = classifier["epochs"], settings.folds * settings.replicates
     validation_images = sum(settings.train_counts[c] - plan.train_counts[c] for c in settings.classes)
@@ -203,7 +210,7 @@ def work_items(settings, config: dict) -> tuple[list[Work], list[str]]:
     for variant in plan.variants():
         extra = 0 if variant.kind == ORIGINAL else sum(plan.synthetic_count(c, variant.ratio) for c in settings.classes)
         train_passes += runs * (sum(plan.train_counts.values()) + extra) * epochs
-        synthetic = sum(per_arm.values()) if variant.kind == ORIGINAL else 0
+        synthetic = synthetic_test_images if variant.kind == ORIGINAL else 0
         eval_passes += runs * (validation_images * epochs + test_images * copies + unseen_images + synthetic)
     trainings = len(plan.variants()) * runs
     work += _filter_work(settings, classifier)
