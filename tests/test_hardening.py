@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from conftest import DEFAULT, REPO, TINY, digest_tree, snakemake, snakemake_comm
 from PIL import Image
 
 from meddap.data.phantom import DEFAULT_DEVICES, simulate_case
+from meddap.provenance.lineage import path_digest
 
 
 def write_dataset(root: Path, per_class: int = 8, size: int = 64) -> Path:
@@ -157,7 +159,12 @@ KILL_TARGETS = (
 def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
     """Start the workflow; SIGKILL its whole process group once a job of ``rule`` is running."""
     log_dir = workdir / "results" / "logs" / rule
-    seen = {p for p in log_dir.rglob("*.log")} if log_dir.exists() else set()
+
+    def logs() -> set[tuple[Path, int]]:
+        # A job's log is (re)written when it starts: a rerun job's log is the same path, a new mtime.
+        return {(p, p.stat().st_mtime_ns) for p in log_dir.rglob("*.log")} if log_dir.exists() else set()
+
+    seen = logs()
     snakemake(workdir, "--unlock")  # a killed Snakemake leaves its lock behind (documented recovery)
     process = subprocess.Popen(
         snakemake_command(workdir, "--cores", "2", "--rerun-incomplete", *KILL_TARGETS),
@@ -168,8 +175,10 @@ def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
     )
     deadline = time.time() + timeout
     while process.poll() is None and time.time() < deadline:
-        if log_dir.exists() and {p for p in log_dir.rglob("*.log")} - seen:
-            time.sleep(1.5)  # inside the job now
+        if logs() - seen:
+            # Inside the job now: its log is opened by its start (meddap.runtime.rulescript), and a warm
+            # job (meddap.runtime.warm) of the tiny config may be done within a second.
+            time.sleep(0.3)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             return True
@@ -209,14 +218,31 @@ def test_kill_9_then_rerun_incomplete_equals_an_uninterrupted_run(tiny_run, tmp_
         assert (workdir / relative).read_bytes() == (tiny_run / relative).read_bytes(), relative
     synthetic = digest_tree(tiny_run / "results" / "synthetic")
     bright = {name: digest for name, digest in synthetic.items() if name.startswith("fold0/") and "/bright/" in name}
-    assert bright and digest_tree(workdir / "results" / "synthetic") == bright
+    resumed = digest_tree(workdir / "results" / "synthetic")
+    # Images, metadata and provenance byte for byte. A shard's lineage.json records its LoRA folder's
+    # digest, and a LoRA killed after a checkpoint says so in its lora_info.json ("resumed_from_step",
+    # whose weights are identical, checked above): there the lineage names the folder it really read.
+    assert bright and set(resumed) == set(bright)
+    assert {n: d for n, d in resumed.items() if not n.endswith("lineage.json")} == {
+        n: d for n, d in bright.items() if not n.endswith("lineage.json")
+    }
+    lora_info = json.loads((workdir / "results/lora/fold0/benign/lora_info.json").read_text())
+    for name in (n for n in resumed if n.endswith("lineage.json")):
+        record = json.loads((workdir / "results/synthetic" / name).read_text())
+        reference = json.loads((tiny_run / "results/synthetic" / name).read_text())
+        lora = workdir / record["inputs"]["lora"]
+        assert record["input_digests"]["lora"] == path_digest(lora)
+        if json.loads((lora / "lora_info.json").read_text())["resumed_from_step"] == 0:
+            assert record == reference, name
+        else:
+            del record["input_digests"]["lora"], reference["input_digests"]["lora"]
+            assert record == reference, name
+    assert lora_info["resumed_from_step"] in (0, 2)  # checkpoint_every: 2 of its 4 steps
     assert not list((workdir / "results").rglob("*.partial"))
 
 
 @pytest.mark.slow
 def test_seed_versions_and_settings_are_written_next_to_models_and_shards(tiny_run):
-    import json
-
     results = tiny_run / "results"
     records = {
         "lora": results / "lora" / "fold0" / "benign" / "lora_info.json",
