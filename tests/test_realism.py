@@ -197,3 +197,15 @@ def test_the_tiny_run_reports_realism_from_training_originals_only(tiny_run):
     fidelity = pd.read_csv(results / "report" / "fidelity.csv")
     assert {"fidelity_judge_min", "fidelity_judge_max", "n_judges"} <= set(fidelity.columns)
     assert Path(results / "benchmarks" / "realism.tsv").is_file()
+
+
+def test_the_realism_figure_has_a_row_per_generation_mode(tmp_path, monkeypatch):
+    from meddap.evidence import figures
+
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, target: saved.append(fig))
+    images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    modes = {"text-to-image": images, "guided": images[:2]}
+    figures.plot_realism_examples("benign", images, images, modes, tmp_path / "benign.png")
+    labels = [axis.get_ylabel() for axis in saved[0].axes[::3]]  # the first column of each row of 3
+    assert labels == ["real", "VAE reconstruction", "text-to-image\nsynthetic", "guided\nsynthetic"]

@@ -36,5 +36,5 @@ log.info("autoencoder:\n%s", tables["autoencoder"].to_string(index=False))
 log.info("two-sample tests:\n%s", tables["two_sample"].to_string(index=False))
 empty = np.zeros((0, 1, 1, 3), np.uint8)
 for cls, target in zip(params.classes, snakemake.output.figures):
-    real, reconstructed, synthetic = tables["examples"].get(cls, (empty, empty, empty))
+    real, reconstructed, synthetic = tables["examples"].get(cls, (empty, empty, {}))
     plot_realism_examples(cls, real, reconstructed, synthetic, target)

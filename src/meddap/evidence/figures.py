@@ -166,14 +166,21 @@ def plot_image_grid(
 
 
 def plot_realism_examples(
-    cls: str, real: np.ndarray, reconstructed: np.ndarray, synthetic: np.ndarray, target: str | Path, size: int = 128
+    cls: str,
+    real: np.ndarray,
+    reconstructed: np.ndarray,
+    synthetic: dict[str, np.ndarray],
+    target: str | Path,
+    size: int = 128,
 ) -> None:
-    """One class: real training images, their VAE reconstructions and synthetic images, one row each,
-    every tile shown at the same size (nearest-neighbour, so no resampling hides or adds blur)."""
+    """One class: real training images, their VAE reconstructions and each generation mode's synthetic
+    images (``synthetic``: mode -> images), one row each, every tile shown at the same size
+    (nearest-neighbour, so no resampling hides or adds blur)."""
     from PIL import Image
 
     plt = _pyplot()
-    rows = [("real", real), ("VAE reconstruction", reconstructed), ("synthetic images", synthetic)]
+    rows = [("real", real), ("VAE reconstruction", reconstructed)]
+    rows += [(f"{mode}\nsynthetic", images) for mode, images in synthetic.items()] or [("synthetic", real[:0])]
     columns = max(1, max(len(images) for _, images in rows))
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.6 * len(rows)), squeeze=False)
     for r, (name, images) in enumerate(rows):
@@ -186,7 +193,7 @@ def plot_realism_examples(
                 ax.imshow(np.asarray(tile))
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(f"{cls}: real, its autoencoder round trip, synthetic (same size)", fontsize=9)
+    fig.suptitle(f"{cls}: real, its autoencoder round trip, synthetic per mode (same size)", fontsize=9)
     fig.tight_layout()
     _save(fig, target)
 

@@ -232,7 +232,7 @@ def realism_tables(
     Returns ``autoencoder`` (arm, class: PSNR, SSIM, two-sample AUROC real vs reconstruction),
     ``two_sample`` (mode, arm, class, adjective, features: AUROC real vs synthetic), ``inputs`` (arm,
     class, path of every real image used) and ``examples`` ({class: (real, reconstructed,
-    synthetic)} uint8 arrays of the first arm).
+    {mode: synthetic})} uint8 arrays of the first arm).
     """
     from meddap.data.arms import arm_training_rows
     from meddap.diffusion.autoencoder import load_autoencoder, round_trip
@@ -296,8 +296,10 @@ def realism_tables(
                             **result.row(),
                         }
                     )
-                if mode == TEXT_TO_IMAGE_MODE and cls not in examples and len(own):
-                    examples[cls] = (originals[:n_examples], reconstructed[:n_examples], synthetic_images[:n_examples])
+                if arm == arms[0] and len(own):  # the figure: the first arm's images, a row per mode
+                    examples.setdefault(cls, (originals[:n_examples], reconstructed[:n_examples], {}))[2][mode] = (
+                        synthetic_images[:n_examples]
+                    )
     # The judges' view: fold k's original classifier embeds its arm's originals and synthetic images.
     for (arch, model_dirs), mode in ((item, mode) for item in judges.items() for mode in modes):
         for fold, (arm, model_dir) in enumerate(zip(arms, model_dirs)):
