@@ -325,7 +325,9 @@ def serve(socket_path: Path, cwd: str, idle_seconds: float = IDLE_SECONDS) -> No
             if os.stat(socket_path).st_ino == inode:
                 socket_path.unlink()
                 record.unlink(missing_ok=True)
-    print(f"warm server {os.getpid()}: stopped", flush=True)
+    # Stopped as planned: nothing of it is left (a server that failed keeps its log for the reader).
+    for leftover in (socket_path.with_suffix(".log"), socket_path.with_suffix(".lock")):
+        leftover.unlink(missing_ok=True)
 
 
 def _reaped(children: set[int]) -> set[int]:
