@@ -180,7 +180,7 @@ def plot_realism_examples(
 
     plt = _pyplot()
     rows = [("real", real), ("VAE reconstruction", reconstructed)]
-    rows += [(f"{mode}\nsynthetic", images) for mode, images in synthetic.items()] or [("synthetic", real[:0])]
+    rows += [(mode, images) for mode, images in synthetic.items()] or [("(none generated)", real[:0])]
     columns = max(1, max(len(images) for _, images in rows))
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.6 * len(rows)), squeeze=False)
     for r, (name, images) in enumerate(rows):
