@@ -188,8 +188,10 @@ def run_and_kill_during(workdir: Path, rule: str, timeout: float = 600) -> bool:
 
 
 def assert_nothing_looks_complete_but_is_not(results: Path) -> None:
-    """Every output folder a killed job may have left is either absent or whole."""
-    for lora in (results / "lora").glob("[!.]*/*"):
+    """Every output folder a killed job may have left is either absent or whole. A job killed while
+    writing leaves its hidden temporary (``.<name>.<random>.partial``, meddap.runtime.atomic), which
+    never looks complete and which the job's next attempt removes."""
+    for lora in (results / "lora").glob("[!.]*/[!.]*"):
         assert (lora / "pytorch_lora_weights.safetensors").is_file(), lora
     for shard in (results / "synthetic").glob("*/*/*/shard[0-9][0-9][0-9]"):
         metadata = pd.read_csv(shard / "metadata.csv")
