@@ -136,3 +136,16 @@ def _alive(pid: int) -> bool:
         return False
     # a zombie until the server reaps it: dead all the same
     return Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_folder_others_can_write_to_turns_warm_start_off(tmp_path, warm_dir):
+    """The folder's name is predictable: a job never hands its environment and streams to a socket
+    in a folder that another user could have made or could write to."""
+    warm_dir.mkdir(mode=0o700)
+    warm_dir.chmod(0o777)
+    script = tmp_path / "job.py"
+    script.write_text("print('ran')\n")
+    result = run_client(script, tmp_path)
+    assert result.returncode == 100  # run_in_server gave None: the job runs cold
+    assert "warm start off" in result.stderr and str(warm_dir) in result.stderr
+    assert not list(warm_dir.iterdir())  # no server was started

@@ -41,6 +41,7 @@ import runpy
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -168,11 +169,22 @@ def server_key(environ: Mapping[str, str], cwd: str) -> str:
 # ---------------------------------------------------------------------------------------- client
 
 
+def _private(path: Path) -> bool:
+    """A folder owned by this user that no one else may write to or read."""
+    info = os.lstat(path)
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
 def _connect(path: Path) -> socket.socket | None:
+    """A connection to the server at ``path``, if one of this user's answers there."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(str(path))
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     except OSError:
+        conn.close()
+        return None
+    if uid != os.getuid():
         conn.close()
         return None
     return conn
@@ -224,6 +236,11 @@ def run_in_server(argv: list[str], environ: Mapping[str, str], cwd: str) -> int 
     no server took the job (the caller then runs it itself)."""
     base = folder(environ)
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _private(base):
+        # Its name is predictable: another user's folder (or socket) there must not get this job's
+        # environment and streams.
+        sys.stderr.write(f"meddap: warm start off: {base} is not a folder of this user alone (see {DIR_VARIABLE})\n")
+        return None
     key = server_key(environ, cwd)
     request = json.dumps({"argv": argv, "cwd": cwd, "env": dict(environ)}).encode()
     for _attempt in range(3):  # a server that was just stopping closes the connection unanswered
