@@ -9,21 +9,8 @@ over the socket), working folder, command line and environment; the job's proces
 with the fork's status. Each job is still its own Snakemake job, with its own log, outputs and
 rerun; only the import is shared.
 
-What is warm and what is not:
-
-- one server per (user, workflow folder, interpreter, ``sys.path``, environment less the per-job
-  thread counts, the installed libraries' files): anything that could change what the imports did
-  starts another server;
-- never for a job inside a cluster allocation (SLURM, PBS, LSF, SGE, Flux: the server would run in
-  one job's allocation) nor for a job that takes a GPU device (``gpu_slots``); nor with
-  ``MEDDAP_WARM=0``;
-- the server stops when the run ends (the Snakefile's ``onsuccess``/``onerror`` call
-  :func:`stop_servers`), when idle for ``IDLE_SECONDS``, or when its socket is removed;
-- a job that cannot reach a server runs in its own fresh interpreter, as without warm start.
-
-Snakemake's benchmark files then time the job correctly (wall seconds) but measure the memory and
-CPU of the waiting process only; the fork logs its own peak memory. ``MEDDAP_WARM=0`` measures them
-the usual way.
+Which jobs run warm, when a server stops, and what benchmarks then measure: docs/usage.md,
+"Warm start of local jobs".
 """
 
 from __future__ import annotations
